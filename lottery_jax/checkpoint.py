@@ -1,0 +1,84 @@
+"""Weight files in PyTorch layout (``.npz``): what ``train`` writes and ``evaluate`` reads.
+
+A file holds one array per parameter, keyed like a PyTorch state dict (``fc1.weight`` of shape
+(out, in), ``conv1.weight`` of shape (out, in, kh, kw)), plus an optional ``__meta__`` entry: a JSON
+string with the model name and the configuration that made it. Files without ``__meta__`` (such as
+the paper's own target ``fc2_e10_h500.npz``) load too. Training state for resuming (optimizer
+leaves, epoch) is kept in a separate ``resume.npz`` beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from lottery_jax.errors import UserError
+from lottery_jax.results import save_npz_atomic
+
+META_KEY = "__meta__"
+
+
+def save_weights(
+    path: str | os.PathLike, model_name: str, state: dict[str, np.ndarray], meta: dict | None = None
+) -> Path:
+    """Write ``state`` (PyTorch layout) and ``{"model": model_name, **meta}`` atomically."""
+    meta = {"model": model_name, **(meta or {})}
+    arrays = {k: np.asarray(v) for k, v in state.items()}
+    arrays[META_KEY] = np.asarray(json.dumps(meta))
+    return save_npz_atomic(path, arrays)
+
+
+def _open_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise UserError(f"weight file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise UserError(f"cannot read weight file {path}: {e}") from None
+
+
+def load_weights(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a weight file: (PyTorch-layout state, metadata dict; empty when the file has none)."""
+    path = Path(path)
+    arrays = _open_npz(path)
+    meta: dict[str, Any] = {}
+    if META_KEY in arrays:
+        try:
+            meta = json.loads(str(arrays.pop(META_KEY)))
+        except json.JSONDecodeError as e:
+            raise UserError(f"weight file {path}: corrupt {META_KEY} entry ({e})") from None
+    if not arrays:
+        raise UserError(f"weight file {path} holds no arrays")
+    return arrays, meta
+
+
+def save_resume(path: str | os.PathLike, opt_state: Any, epoch: int, meta: dict) -> Path:
+    """Optimizer state leaves + the number of finished epochs (for ``train`` to resume exactly)."""
+    leaves = jax.tree.leaves(opt_state)
+    arrays = {f"leaf{i:04d}": np.asarray(x) for i, x in enumerate(leaves)}
+    arrays["epoch"] = np.asarray(epoch)
+    arrays[META_KEY] = np.asarray(json.dumps(meta))
+    return save_npz_atomic(path, arrays)
+
+
+def load_resume(path: str | os.PathLike, like_opt_state: Any) -> tuple[Any, int, dict]:
+    """Inverse of :func:`save_resume`; ``like_opt_state`` gives the tree structure."""
+    arrays = _open_npz(Path(path))
+    treedef = jax.tree.structure(like_opt_state)
+    leaves = [arrays[f"leaf{i:04d}"] for i in range(treedef.num_leaves)]
+    meta = json.loads(str(arrays[META_KEY]))
+    like = jax.tree.leaves(like_opt_state)
+    for a, b in zip(leaves, like, strict=True):
+        if a.shape != np.shape(b):
+            raise UserError(
+                f"{path}: optimizer state does not fit this model; delete it to restart"
+            )
+    state = jax.tree.unflatten(treedef, [jax.numpy.asarray(x) for x in leaves])
+    return state, int(arrays["epoch"]), meta

@@ -1,0 +1,39 @@
+"""``lottery-jax`` command line: one line of error, never a traceback, for bad input."""
+
+from __future__ import annotations
+
+import sys
+
+from typer import Abort, Exit
+from typer.exceptions import TyperException
+
+from lottery_jax.errors import UserError
+
+# Importing a command module registers its commands on ``app``.
+from . import train as _train  # noqa: E402,F401,I001
+from .app import app
+
+__all__ = ["app", "main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point. Returns (and exits with) the command's status."""
+    try:
+        app(args=argv, standalone_mode=False, prog_name="lottery-jax")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except Exit as e:
+        sys.exit(e.exit_code)
+    except TyperException as e:  # usage errors: bad option value, unknown option, ...
+        message = e.format_message()
+        if message:  # (no arguments at all: the help was printed)
+            print(f"error: {message}", file=sys.stderr)
+        sys.exit(e.exit_code or 2)
+    except Abort:
+        print("error: interrupted; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("error: interrupted; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)
+    return 0

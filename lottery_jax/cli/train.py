@@ -1,0 +1,211 @@
+"""``train`` and ``evaluate``: the paper's target networks."""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from flax import nnx
+from rich.console import Console
+
+from lottery_jax import checkpoint, models
+from lottery_jax.data import load_dataset
+from lottery_jax.errors import UserError
+from lottery_jax.results import device_summary, write_json_atomic
+from lottery_jax.train import evaluate as evaluate_model
+from lottery_jax.train import fit, make_optimizer, steps_per_epoch
+
+from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, app
+
+console = Console(stderr=True)
+
+
+class ModelName(StrEnum):
+    fc2 = "fc2"
+    fc4 = "fc4"
+    lenet5 = "lenet5"
+
+
+DEFAULT_LR = {"fc2": 0.1, "fc4": 0.1, "lenet5": 0.01}
+
+
+def _check_positive(name: str, value: float | int) -> None:
+    if value <= 0:
+        raise UserError(f"{name} must be positive, got {value}")
+
+
+def _history_results(config: dict, history: dict, compile_seconds: float) -> dict[str, Any]:
+    accs = history["test_accuracy"]
+    return {
+        "command": "train",
+        "config": config,
+        "seed": config["seed"],
+        "device": device_summary(),
+        "epochs_done": len(accs),
+        "test_accuracy": accs,
+        "final_test_accuracy": accs[-1] if accs else None,
+        "train_loss": history["train_loss"],
+        "epoch_seconds": history["epoch_seconds"],
+        "compile_seconds": compile_seconds,
+        "trainable_params": config["trainable_params"],
+        "frozen_params": config["frozen_params"],
+    }
+
+
+@app.command()
+def train(
+    model: Annotated[ModelName, typer.Option(help="Target network.")] = ModelName.fc2,
+    epochs: Annotated[int, typer.Option(help="Training epochs (cosine schedule spans them).")] = 10,
+    lr: Annotated[
+        float | None, typer.Option(help="Learning rate [default: 0.1 for fc2/fc4, 0.01 for lenet5]")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Mini-batch size.")] = 64,
+    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay added to the gradient.")] = 5e-4,
+    hidden: Annotated[
+        int | None, typer.Option(help="Hidden width [default: 500 for fc2/fc4, 120 for lenet5]")
+    ] = None,
+    bias: Annotated[bool, typer.Option(help="Give every layer a bias.")] = False,
+    seed: SeedOpt = 0,
+    inputs: Annotated[Inputs, typer.Option(help="Input preprocessing.")] = Inputs.normalized,
+    data_dir: DataDirOpt = None,
+    dataset: DatasetOpt = DatasetName.mnist,
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory [default: runs/train-MODEL-seedS]")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train a target network with the published recipe; writes results.json and model.npz.
+
+    Re-running the same command with the same --out resumes after the last finished epoch.
+    """
+    _check_positive("--epochs", epochs)
+    _check_positive("--batch-size", batch_size)
+    lr = DEFAULT_LR[model.value] if lr is None else lr
+    _check_positive("--lr", lr)
+    out = out or Path("runs") / f"train-{model.value}-seed{seed}"
+    net = models.build_model(model.value, seed=seed, hidden=hidden, bias=bias)
+    config = {
+        "model": model.value,
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": batch_size,
+        "momentum": momentum,
+        "weight_decay": weight_decay,
+        "hidden": hidden,
+        "bias": bias,
+        "seed": seed,
+        "inputs": inputs.value,
+        "data_dir": str(data_dir) if data_dir else None,
+        "dataset": dataset.value,
+        "trainable_params": models.count_params(net),
+        "frozen_params": models.count_params(net, models.Frozen),
+    }
+    data = load_dataset(data_dir, dataset=dataset.value, inputs=inputs.value)
+
+    weights_path, resume_path = out / "model.npz", out / "resume.npz"
+    start_epoch, opt_state = 0, None
+    past: dict[str, list] = {"test_accuracy": [], "epoch_seconds": [], "train_loss": []}
+    if resume_path.exists():
+        spe = steps_per_epoch(int(data.train_images.shape[0]), batch_size)
+        like = make_optimizer(lr, epochs, spe, momentum, weight_decay).init(
+            nnx.state(net, nnx.Param)
+        )
+        opt_state, start_epoch, meta = checkpoint.load_resume(resume_path, like)
+        if meta.get("config") != config:
+            raise UserError(
+                f"{out} holds a run with a different configuration; use another --out or delete it"
+            )
+        state, _ = checkpoint.load_weights(weights_path)
+        models.load_torch_state(net, state, source=str(weights_path))
+        past = meta["history"]
+        console.print(f"resuming {out} after epoch {start_epoch}/{epochs}")
+    if start_epoch >= epochs:
+        console.print(f"{out} is already finished: {out / 'results.json'}")
+        return
+
+    def on_epoch(epoch: int, history: dict, net_now: Any, opt_now: Any) -> None:
+        # Weights first, then the resume record that refers to them; each file is written
+        # atomically, so an interrupt at worst repeats one epoch.
+        hist = {k: past[k] + history[k] for k in past}
+        checkpoint.save_weights(weights_path, model.value, models.torch_state(net_now), config)
+        checkpoint.save_resume(resume_path, opt_now, epoch + 1, {"config": config, "history": hist})
+        write_json_atomic(
+            out / "results.json", _history_results(config, hist, history["compile_seconds"])
+        )
+
+    fit(
+        net,
+        data,
+        lr=lr,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        progress=progress,
+        start_epoch=start_epoch,
+        opt_state=opt_state,
+        on_epoch=on_epoch,
+    )
+    console.print(f"wrote {out / 'results.json'} and {weights_path}")
+
+
+def _infer_hidden(name: str, state: dict[str, np.ndarray]) -> int | None:
+    w = state.get("fc1.weight")
+    return int(w.shape[0]) if w is not None and w.ndim == 2 else None
+
+
+@app.command()
+def evaluate(
+    weights: Annotated[
+        Path, typer.Option(help="Weight file (.npz, PyTorch layout: fc1.weight is (out, in)).")
+    ],
+    model: Annotated[
+        ModelName | None, typer.Option(help="Network [default: from the file's metadata]")
+    ] = None,
+    inputs: Annotated[Inputs, typer.Option(help="Input preprocessing.")] = Inputs.normalized,
+    data_dir: DataDirOpt = None,
+    dataset: DatasetOpt = DatasetName.mnist,
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/evaluate"),
+) -> None:
+    """Test accuracy of a weight file (e.g. the paper's target fc2_e10_h500.npz)."""
+    state, meta = checkpoint.load_weights(weights)
+    name = model.value if model is not None else meta.get("model")
+    if name is None:
+        raise UserError(f"{weights} has no metadata naming its model; pass --model")
+    bias = any(k.endswith(".bias") for k in state)
+    net = models.build_model(name, seed=0, hidden=_infer_hidden(name, state), bias=bias)
+    models.load_torch_state(net, state, source=str(weights))
+    data = load_dataset(data_dir, dataset=dataset.value, inputs=inputs.value)
+    t0 = time.perf_counter()
+    acc = evaluate_model(net, data.test_images, data.test_labels)
+    seconds = time.perf_counter() - t0
+    config = {
+        "model": name,
+        "weights": str(weights),
+        "inputs": inputs.value,
+        "data_dir": str(data_dir) if data_dir else None,
+        "dataset": dataset.value,
+        "weights_meta": meta,
+    }
+    write_json_atomic(
+        out / "results.json",
+        {
+            "command": "evaluate",
+            "config": config,
+            "seed": meta.get("seed"),
+            "device": device_summary(),
+            "test_accuracy": acc,
+            "final_test_accuracy": acc,
+            "test_examples": int(data.test_images.shape[0]),
+            "epoch_seconds": [],
+            "compile_seconds": seconds,
+            "trainable_params": models.count_params(net),
+        },
+    )
+    typer.echo(f"test accuracy {acc:.2f}% ({name}, {inputs.value} inputs)")

@@ -1,0 +1,183 @@
+"""Datasets: IDX files read directly (MNIST, Fashion-MNIST, KMNIST, ...) or tensorflow-datasets.
+
+The whole dataset lives on the device as float32 arrays; training draws each epoch's batches there
+from a seeded permutation (see :func:`lottery_jax.train.epoch_indices`), so there is no per-sample
+Python loader.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+from lottery_jax.errors import UserError
+
+#: Mean and std of the MNIST training pixels after scaling to [0, 1] (REFERENCE.md, Experiment 2).
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+INPUT_MODES = ("unit", "normalized")
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+IMAGE_MAGIC = 0x00000803
+LABEL_MAGIC = 0x00000801
+NUM_CLASSES = 10
+
+
+class Dataset(NamedTuple):
+    """Preprocessed images (N, 28, 28, 1) float32 and int32 labels, on the default device."""
+
+    train_images: jnp.ndarray
+    train_labels: jnp.ndarray
+    test_images: jnp.ndarray
+    test_labels: jnp.ndarray
+    name: str
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise UserError(f"cannot read {path}: {e}") from None
+
+
+def read_idx(path: str | os.PathLike, *, expect_magic: int | None = None) -> np.ndarray:
+    """Read one IDX file (raw or gzip) into a uint8 array, validating header and length.
+
+    Images (magic 0x803) come back as (count, rows, cols), labels (magic 0x801) as (count,).
+    """
+    path = Path(path)
+    raw = _read_bytes(path)
+    if len(raw) < 8:
+        raise UserError(f"{path}: truncated IDX header ({len(raw)} bytes)")
+    magic = int.from_bytes(raw[:4], "big")
+    if magic not in (IMAGE_MAGIC, LABEL_MAGIC) or (expect_magic and magic != expect_magic):
+        want = f" (expected {expect_magic:#010x})" if expect_magic else ""
+        raise UserError(f"{path}: bad IDX magic number {magic:#010x}{want}")
+    ndim = 3 if magic == IMAGE_MAGIC else 1
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise UserError(f"{path}: truncated IDX header ({len(raw)} bytes)")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(dims))
+    body = len(raw) - header
+    if body != expected:
+        kind = "truncated" if body < expected else "has trailing data"
+        raise UserError(f"{path}: {kind}: header says {dims} ({expected} bytes), found {body}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _find(data_dir: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz"):
+        if (data_dir / name).is_file():
+            return data_dir / name
+    raise UserError(f"missing IDX file {data_dir / stem}[.gz]")
+
+
+def read_idx_dir(data_dir: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read and cross-check the four standard IDX files of ``data_dir`` (uint8 arrays)."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise UserError(f"data directory {data_dir} does not exist")
+    out = {}
+    for key, stem in IDX_FILES.items():
+        path = _find(data_dir, stem)
+        arr = read_idx(path, expect_magic=IMAGE_MAGIC if "images" in key else LABEL_MAGIC)
+        if "labels" in key and arr.size and arr.max() >= NUM_CLASSES:
+            raise UserError(f"{path}: label {int(arr.max())} outside 0..{NUM_CLASSES - 1}")
+        if "images" in key and arr.shape[1:] != (28, 28):
+            raise UserError(f"{path}: images are {arr.shape[1]}x{arr.shape[2]}, expected 28x28")
+        out[key] = (arr, path)
+    for split in ("train", "test"):
+        (imgs, ipath), (labels, lpath) = out[f"{split}_images"], out[f"{split}_labels"]
+        if imgs.shape[0] != labels.shape[0]:
+            raise UserError(
+                f"{lpath}: {labels.shape[0]} labels but {ipath.name} has {imgs.shape[0]} images"
+            )
+        if imgs.shape[0] == 0:
+            raise UserError(f"{ipath}: no images")
+    return {k: v[0] for k, v in out.items()}
+
+
+def _tfds_split(name: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Read a split through ``tfds.data_source`` (array_record; TensorFlow is not needed to read)."""
+    import tensorflow_datasets as tfds
+
+    try:
+        source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    except Exception as e:  # not prepared yet
+        if importlib.util.find_spec("tensorflow") is None:
+            raise UserError(
+                f"tensorflow-datasets has no prepared '{name}' and needs TensorFlow to prepare it "
+                "(pip install 'lottery-jax[tfds]'), or pass --data-dir with IDX files"
+            ) from None
+        try:
+            source = tfds.data_source(name, split=split, data_dir=data_dir, download=True)
+        except Exception as e2:
+            raise UserError(f"tensorflow-datasets could not prepare '{name}': {e2}") from None
+        del e
+    keys = list(range(len(source)))
+    try:
+        examples = source.__getitems__(keys)  # one batched read from array_record
+    except TypeError:  # TFDS's mock data source has no batched read
+        examples = [source[i] for i in keys]
+    images = np.stack([np.asarray(ex["image"], np.uint8).reshape(28, 28) for ex in examples])
+    labels = np.asarray([int(ex["label"]) for ex in examples], np.int64)
+    return images, labels
+
+
+def preprocess(images_u8: np.ndarray, inputs: str) -> np.ndarray:
+    """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1): ``unit`` = /255; ``normalized`` = then mean/std."""
+    if inputs not in INPUT_MODES:
+        raise UserError(f"unknown input mode {inputs!r} (choose from {', '.join(INPUT_MODES)})")
+    x = images_u8.astype(np.float32) / np.float32(255.0)
+    if inputs == "normalized":
+        x = (x - np.float32(MNIST_MEAN)) / np.float32(MNIST_STD)
+    return x[..., None]
+
+
+def load_dataset(
+    data_dir: str | os.PathLike | None,
+    *,
+    dataset: str = "mnist",
+    inputs: str = "normalized",
+    tfds_data_dir: str | None = None,
+) -> Dataset:
+    """Load a 28x28 10-class dataset onto the default device.
+
+    Args:
+      data_dir: directory with the four IDX files (raw or ``.gz``); ``None`` loads ``dataset``
+        through tensorflow-datasets instead.
+      dataset: tensorflow-datasets name (``mnist``, ``fashion_mnist``, ...), used without ``data_dir``.
+      inputs: ``unit`` (pixels in [0, 1], Experiment 1) or ``normalized`` (mean 0.1307, std 0.3081,
+        Experiment 2).
+    """
+    if inputs not in INPUT_MODES:
+        raise UserError(f"unknown input mode {inputs!r} (choose from {', '.join(INPUT_MODES)})")
+    if data_dir is not None:
+        arrays = read_idx_dir(data_dir)
+        name = f"idx:{Path(data_dir).resolve()}"
+    else:
+        tr_x, tr_y = _tfds_split(dataset, "train", tfds_data_dir)
+        te_x, te_y = _tfds_split(dataset, "test", tfds_data_dir)
+        arrays = dict(train_images=tr_x, train_labels=tr_y, test_images=te_x, test_labels=te_y)
+        name = f"tfds:{dataset}"
+    return Dataset(
+        train_images=jnp.asarray(preprocess(arrays["train_images"], inputs)),
+        train_labels=jnp.asarray(arrays["train_labels"], jnp.int32),
+        test_images=jnp.asarray(preprocess(arrays["test_images"], inputs)),
+        test_labels=jnp.asarray(arrays["test_labels"], jnp.int32),
+        name=name,
+    )

@@ -1,0 +1,5 @@
+"""Errors a user can cause and fix: the CLI prints them as one line and exits non-zero."""
+
+
+class UserError(Exception):
+    """Bad input (option, file, shape). The message is one line naming the problem."""

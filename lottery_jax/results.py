@@ -1,0 +1,73 @@
+"""Writing results safely: every file goes to a temporary sibling first, then is renamed."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Write through ``write(tmp_path)`` then rename onto ``path`` (same directory, atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _to_jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray | jax.Array):
+        return np.asarray(obj).tolist()
+    return obj
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON (numpy/jax scalars and arrays converted)."""
+    text = json.dumps(_to_jsonable(obj), indent=2, sort_keys=False) + "\n"
+    return _atomic(path, lambda p: p.write_text(text))
+
+
+def save_npz_atomic(path: str | os.PathLike, arrays: dict[str, Any]) -> Path:
+    """``np.savez_compressed`` to ``path`` atomically (the name is kept exactly, no ``.npz`` added)."""
+
+    def write(p: Path) -> None:
+        with open(p, "wb") as f:
+            np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()})
+
+    return _atomic(path, write)
+
+
+def device_summary() -> dict[str, Any]:
+    """What ran the computation: backend, devices, versions (recorded in every results.json)."""
+    devices = jax.devices()
+    return {
+        "backend": jax.default_backend(),
+        "device_kind": devices[0].device_kind,
+        "device_count": len(devices),
+        "jax_version": jax.__version__,
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+    }
