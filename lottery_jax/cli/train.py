@@ -24,6 +24,11 @@ from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, app
 console = Console(stderr=True)
 
 
+class Schedule(StrEnum):
+    epoch = "epoch"
+    step = "step"
+
+
 class ModelName(StrEnum):
     fc2 = "fc2"
     fc4 = "fc4"
@@ -66,6 +71,10 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Mini-batch size.")] = 64,
     momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
     weight_decay: Annotated[float, typer.Option(help="Weight decay added to the gradient.")] = 5e-4,
+    schedule: Annotated[
+        Schedule,
+        typer.Option(help="Cosine schedule stepped per epoch (published) or per step."),
+    ] = Schedule.epoch,
     hidden: Annotated[
         int | None, typer.Option(help="Hidden width [default: 500 for fc2/fc4, 120 for lenet5]")
     ] = None,
@@ -96,6 +105,7 @@ def train(
         "batch_size": batch_size,
         "momentum": momentum,
         "weight_decay": weight_decay,
+        "schedule": schedule.value,
         "hidden": hidden,
         "bias": bias,
         "seed": seed,
@@ -112,7 +122,7 @@ def train(
     past: dict[str, list] = {"test_accuracy": [], "epoch_seconds": [], "train_loss": []}
     if resume_path.exists():
         spe = steps_per_epoch(int(data.train_images.shape[0]), batch_size)
-        like = make_optimizer(lr, epochs, spe, momentum, weight_decay).init(
+        like = make_optimizer(lr, epochs, spe, momentum, weight_decay, schedule.value).init(
             nnx.state(net, nnx.Param)
         )
         opt_state, start_epoch, meta = checkpoint.load_resume(resume_path, like)
@@ -147,6 +157,7 @@ def train(
         seed=seed,
         momentum=momentum,
         weight_decay=weight_decay,
+        schedule=schedule.value,
         progress=progress,
         start_epoch=start_epoch,
         opt_state=opt_state,
