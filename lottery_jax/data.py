@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import os
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -49,7 +50,7 @@ def _read_bytes(path: Path) -> bytes:
             with gzip.open(path, "rb") as f:
                 return f.read()
         return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
         raise UserError(f"cannot read {path}: {e}") from None
 
 
