@@ -51,3 +51,54 @@ def mnist_normalized(mnist_dir):
     from lottery_jax.data import load_dataset
 
     return load_dataset(mnist_dir, inputs="normalized")
+
+
+# --- synthetic IDX data (tests/test_data.py, test_train.py, test_cli_train.py) ---------------
+
+
+def write_idx_file(path: Path, array, *, magic: int | None = None, gz: bool | None = None) -> Path:
+    """Write a uint8 array as an IDX file (gzip when ``path`` ends in .gz); ``magic`` overrides."""
+    import gzip
+
+    import numpy as np
+
+    array = np.asarray(array, np.uint8)
+    if magic is None:
+        magic = 0x803 if array.ndim == 3 else 0x801
+    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    raw = header + array.tobytes()
+    gz = path.name.endswith(".gz") if gz is None else gz
+    path.write_bytes(gzip.compress(raw, mtime=0) if gz else raw)
+    return path
+
+
+def synthetic_digits(n: int, seed: int):
+    """A learnable 10-class toy set: class c lights a 6x6 block at its own place, plus noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    for i, c in enumerate(labels):
+        r, col = 2 + 8 * (int(c) // 4), 2 + 6 * (int(c) % 4)
+        images[i, r : r + 6, col : col + 6] = 200 + rng.integers(0, 56)
+    return images, labels
+
+
+def write_idx_dir(directory: Path, *, n_train: int = 256, n_test: int = 128, gz=False) -> Path:
+    """The four standard IDX files of a synthetic dataset in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if gz else ""
+    tr_x, tr_y = synthetic_digits(n_train, 1)
+    te_x, te_y = synthetic_digits(n_test, 2)
+    write_idx_file(directory / f"train-images-idx3-ubyte{suffix}", tr_x)
+    write_idx_file(directory / f"train-labels-idx1-ubyte{suffix}", tr_y)
+    write_idx_file(directory / f"t10k-images-idx3-ubyte{suffix}", te_x)
+    write_idx_file(directory / f"t10k-labels-idx1-ubyte{suffix}", te_y)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_idx_dir(tmp_path_factory) -> Path:
+    """A small synthetic IDX dataset (256 train / 128 test images), raw files. Do not modify."""
+    return write_idx_dir(tmp_path_factory.mktemp("tiny-idx"))
