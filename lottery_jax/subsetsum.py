@@ -1,0 +1,440 @@
+"""Exact SubsetSum approximation of weights by random coefficients (Pensia et al. 2020, Experiment 1).
+
+Every weight ``w`` is approximated by a subset sum of ``n`` random coefficients ``a_1..a_n``:
+
+* ``min-error`` (the paper's objective, Sec. 4): ``min_x |w - sum_i a_i x_i|`` over ``x in {0,1}^n``,
+  solved to the exact optimum (the published run used a MIP with a 1% gap);
+* ``min-count`` (ours): the fewest coefficients with ``|w - sum| <= eps``, ties broken by the smaller
+  error. The empty subset (sum 0, count 0) is a subset.
+
+The search is a meet-in-the-middle enumeration in float64: the coefficients are split into a small
+half ``A`` (``ka`` bits) and a large half ``B`` (``kb = n - ka`` bits). ``B``'s ``2^kb`` sums are
+sorted once per instance (per output row when the coefficients are shared by a row, which is the
+published setting) and indexed by a bucket table (a histogram over ``[min B, max B]`` with
+``2^(kb+2)`` cells and its prefix sums). Each query ``t = w - a`` (``a`` in ``A``'s ``2^ka`` sums)
+finds its cell in O(1), then binary-searches only inside that cell (a few steps: the bucket map is
+monotone, so the lower bound of ``t`` always lies within its cell's index range), and compares the
+two neighbours. The best of all ``2^ka`` queries is the exact optimum over all ``2^n`` subsets.
+
+Everything here is pure: arrays and PRNG keys in, arrays out. The functions run under float64
+(``jax.enable_x64``) whatever the global setting, are jit-compiled ahead of time (so callers can
+time compilation apart from solving) and shard the instance batch across all local devices.
+
+Masks: a subset is an integer whose bit ``i`` (least significant first) says ``x_i = 1``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import Mesh, PartitionSpec
+
+Rounding = Literal["published", "readme"]
+
+#: Largest n the enumeration tier accepts (beyond it: JAX heuristic incumbent + SCIP).
+MAX_ENUM_N = 34
+
+
+# ----------------------------------------------------------------------------------------------
+# Instances
+# ----------------------------------------------------------------------------------------------
+
+
+def n_coefficients(c: float, epsilon: float, rounding: Rounding = "published") -> int:
+    """Number of random coefficients per weight.
+
+    ``published``: ``int(c * round(log2(1/eps)))`` as the published code computes it (21 for c=3,
+    eps=0.01). ``readme``: ``round(c * log2(1/eps))`` as the paper's README states it (20).
+    """
+    if not 0 < epsilon < 1:
+        raise ValueError(f"epsilon must be in (0, 1), got {epsilon}")
+    if not c > 0:
+        raise ValueError(f"c must be > 0, got {c}")
+    if rounding == "published":
+        n = int(c * round(math.log2(1 / epsilon)))
+    elif rounding == "readme":
+        n = round(c * math.log2(1 / epsilon))
+    else:
+        raise ValueError(f"unknown rounding {rounding!r}")
+    return max(int(n), 1)
+
+
+def coefficient_range(weights: Sequence[np.ndarray]) -> tuple[float, float]:
+    """The published range: ``[min(0, min w), max(0, max w)]`` over the whole target network."""
+    low = min(0.0, *(float(np.min(w)) for w in weights))
+    high = max(0.0, *(float(np.max(w)) for w in weights))
+    return low, high
+
+
+def draw_coefficients(
+    key: jax.Array, shape: tuple[int, ...], n: int, low: float, high: float
+) -> np.ndarray:
+    """``shape + (n,)`` coefficients, i.i.d. uniform on ``[low, high)``, float64.
+
+    ``shape`` is ``(out,)`` for one set per output row (published) or ``(out, in)`` for one set per
+    weight. The draw is a pure function of ``key`` (threefry), so the seed regenerates it exactly.
+    """
+    with jax.enable_x64(True):
+        u = jax.random.uniform(key, (*shape, n), dtype=jnp.float64)
+        return np.asarray(low + (high - low) * np.asarray(u, dtype=np.float64))
+
+
+def layer_key(seed: int, layer_index: int) -> jax.Array:
+    """The key of layer ``layer_index``'s coefficient draw: ``fold_in(key(seed), layer_index)``."""
+    return jax.random.fold_in(jax.random.key(seed), layer_index)
+
+
+def mask_to_bits(masks: np.ndarray, n: int) -> np.ndarray:
+    """Integer masks ``(...)`` to booleans ``(..., n)`` (bit ``i`` = coefficient ``i``)."""
+    masks = np.asarray(masks, dtype=np.uint64)
+    return ((masks[..., None] >> np.arange(n, dtype=np.uint64)) & np.uint64(1)).astype(bool)
+
+
+def bits_to_mask(bits: np.ndarray) -> np.ndarray:
+    """Booleans ``(..., n)`` to integer masks ``(...)`` (int64)."""
+    n = bits.shape[-1]
+    return (bits.astype(np.int64) << np.arange(n, dtype=np.int64)).sum(-1)
+
+
+def subset_sums(coefs: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Float64 sums of the chosen coefficients. ``coefs (..., n)`` broadcast against ``masks``."""
+    n = coefs.shape[-1]
+    bits = mask_to_bits(masks, n)
+    return np.where(bits, np.asarray(coefs, np.float64), 0.0).sum(-1)
+
+
+def brute_force(coefs: np.ndarray, w: float, epsilon: float | None = None):
+    """Reference: all ``2^n`` subset sums in float64 (n <= 22 or so).
+
+    Returns ``(min_error, min_error_mask, min_count, min_count_error)``; the last two are ``None``
+    when ``epsilon`` is None or no subset is within it.
+    """
+    coefs = np.asarray(coefs, np.float64)
+    n = coefs.shape[0]
+    masks = np.arange(2**n, dtype=np.int64)
+    sums = subset_sums(coefs, masks)
+    err = np.abs(w - sums)
+    best = int(np.argmin(err))
+    count = cerr = None
+    if epsilon is not None:
+        ok = err <= epsilon
+        if ok.any():
+            pop = np.array([bin(int(m)).count("1") for m in masks])
+            count = int(pop[ok].min())
+            cerr = float(err[ok & (pop == count)].min())
+    return float(err[best]), best, count, cerr
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernels (one shard of instances). Shapes: coefs (R, n), weights (R, W).
+# ----------------------------------------------------------------------------------------------
+
+
+def default_a_bits(n: int, width: int) -> int:
+    """Bits of the small half: balance ``W * 2^ka`` queries against the ``2^kb`` sorted sums."""
+    ka = round((n + 3 - math.log2(max(width, 1))) / 2)
+    return int(min(max(ka, 0), n))
+
+
+def _bits(k: int) -> np.ndarray:
+    return ((np.arange(2**k)[:, None] >> np.arange(k)) & 1).astype(np.float64)
+
+
+def _half_sums(coefs: jax.Array, lo: int, k: int) -> jax.Array:
+    """All ``2^k`` subset sums of ``coefs[:, lo:lo+k]``; index = local mask."""
+    if k == 0:
+        return jnp.zeros((coefs.shape[0], 1), coefs.dtype)
+    bits = jnp.asarray(_bits(k))
+    # Exact-order sum (no matmul reassociation surprises): sum_i bit_i * a_i, i ascending.
+    part = coefs[:, None, lo : lo + k] * bits[None]
+    return jnp.sum(part, axis=-1)
+
+
+def _lower_bound(sorted_vals: jax.Array, q: jax.Array, lo: jax.Array, hi: jax.Array, steps):
+    """First index in ``[lo, hi]`` with ``sorted_vals[idx] >= q`` (``hi`` if none), per query.
+
+    ``sorted_vals (R, m)``, ``q, lo, hi (R, Q)``; ``steps >= bit_length(max(hi - lo))``.
+    """
+    m = sorted_vals.shape[1]
+
+    def body(_, state):
+        pos, length = state
+        half = length >> 1
+        mid = pos + half
+        v = jnp.take_along_axis(sorted_vals, jnp.minimum(mid, m - 1), axis=1)
+        go = (v < q) & (length > 0)
+        pos = jnp.where(go, mid + 1, pos)
+        length = jnp.where(go, length - half - 1, half)
+        return pos, length
+
+    pos, _ = lax.fori_loop(0, steps, body, (lo, hi - lo))
+    return pos
+
+
+def _nearest(sorted_vals: jax.Array, q: jax.Array, pos: jax.Array):
+    """Nearest of ``sorted_vals[pos-1]`` and ``sorted_vals[pos]`` to ``q``: (error, index)."""
+    m = sorted_vals.shape[1]
+    p1 = jnp.clip(pos - 1, 0, m - 1)
+    p2 = jnp.clip(pos, 0, m - 1)
+    e1 = jnp.abs(q - jnp.take_along_axis(sorted_vals, p1, axis=1))
+    e2 = jnp.abs(q - jnp.take_along_axis(sorted_vals, p2, axis=1))
+    take2 = e2 < e1
+    return jnp.where(take2, e2, e1), jnp.where(take2, p2, p1)
+
+
+def min_error_kernel(
+    coefs: jax.Array, weights: jax.Array, *, ka: int, cells_log2: int | None = None
+):
+    """Exact ``min_x |w - sum a_i x_i|`` for every weight. Returns ``(masks int64, errors f64)``.
+
+    ``coefs (R, n)`` are shared by the ``W`` weights of a row: ``weights (R, W)``.
+    """
+    R, n = coefs.shape
+    W = weights.shape[1]
+    kb = n - ka
+    M = 2 ** (cells_log2 if cells_log2 is not None else kb + 2)
+    A = _half_sums(coefs, 0, ka)  # (R, 2^ka)
+    B = _half_sums(coefs, ka, kb)  # (R, m)
+    iota = lax.broadcasted_iota(jnp.int32, B.shape, 1)
+    Bs, perm = lax.sort((B, iota), dimension=1, num_keys=1)
+    bmin = Bs[:, :1]
+    h = (Bs[:, -1:] - bmin) / M
+    h = jnp.where(h > 0, h, 1.0)
+
+    def cell(x):  # monotone in x: the bucket map every lookup relies on
+        return jnp.clip(jnp.floor((x - bmin) / h), 0, M - 1).astype(jnp.int32)
+
+    flat = cell(Bs) + (jnp.arange(R, dtype=jnp.int32) * M)[:, None]
+    counts = jnp.zeros(R * M, jnp.int32).at[flat.reshape(-1)].add(1).reshape(R, M)
+    table = jnp.concatenate([jnp.zeros((R, 1), jnp.int32), jnp.cumsum(counts, axis=1)], axis=1)
+    steps = 32 - lax.clz(jnp.max(counts))
+
+    q = (weights[:, :, None] - A[:, None, :]).reshape(R, -1)  # (R, W * 2^ka)
+    c = cell(q)
+    lo = jnp.take_along_axis(table, c, axis=1)
+    hi = jnp.take_along_axis(table, c + 1, axis=1)
+    pos = _lower_bound(Bs, q, lo, hi, steps)
+    err, bidx = _nearest(Bs, q, pos)
+    err = err.reshape(R, W, -1)
+    ai = jnp.argmin(err, axis=2)  # (R, W)
+    best_err = jnp.take_along_axis(err, ai[..., None], axis=2)[..., 0]
+    bsorted = jnp.take_along_axis(bidx.reshape(R, W, -1), ai[..., None], axis=2)[..., 0]
+    borig = jnp.take_along_axis(perm, bsorted, axis=1)
+    masks = ai.astype(jnp.int64) | (borig.astype(jnp.int64) << ka)
+    return masks, best_err
+
+
+def _popcount_groups(k: int) -> list[np.ndarray]:
+    idx = np.arange(2**k)
+    pop = np.array([bin(i).count("1") for i in idx], dtype=np.int64)
+    return [idx[pop == p] for p in range(k + 1)]
+
+
+def min_count_kernel(coefs: jax.Array, weights: jax.Array, epsilon: float, *, ka: int):
+    """Fewest coefficients with ``|w - sum| <= eps``, ties broken by the smaller error.
+
+    Levels ``c = 0, 1, ...`` (subset sizes) are searched in order inside a ``while_loop`` that stops
+    once every weight of the shard is settled; the first feasible level is the minimum count and its
+    nearest subset of that size the tie-break. Level ``c`` pairs ``A``'s subsets of size ``pa`` with
+    ``B``'s of size ``c - pa``; ``B`` is grouped by popcount, each group sorted (padded with +inf to
+    the largest group). Returns ``(masks, errors, counts, feasible)``; infeasible weights get
+    ``count = -1`` (the caller keeps their min-error approximation).
+    """
+    R, n = coefs.shape
+    W = weights.shape[1]
+    kb = n - ka
+    A = _half_sums(coefs, 0, ka)
+    B = _half_sums(coefs, ka, kb)
+    groups_a = _popcount_groups(ka)
+    groups_b = _popcount_groups(kb)
+    gmax = max(len(g) for g in groups_b)
+    # (R, kb+1, gmax) sorted sums per popcount and the B-masks they come from.
+    pad_idx = np.stack([np.concatenate([g, np.full(gmax - len(g), -1)]) for g in groups_b])
+    vals = jnp.where(pad_idx >= 0, B[:, np.maximum(pad_idx, 0)], jnp.inf)
+    bmask = jnp.broadcast_to(jnp.asarray(np.maximum(pad_idx, 0), jnp.int64), vals.shape)
+    b_sorted, b_masks = lax.sort((vals, bmask), dimension=2, num_keys=1)
+    steps = int(gmax).bit_length()
+
+    def level(state):
+        c, done, masks, errs, counts = state
+        best_e = jnp.full((R, W), jnp.inf)
+        best_m = jnp.zeros((R, W), jnp.int64)
+        for pa, ga in enumerate(groups_a):
+            pb = c - pa
+            valid = (pb >= 0) & (pb <= kb)
+            pbc = jnp.clip(pb, 0, kb)
+            bs = lax.dynamic_index_in_dim(b_sorted, pbc, axis=1, keepdims=False)
+            bmk = lax.dynamic_index_in_dim(b_masks, pbc, axis=1, keepdims=False)
+            q = (weights[:, :, None] - A[:, ga][:, None, :]).reshape(R, -1)
+            lo = jnp.zeros(q.shape, jnp.int32)
+            hi = jnp.full(q.shape, gmax, jnp.int32)
+            pos = _lower_bound(bs, q, lo, hi, steps)
+            e, bi = _nearest(bs, q, pos)
+            e = e.reshape(R, W, len(ga))
+            ai = jnp.argmin(e, axis=2)
+            e = jnp.take_along_axis(e, ai[..., None], axis=2)[..., 0]
+            bi = jnp.take_along_axis(bi.reshape(R, W, len(ga)), ai[..., None], axis=2)[..., 0]
+            m = jnp.asarray(ga, jnp.int64)[ai] | (jnp.take_along_axis(bmk, bi, axis=1) << ka)
+            better = valid & (e < best_e)
+            best_e = jnp.where(better, e, best_e)
+            best_m = jnp.where(better, m, best_m)
+        newly = (~done) & (best_e <= epsilon)
+        return (
+            c + 1,
+            done | newly,
+            jnp.where(newly, best_m, masks),
+            jnp.where(newly, best_e, errs),
+            jnp.where(newly, c, counts),
+        )
+
+    state = (
+        jnp.int32(0),
+        jnp.zeros((R, W), bool),
+        jnp.zeros((R, W), jnp.int64),
+        jnp.full((R, W), jnp.inf),
+        jnp.full((R, W), -1, jnp.int32),
+    )
+    state = lax.while_loop(lambda s: (s[0] <= n) & ~jnp.all(s[1]), level, state)
+    _, done, masks, errs, counts = state
+    return masks, errs, counts, done
+
+
+def heuristic_kernel(coefs: jax.Array, weights: jax.Array, *, n_exact: int, ka: int):
+    """Incumbent for n too large to enumerate: exact over the first ``n_exact`` coefficients
+    (the others unused). Feasible, not certified."""
+    return min_error_kernel(coefs[:, :n_exact], weights, ka=ka)
+
+
+# ----------------------------------------------------------------------------------------------
+# Compiled, sharded solvers
+# ----------------------------------------------------------------------------------------------
+
+
+def local_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh ``("inst",)`` over all local devices: instances are split across it."""
+    devs = list(devices) if devices is not None else jax.local_devices()
+    return Mesh(np.array(devs), ("inst",))
+
+
+@dataclass
+class CompiledSolver:
+    """An ahead-of-time compiled solver for fixed chunk shapes ``(rows, n)`` and ``(rows, width)``.
+
+    ``rows`` is a multiple of the mesh size. Call it with numpy arrays of exactly those shapes.
+    """
+
+    kind: str
+    rows: int
+    width: int
+    n: int
+    ka: int
+    compile_seconds: float
+    _fn: Callable
+    _mesh: Mesh
+
+    def __call__(self, coefs: np.ndarray, weights: np.ndarray):
+        with jax.enable_x64(True):
+            out = self._fn(jnp.asarray(coefs, jnp.float64), jnp.asarray(weights, jnp.float64))
+            return jax.tree.map(np.asarray, out)
+
+
+def compile_solver(
+    kind: Literal["min-error", "min-count"],
+    rows: int,
+    width: int,
+    n: int,
+    *,
+    epsilon: float | None = None,
+    ka: int | None = None,
+    mesh: Mesh | None = None,
+) -> CompiledSolver:
+    """Compile ``min_error_kernel`` / ``min_count_kernel`` for one chunk shape, sharded over the
+    mesh's ``inst`` axis (``rows`` must divide evenly). Compile time is measured and returned."""
+    mesh = mesh or local_mesh()
+    ndev = mesh.devices.size
+    if rows % ndev:
+        raise ValueError(f"rows={rows} is not a multiple of the {ndev} devices")
+    if n > MAX_ENUM_N:
+        raise ValueError(f"n={n} exceeds the enumeration limit {MAX_ENUM_N}")
+    ka = default_a_bits(n, width) if ka is None else ka
+    if kind == "min-error":
+        kernel = partial(min_error_kernel, ka=ka)
+        out_specs = (PartitionSpec("inst"), PartitionSpec("inst"))
+    elif kind == "min-count":
+        if epsilon is None:
+            raise ValueError("min-count needs epsilon")
+        kernel = partial(min_count_kernel, epsilon=float(epsilon), ka=ka)
+        out_specs = tuple(PartitionSpec("inst") for _ in range(4))
+    else:
+        raise ValueError(f"unknown objective {kind!r}")
+    spec = PartitionSpec("inst")
+    fn = jax.shard_map(
+        kernel, mesh=mesh, in_specs=(spec, spec), out_specs=out_specs, check_vma=False
+    )
+    t0 = time.perf_counter()
+    with jax.enable_x64(True):
+        sharding = jax.sharding.NamedSharding(mesh, spec)
+        args = (
+            jax.ShapeDtypeStruct((rows, n), jnp.float64, sharding=sharding),
+            jax.ShapeDtypeStruct((rows, width), jnp.float64, sharding=sharding),
+        )
+        compiled = jax.jit(fn).lower(*args).compile()
+    return CompiledSolver(kind, rows, width, n, ka, time.perf_counter() - t0, compiled, mesh)
+
+
+def solve(
+    kind: Literal["min-error", "min-count"],
+    coefs: np.ndarray,
+    weights: np.ndarray,
+    *,
+    epsilon: float | None = None,
+    rows_per_chunk: int | None = None,
+    mesh: Mesh | None = None,
+):
+    """Convenience: solve all rows (chunked, padded to the mesh) and return numpy outputs.
+
+    ``coefs (R, n)``, ``weights (R, W)``. min-error returns ``(masks, errors)``; min-count returns
+    ``(masks, errors, counts, feasible)``.
+    """
+    coefs = np.asarray(coefs, np.float64)
+    weights = np.asarray(weights, np.float64)
+    R, n = coefs.shape
+    W = weights.shape[1]
+    mesh = mesh or local_mesh()
+    ndev = mesh.devices.size
+    rows = rows_per_chunk or default_rows_per_chunk(n, W, ndev)
+    rows = min(rows, -(-R // ndev) * ndev)
+    rows = -(-rows // ndev) * ndev
+    solver = compile_solver(kind, rows, W, n, epsilon=epsilon, mesh=mesh)
+    outs = []
+    for start in range(0, R, rows):
+        c, w = pad_rows(coefs[start : start + rows], weights[start : start + rows], rows)
+        out = solver(c, w)
+        outs.append(tuple(o[: min(rows, R - start)] for o in out))
+    return tuple(np.concatenate(parts) for parts in zip(*outs, strict=True))
+
+
+def pad_rows(coefs: np.ndarray, weights: np.ndarray, rows: int):
+    """Pad a short chunk with copies of its first row (results for the padding are dropped)."""
+    k = coefs.shape[0]
+    if k == rows:
+        return coefs, weights
+    idx = np.concatenate([np.arange(k), np.zeros(rows - k, np.int64)])
+    return coefs[idx], weights[idx]
+
+
+def default_rows_per_chunk(n: int, width: int, ndev: int = 1, queries: int = 2**19) -> int:
+    """Rows per chunk so one chunk holds about ``queries`` searches (bounded memory)."""
+    ka = default_a_bits(n, width)
+    per_row = max(width * 2**ka, 2 ** (n - ka + 1))
+    rows = max(1, queries // per_row)
+    return -(-rows // ndev) * ndev
