@@ -108,7 +108,13 @@ class FC4(nnx.Module):
 
 
 class LeNet5(nnx.Module):
-    """LeNet5 with frozen random conv weights; only fc 400-120-84-10 train (REFERENCE.md)."""
+    """LeNet5 with frozen random conv weights; only fc 400-120-84-10 train (REFERENCE.md).
+
+    ``features`` uses only the modules in ``feature_modules`` (all :class:`Frozen`), so training
+    may compute it once per dataset and train ``head`` on the result (see ``train.fit``).
+    """
+
+    feature_modules = ("conv1", "conv2")
 
     def __init__(self, *, hidden: tuple[int, int] = (120, 84), bias: bool = False, rngs: nnx.Rngs):
         self.conv1 = FrozenConv(1, 6, 5, padding=2, bias=bias, rngs=rngs)
@@ -123,9 +129,13 @@ class LeNet5(nnx.Module):
         x = max_pool2(jax.nn.relu(self.conv2(x)))
         return flatten(x)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        h = jax.nn.relu(self.fc1(self.features(x)))
+    def head(self, h: jax.Array) -> jax.Array:
+        """The trained fully connected part, on (B, 400) features."""
+        h = jax.nn.relu(self.fc1(h))
         return self.fc3(jax.nn.relu(self.fc2(h)))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.head(self.features(x))
 
 
 def build_model(

@@ -123,31 +123,72 @@ def accuracy(
     return 100.0 * int(correct) / int(images.shape[0])
 
 
-@jax.jit(static_argnames=("graphdef", "batch_size"))
-def _model_correct(graphdef, state, images, labels, batch_size):
-    return _correct_count(lambda x: nnx.merge(graphdef, state)(x), images, labels, batch_size)
+def _apply(graphdef, state, method: str):
+    return getattr(nnx.merge(graphdef, state), method)
+
+
+@jax.jit(static_argnames=("graphdef", "batch_size", "method"))
+def _model_correct(graphdef, state, images, labels, batch_size, method="__call__"):
+    return _correct_count(lambda x: _apply(graphdef, state, method)(x), images, labels, batch_size)
 
 
 def evaluate(
-    model: nnx.Module, images: jax.Array, labels: jax.Array, batch_size: int = 1000
+    model: nnx.Module,
+    images: jax.Array,
+    labels: jax.Array,
+    batch_size: int = 1000,
+    method: str = "__call__",
 ) -> float:
     """Test accuracy (percent) of an NNX model; compiled once per model structure."""
     graphdef, state = nnx.split(model)
-    correct = _model_correct(graphdef, state, images, labels, batch_size)
+    correct = _model_correct(graphdef, state, images, labels, batch_size, method)
     return 100.0 * int(correct) / int(images.shape[0])
 
 
-def make_step_runner(graphdef, optimizer: optax.GradientTransformation, batch_size: int):
+@jax.jit(static_argnames=("graphdef", "batch_size"))
+def _features(graphdef, state, images, batch_size=1000):
+    n = images.shape[0]
+    nb = -(-n // batch_size)
+    x = jnp.pad(images, [(0, nb * batch_size - n)] + [(0, 0)] * (images.ndim - 1))
+    x = x.reshape((nb, batch_size) + images.shape[1:])
+    feats = jax.lax.map(_apply(graphdef, state, "features"), x)
+    return feats.reshape((nb * batch_size,) + feats.shape[2:])[:n]
+
+
+def frozen_features(model: nnx.Module, wrt: Any, data: Dataset) -> Dataset | None:
+    """The dataset mapped through ``model.features`` when that part is frozen, else ``None``.
+
+    A model may declare ``feature_modules`` (the sub-modules ``features`` uses) and a ``head``. When
+    none of the variables selected by ``wrt`` lives in those modules, the features are a fixed
+    function of the input, so they are computed once and training runs on ``head`` alone: the same
+    computation as training the whole model, without redoing the frozen convolutions every step.
+    """
+    modules = getattr(model, "feature_modules", None)
+    if not modules or not hasattr(model, "head"):
+        return None
+    trained = {path[0] for path, _ in nnx.to_flat_state(nnx.state(model, wrt))}
+    if trained & set(modules):
+        return None
+    graphdef, state = nnx.split(model)
+    return data._replace(
+        train_images=_features(graphdef, state, data.train_images),
+        test_images=_features(graphdef, state, data.test_images),
+    )
+
+
+def make_step_runner(
+    graphdef, optimizer: optax.GradientTransformation, batch_size: int, method: str = "__call__"
+):
     """Jitted ``run(trainable, opt_state, rest, images, labels, idx, valid, start, stop)``.
 
     Runs SGD steps ``start..stop`` of one epoch (batches ``idx[i]``) and returns the new
     ``(trainable, opt_state, mean_loss)``. ``start``/``stop`` are traced, so any range reuses one
-    compilation.
+    compilation. ``method`` names the model method that maps a batch to logits.
     """
 
     def loss_fn(trainable, rest, x, y, v):
         model = nnx.merge(graphdef, trainable, rest)
-        return cross_entropy(model(x), y, v)
+        return cross_entropy(getattr(model, method)(x), y, v)
 
     grad_fn = jax.value_and_grad(loss_fn)
 
@@ -195,13 +236,16 @@ def fit(
     start_epoch: int = 0,
     opt_state: Any = None,
     on_epoch: Callable[[int, dict, nnx.Module, Any], None] | None = None,
+    precompute_features: bool = True,
 ) -> dict[str, Any]:
     """Train the variables of ``model`` selected by ``wrt`` in place; the rest stays untouched.
 
     Returns ``test_accuracy`` (percent, one per epoch run), ``epoch_seconds`` (wall time of each
     epoch, compile excluded), ``compile_seconds``, ``train_loss`` (mean per epoch) and the final
     ``opt_state``. ``on_epoch(epoch, history, model, opt_state)`` runs after each epoch with the
-    history so far (for checkpoints).
+    history so far (for checkpoints). With ``precompute_features`` a frozen feature extractor (the
+    LeNet5 convs) runs once over the dataset instead of every step (``feature_seconds``); see
+    :func:`frozen_features`.
     A run resumed with ``start_epoch``/``opt_state`` reproduces the uninterrupted one exactly.
     """
     if epochs <= 0:
@@ -216,7 +260,12 @@ def fit(
     graphdef, trainable, rest = nnx.split(model, wrt, ...)
     if opt_state is None:
         opt_state = optimizer.init(trainable)
-    runner = make_step_runner(graphdef, optimizer, batch_size)
+    t0 = time.perf_counter()
+    feats = frozen_features(model, wrt, data) if precompute_features else None
+    method = "__call__" if feats is None else "head"
+    data = data if feats is None else jax.block_until_ready(feats)
+    feature_seconds = time.perf_counter() - t0
+    runner = make_step_runner(graphdef, optimizer, batch_size, method)
 
     idx, valid = epoch_indices(epoch_key(seed, start_epoch), n, batch_size)
     args = (trainable, opt_state, rest, data.train_images, data.train_labels, idx, valid)
@@ -224,7 +273,7 @@ def fit(
     compiled = runner.lower(*args, jnp.int32(0), jnp.int32(1)).compile()
     graph_eval = nnx.split(model)
     _model_correct.lower(
-        graph_eval[0], graph_eval[1], data.test_images, data.test_labels, 1000
+        graph_eval[0], graph_eval[1], data.test_images, data.test_labels, 1000, method
     ).compile()
     compile_seconds = time.perf_counter() - t0
 
@@ -233,6 +282,7 @@ def fit(
         "epoch_seconds": [],
         "train_loss": [],
         "compile_seconds": compile_seconds,
+        "feature_seconds": feature_seconds,
     }
     with _progress(progress) as bar:
         for epoch in range(start_epoch, epochs):
@@ -262,7 +312,7 @@ def fit(
             jax.block_until_ready(trainable)
             history["epoch_seconds"].append(time.perf_counter() - t0)
             nnx.update(model, trainable)
-            acc = evaluate(model, data.test_images, data.test_labels)
+            acc = evaluate(model, data.test_images, data.test_labels, method=method)
             history["test_accuracy"].append(acc)
             history["train_loss"].append(float(loss_total) / spe)
             bar.update(task, info=f"loss {float(loss_total) / spe:.4f}  test {acc:.2f}%")
