@@ -115,7 +115,9 @@ def read_idx_dir(data_dir: str | os.PathLike) -> dict[str, np.ndarray]:
 def _tfds_split(name: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
     """Read a split through ``tfds.data_source`` (array_record; TensorFlow is not needed to read)."""
     import tensorflow_datasets as tfds
+    from absl import logging as absl_logging
 
+    absl_logging.set_verbosity(absl_logging.ERROR)  # keep the one-line error free of TFDS chatter
     try:
         source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except Exception as e:  # not prepared yet
