@@ -66,7 +66,8 @@ def train(
     model: Annotated[ModelName, typer.Option(help="Target network.")] = ModelName.fc2,
     epochs: Annotated[int, typer.Option(help="Training epochs (cosine schedule spans them).")] = 10,
     lr: Annotated[
-        float | None, typer.Option(help="Learning rate [default: 0.1 for fc2/fc4, 0.01 for lenet5]")
+        float | None,
+        typer.Option(help="Learning rate \\[default: 0.1 for fc2/fc4, 0.01 for lenet5]"),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Mini-batch size.")] = 64,
     momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
@@ -76,7 +77,7 @@ def train(
         typer.Option(help="Cosine schedule stepped per epoch (published) or per step."),
     ] = Schedule.epoch,
     hidden: Annotated[
-        int | None, typer.Option(help="Hidden width [default: 500 for fc2/fc4, 120 for lenet5]")
+        int | None, typer.Option(help="Hidden width \\[default: 500 for fc2/fc4, 120 for lenet5]")
     ] = None,
     bias: Annotated[bool, typer.Option(help="Give every layer a bias.")] = False,
     seed: SeedOpt = 0,
@@ -84,7 +85,7 @@ def train(
     data_dir: DataDirOpt = None,
     dataset: DatasetOpt = DatasetName.mnist,
     out: Annotated[
-        Path | None, typer.Option(help="Output directory [default: runs/train-MODEL-seedS]")
+        Path | None, typer.Option(help="Output directory \\[default: runs/train-MODEL-seedS]")
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -177,7 +178,7 @@ def evaluate(
         Path, typer.Option(help="Weight file (.npz, PyTorch layout: fc1.weight is (out, in)).")
     ],
     model: Annotated[
-        ModelName | None, typer.Option(help="Network [default: from the file's metadata]")
+        ModelName | None, typer.Option(help="Network \\[default: from the file's metadata]")
     ] = None,
     inputs: Annotated[Inputs, typer.Option(help="Input preprocessing.")] = Inputs.normalized,
     data_dir: DataDirOpt = None,
