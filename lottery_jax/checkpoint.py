@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +37,9 @@ def _open_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise UserError(f"weight file {path} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as f:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:  # (closes fh on error)
             return {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+    except Exception as e:  # zip, zlib, .npy header errors: the file is damaged
         raise UserError(f"cannot read weight file {path}: {e}") from None
 
 
