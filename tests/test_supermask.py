@@ -1,0 +1,164 @@
+"""Exact top-k supermasks: counts, tie-breaking, straight-through gradients, variable types."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from lottery_jax.models import Frozen
+from lottery_jax.pruning import PUBLISHED_SPARSITIES
+from lottery_jax.supermask import (
+    PruneCount,
+    Score,
+    check_sparsity,
+    masked,
+    num_pruned,
+    pruned_flags,
+    topk_mask,
+)
+
+METHODS = ("radix", "bisect")
+
+
+def reference_removed(scores: np.ndarray, k: int) -> np.ndarray:
+    """argsort-based ranks: the k smallest |score|, lower flat index first among equals."""
+    a = np.abs(np.asarray(scores, np.float32)).ravel()
+    order = np.lexsort((np.arange(a.size), a))  # stable: by value, then index
+    removed = np.zeros(a.size, bool)
+    removed[order[:k]] = True
+    return removed.reshape(np.shape(scores))
+
+
+@pytest.fixture(scope="module")
+def flags_fn():
+    return {m: jax.jit(lambda s, k, m=m: pruned_flags(s, k, m)) for m in METHODS}
+
+
+CASES = {
+    "normal": lambda rng, shape: rng.normal(size=shape),
+    "all_equal": lambda rng, shape: np.full(shape, 0.25),
+    "all_zero": lambda rng, shape: np.zeros(shape),
+    "few_values": lambda rng, shape: rng.integers(-3, 4, size=shape).astype(float),
+    "signed_ties": lambda rng, shape: rng.choice([-1.5, 1.5, 0.5, -0.5], size=shape),
+    "tiny_and_huge": lambda rng, shape: rng.choice([1e-38, 3e38, 0.0, 1.0], size=shape),
+}
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("sparsity", PUBLISHED_SPARSITIES)
+def test_exact_sparsity_and_ties(flags_fn, method, case, sparsity):
+    rng = np.random.default_rng(abs(hash((case, sparsity))) % 2**32)
+    shape = (37, 53)
+    scores = CASES[case](rng, shape).astype(np.float32)
+    k = num_pruned(sparsity, scores.size)
+    got = np.asarray(flags_fn[method](scores, k))
+    assert got.sum() == k == int(sparsity * scores.size)
+    np.testing.assert_array_equal(got, reference_removed(scores, k))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_k_on_a_small_tensor(flags_fn, method):
+    rng = np.random.default_rng(0)
+    for scores in (rng.normal(size=(3, 7)), np.ones((3, 7)), rng.integers(0, 3, (3, 7)) * 1.0):
+        scores = scores.astype(np.float32)
+        for k in range(scores.size + 1):
+            got = np.asarray(flags_fn[method](scores, k))
+            np.testing.assert_array_equal(got, reference_removed(scores, k))
+
+
+def test_all_equal_removes_lowest_indices_first():
+    mask = np.asarray(topk_mask(jnp.ones((2, 4)), 3))
+    np.testing.assert_array_equal(mask, [[0, 0, 0, 1], [1, 1, 1, 1]])
+
+
+def test_methods_agree_on_a_large_tensor():
+    scores = jax.random.normal(jax.random.key(3), (300, 1001))
+    for s in (0.0, 0.025, 0.5, 0.99):
+        k = num_pruned(s, scores.size)
+        a = pruned_flags(scores, k, "radix")
+        b = pruned_flags(scores, k, "bisect")
+        assert int(a.sum()) == k
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_vmap_over_counts_matches_single_calls():
+    scores = jax.random.normal(jax.random.key(1), (4, 50, 20))
+    ks = jnp.array([0, 10, 500, 999], jnp.int32)
+    for method in METHODS:
+        batched = jax.vmap(lambda s, k, m=method: topk_mask(s, k, m))(scores, ks)
+        for i in range(4):
+            np.testing.assert_array_equal(
+                np.asarray(batched[i]), np.asarray(topk_mask(scores[i], ks[i], method))
+            )
+
+
+def test_num_pruned_is_python_int_of_the_product():
+    assert num_pruned(0.99, 1_960_000) == int(0.99 * 1_960_000)
+    assert num_pruned(0.0, 10) == 0
+    assert num_pruned(0.5, 3) == 1
+    for s in PUBLISHED_SPARSITIES:
+        assert num_pruned(s, 25_000) == int(s * 25_000)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan")])
+def test_check_sparsity_rejects(bad):
+    with pytest.raises(ValueError, match="sparsity"):
+        check_sparsity(bad)
+
+
+def test_straight_through_gradient_by_hand():
+    """A 2x3 layer: y = x @ (w * m(|s|)).T, loss = sum(y * c). Hand-computed gradient."""
+    w = jnp.array([[1.0, -2.0, 3.0], [0.5, 4.0, -1.0]])
+    s = jnp.array([[0.1, -0.5, 0.3], [0.2, -0.9, -0.05]])
+    x = jnp.array([[1.0, 2.0, -1.0]])
+    c = jnp.array([[2.0, -3.0]])
+    k = jnp.int32(2)  # removes |s| = 0.05 (index 5) and 0.1 (index 0)
+
+    def loss(scores):
+        return jnp.sum((x @ masked(w, scores, k).T) * c)
+
+    mask = np.array([[0, 1, 1], [1, 1, 0]], np.float32)
+    np.testing.assert_array_equal(np.asarray(topk_mask(jnp.abs(s), k)), mask)
+    # d loss / d w_eff[o, j] = c[o] x[j]; d w_eff / d mask = w; d mask / d s = sign(s) (identity
+    # through the mask, then |.|). The pruned entries get gradient too (straight-through).
+    expected = (c.T * x) * w * jnp.sign(s)
+    got = jax.grad(loss)(s)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-6)
+    # Forward value: only the kept entries contribute.
+    y = x @ (w * mask).T
+    np.testing.assert_allclose(float(loss(s)), float(jnp.sum(y * c)), rtol=1e-6)
+
+
+def test_gradient_under_jit_and_vmap_matches():
+    w = jax.random.normal(jax.random.key(0), (8, 5))
+    s = jax.random.normal(jax.random.key(1), (3, 8, 5))
+    ks = jnp.array([0, 20, 39], jnp.int32)
+
+    def g(sc, k):
+        return jax.grad(lambda q: jnp.sum(masked(w, q, k) ** 2))(sc)
+
+    batched = jax.jit(jax.vmap(g))(s, ks)
+    for i in range(3):
+        np.testing.assert_allclose(np.asarray(batched[i]), np.asarray(g(s[i], ks[i])), rtol=1e-6)
+
+
+class _Tiny(nnx.Module):
+    def __init__(self):
+        self.weight = Frozen(jnp.ones((2, 3)))
+        self.scores = Score(jnp.full((2, 3), 0.5))
+        self.pruned = PruneCount(jnp.int32(1))
+
+
+def test_variable_types_select_only_scores():
+    m = _Tiny()
+    flat = dict(nnx.to_flat_state(nnx.state(m, Score)))
+    assert list(flat) == [("scores",)]
+    # The foundation's ``fit(..., wrt=Score)`` splits like this: frozen weights stay out.
+    _, trainable, rest = nnx.split(m, Score, ...)
+    assert set(dict(nnx.to_flat_state(trainable))) == {("scores",)}
+    assert set(dict(nnx.to_flat_state(rest))) == {("weight",), ("pruned",)}
+    assert issubclass(Score, nnx.Param) and not issubclass(Frozen, nnx.Param)
