@@ -263,7 +263,7 @@ def approximate(
             f"[bold red]{summary['infeasible']} weights have no subset within eps={cfg.epsilon}"
             f"[/] (kept at their best approximation); exit status {ap.EXIT_INFEASIBLE}"
         )
-        raise typer.Exit(ap.EXIT_INFEASIBLE)
+        raise SystemExit(ap.EXIT_INFEASIBLE)  # (main() drops typer.Exit codes)
 
 
 @app.command()
@@ -298,4 +298,4 @@ def verify(
     for m in rep.mismatches:
         console.print(f"[bold red]mismatch:[/] {m}")
     if rep.exit_code:
-        raise typer.Exit(rep.exit_code)
+        raise SystemExit(rep.exit_code)
