@@ -1,0 +1,256 @@
+"""``prune``, ``sweep``, ``plot``, ``evaluate-ticket``, ``export-ticket``: Experiment 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from lottery_jax import pruning, sweep
+from lottery_jax.data import load_dataset
+from lottery_jax.errors import UserError
+from lottery_jax.results import device_summary, write_json_atomic
+
+from .app import DataDirOpt, DatasetName, DatasetOpt, app
+
+console = Console(stderr=True)
+
+SparsityOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--sparsity",
+        help="Fraction of weights REMOVED per tensor, in [0, 1); repeat or comma-separate for "
+        "several runs trained together \\[default: 0.5]",
+    ),
+]
+SeedsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--seed", help="Seed(s) of the random weights and scores \\[default: 0]"),
+]
+RedundancyOpt = Annotated[int, typer.Option(help="Redundancy r of the redundant layers.")]
+LrOpt = Annotated[
+    float | None, typer.Option(help="Learning rate \\[default: 0.1 fc nets, 0.01 LeNet5]")
+]
+MaskOpt = Annotated[
+    str, typer.Option(help="Top-k selection: auto, radix (CPU) or bisect (accelerators).")
+]
+MembersOpt = Annotated[
+    str, typer.Option(help="Batched runs: auto, unroll (CPU) or vmap (accelerators).")
+]
+ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar.")]
+
+
+class _Bar:
+    """Rich progress for batched runs (steps of each epoch; accuracies after each epoch)."""
+
+    def __init__(self, enabled: bool, epochs: int):
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not enabled,
+        )
+        self.epochs = epochs
+        self.task = None
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def on_chunk(self, epoch, done, total, loss):
+        if self.task is None or done <= 100 and epoch != getattr(self, "_epoch", None):
+            self._epoch = epoch
+            self.task = self.progress.add_task(f"epoch {epoch + 1}/{self.epochs}", total=total,
+                                               info="")  # fmt: skip
+        mean = float(sum(loss) / len(loss))
+        self.progress.update(self.task, completed=done, info=f"mean loss {mean:.4f}")
+
+    def on_epoch(self, epoch, accs, seconds):
+        best = max(accs)
+        if self.task is not None:
+            self.progress.update(
+                self.task, info=f"test {min(accs):.2f}..{best:.2f}%  {seconds:.1f}s"
+            )
+        self.task = None
+        self._epoch = None
+
+
+def _load_conv(conv_from: Path | None, model: str):
+    if conv_from is None:
+        return None
+    if not model.endswith("lenet5"):
+        raise UserError("--conv-from applies to the LeNet5 variants only")
+    return pruning.load_conv_checkpoint(conv_from)
+
+
+@app.command()
+def prune(
+    model: Annotated[
+        str, typer.Option(help="red-fc2, red-fc4, red-lenet5, wide-fc2, wide-fc4 or wide-lenet5.")
+    ] = "red-fc2",
+    redundancy: RedundancyOpt = 5,
+    sparsity: SparsityOpt = None,
+    relu: Annotated[bool, typer.Option(help="The extra ReLU inside the redundant layers.")] = False,
+    epochs: Annotated[int, typer.Option(help="Epochs (0: build, count and evaluate only).")] = 30,
+    lr: LrOpt = None,
+    seed: SeedsOpt = None,
+    batch_size: Annotated[int, typer.Option(help="Mini-batch size.")] = 64,
+    conv_from: Annotated[
+        Path | None, typer.Option(help="Trained LeNet5 weight file (from `train`) for the convs.")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    dataset: DatasetOpt = DatasetName.mnist,
+    out: Annotated[Path, typer.Option(help="Results directory (one folder per run).")] = Path(
+        "runs/prune"
+    ),
+    force: Annotated[bool, typer.Option(help="Re-run runs that are already finished.")] = False,
+    mask_method: MaskOpt = "auto",
+    members: MembersOpt = "auto",
+    progress: ProgressOpt = True,
+) -> None:
+    """Prune a random network (train only its supermask scores); several sparsities and seeds
+    train together in one compiled program. Writes OUT/<run>/results.json and ticket.npz."""
+    pruning.parse_model(model)
+    sparsities = sweep.parse_floats(sparsity, "--sparsity") or [0.5]
+    seeds = sweep.parse_ints(seed, "--seed") or [0]
+    sweep.check_sparsities(sparsities)
+    if mask_method not in ("auto", "radix", "bisect"):
+        raise UserError(f"unknown --mask-method {mask_method!r} (auto, radix, bisect)")
+    pruning.member_mode(members)
+    cfg = pruning.PruneConfig(
+        model=model, redundancy=redundancy, relu=relu, epochs=epochs, lr=lr,
+        batch_size=batch_size, method=mask_method,
+        conv_from=str(conv_from) if conv_from else None,
+    )  # fmt: skip
+    cfg.validate()
+    conv_state = _load_conv(conv_from, model)
+    data = load_dataset(data_dir, dataset=dataset.value, inputs="normalized")
+    with _Bar(progress, epochs) as bar:
+        results = sweep.run_prune(
+            cfg, seeds, sparsities, data, out, conv_state=conv_state, force=force,
+            mode=members, on_chunk=bar.on_chunk, on_epoch=bar.on_epoch, log=console.print,
+        )  # fmt: skip
+    for r in results:
+        typer.echo(
+            f"{r['name']}: {r['final_test_accuracy']:.2f}% test, "
+            f"{r['remaining_params']:,} of {r['total_params']:,} parameters"
+        )
+
+
+@app.command(name="sweep")
+def sweep_cmd(
+    family: Annotated[str, typer.Option(help="Model family: fc2, fc4 or lenet5.")] = "fc2",
+    epochs: Annotated[
+        list[str] | None, typer.Option(help="Epoch budgets \\[default: 30,50,100,125,150]")
+    ] = None,
+    sparsity: Annotated[
+        list[str] | None, typer.Option(help="Sparsities \\[default: the published 14]")
+    ] = None,
+    variants: Annotated[
+        list[str] | None,
+        typer.Option(help="red-linear, red-relu, wide \\[default: all three]"),
+    ] = None,
+    redundancy: RedundancyOpt = 5,
+    seed: SeedsOpt = None,
+    baseline: Annotated[bool, typer.Option(help="Also train the baseline net.")] = True,
+    conv_from: Annotated[
+        Path | None,
+        typer.Option(help="LeNet5 conv weights \\[default: the baseline trained in the sweep]"),
+    ] = None,
+    lr: LrOpt = None,
+    max_members: Annotated[int, typer.Option(help="Runs per compiled program.")] = 14,
+    data_dir: DataDirOpt = None,
+    dataset: DatasetOpt = DatasetName.mnist,
+    out: Annotated[Path, typer.Option(help="Results directory.")] = Path("runs/sweep"),
+    mask_method: MaskOpt = "auto",
+    members: MembersOpt = "auto",
+    progress: ProgressOpt = True,
+) -> None:
+    """Run the published grid (or a sub-grid) for one family; finished runs are skipped, so the
+    same command resumes after an interruption."""
+    if family not in sweep.FAMILIES:
+        raise UserError(f"unknown family {family!r} (choose from {', '.join(sweep.FAMILIES)})")
+    eps = sweep.parse_ints(epochs, "--epochs") or list(pruning.PUBLISHED_EPOCHS)
+    sps = sweep.parse_floats(sparsity, "--sparsity") or list(pruning.PUBLISHED_SPARSITIES)
+    vs = [v.strip() for x in (variants or list(sweep.VARIANTS)) for v in x.split(",") if v.strip()]
+    seeds = sweep.parse_ints(seed, "--seed") or [0]
+    if max_members < 1:
+        raise UserError(f"--max-members must be positive, got {max_members}")
+    if conv_from is not None and family != "lenet5":
+        raise UserError("--conv-from applies to the lenet5 family only")
+    pruning.member_mode(members)
+    base = pruning.PruneConfig(model=f"red-{family}", lr=lr, method=mask_method)
+    data = load_dataset(data_dir, dataset=dataset.value, inputs="normalized")
+    with _Bar(progress, max(eps)) as bar:
+        counts = sweep.run_sweep(
+            family, epochs=eps, sparsities=sps, variants=vs, seeds=seeds, data=data, out=out,
+            base=base, redundancy=redundancy, baseline=baseline, conv_from=conv_from,
+            max_members=max_members, mode=members, progress=progress, on_chunk=bar.on_chunk,
+            on_epoch=bar.on_epoch, log=console.print,
+        )  # fmt: skip
+    typer.echo(f"{counts['runs']} runs in {out}; draw them with `lottery-jax plot {out}`")
+
+
+@app.command()
+def plot(
+    results_dir: Annotated[Path, typer.Argument(help="Directory holding results.json files.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write the figures \\[default: RESULTS_DIR]")
+    ] = None,
+    title: Annotated[str, typer.Option(help="Figure title.")] = "",
+) -> None:
+    """Final test accuracy vs remaining parameters (log x) per family: PNG and PDF."""
+    from lottery_jax.plotting import plot_results
+
+    results = sweep.collect_results(results_dir)
+    for path in plot_results(results, out or results_dir, title=title):
+        typer.echo(f"wrote {path}")
+
+
+@app.command(name="evaluate-ticket")
+def evaluate_ticket(
+    ticket: Annotated[Path, typer.Argument(help="ticket.npz written by prune/sweep.")],
+    data_dir: DataDirOpt = None,
+    dataset: DatasetOpt = DatasetName.mnist,
+    out: Annotated[Path | None, typer.Option(help="Write results.json here.")] = None,
+) -> None:
+    """Rebuild a pruned network from its ticket (seed + masks) and measure its test accuracy."""
+    t = pruning.load_ticket(ticket)
+    net = pruning.net_from_ticket(t)
+    data = load_dataset(data_dir, dataset=dataset.value, inputs="normalized")
+    acc = pruning.net_accuracy(net, data.test_images, data.test_labels)
+    saved = t["meta"].get("test_accuracy")
+    if out is not None:
+        write_json_atomic(
+            out / "results.json",
+            {"command": "evaluate-ticket", "ticket": str(ticket), "config": t["config"],
+             "seed": t["seed"], "sparsity": t["sparsity"], "final_test_accuracy": acc,
+             "saved_test_accuracy": saved, "device": device_summary()},
+        )  # fmt: skip
+    same = "" if saved is None else (" (same as saved)" if saved == acc else f" (saved {saved}%)")
+    typer.echo(f"test accuracy {acc:.2f}%{same}")
+
+
+@app.command(name="export-ticket")
+def export_ticket(
+    ticket: Annotated[Path, typer.Argument(help="ticket.npz written by prune/sweep.")],
+    out: Annotated[Path, typer.Option(help="Dense weight file to write (.npz).")],
+) -> None:
+    """Write the ticket's effective dense network (a linear redundant layer collapses into one
+    (out, in) matrix) as a PyTorch-layout weight file for `lottery-jax evaluate --weights`."""
+    t = pruning.load_ticket(ticket)
+    net = pruning.net_from_ticket(t)
+    path = pruning.export_dense(
+        net, out, {"ticket": str(ticket), "seed": t["seed"], "sparsity": t["sparsity"],
+                   "pruned_model": t["config"]["model"]},
+    )  # fmt: skip
+    typer.echo(f"wrote {path}")

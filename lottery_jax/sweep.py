@@ -1,0 +1,300 @@
+"""Running pruning experiments into a results directory: one batched program per group of runs.
+
+This is the shell around :mod:`lottery_jax.pruning`: it decides which runs are still missing (a run
+is finished when its ``results.json`` exists with the same configuration), trains the missing ones
+together, and writes one ``results.json`` and one ``ticket.npz`` per run. Interrupting it loses at
+most the batch in flight; running the same command again resumes.
+
+Layout of a results directory::
+
+    OUT/<run-name>/results.json   # e.g. red-fc2-r5-linear-e30-s0.5-seed0
+    OUT/<run-name>/ticket.npz     # seed + config + packed masks (lottery_jax.pruning.save_ticket)
+    OUT/baseline-<family>-e<E>-seed<S>/results.json, model.npz   # trained baselines (sweep)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lottery_jax import pruning
+from lottery_jax.errors import UserError
+from lottery_jax.results import device_summary, write_json_atomic
+
+VARIANTS = ("red-linear", "red-relu", "wide")
+FAMILIES = ("fc2", "fc4", "lenet5")
+
+
+def parse_floats(values: Sequence[str] | None, name: str) -> list[float]:
+    """``["0.5", "0.75,0.9"]`` -> [0.5, 0.75, 0.9] (repeated options and comma lists)."""
+    out: list[float] = []
+    for v in values or []:
+        for part in str(v).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                out.append(float(part))
+            except ValueError:
+                raise UserError(f"{name}: {part!r} is not a number") from None
+    return list(dict.fromkeys(out))
+
+
+def parse_ints(values: Sequence[str] | None, name: str) -> list[int]:
+    out: list[int] = []
+    for v in values or []:
+        for part in str(v).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                out.append(int(part))
+            except ValueError:
+                raise UserError(f"{name}: {part!r} is not an integer") from None
+    return list(dict.fromkeys(out))
+
+
+def check_sparsities(values: Sequence[float]) -> None:
+    for s in values:
+        if not 0.0 <= s < 1.0:
+            raise UserError(f"sparsity must lie in [0, 1) (fraction removed), got {s}")
+
+
+def run_config(cfg: pruning.PruneConfig, seed: int, sparsity: float, data_name: str) -> dict:
+    return {**cfg.as_dict(), "seed": int(seed), "sparsity": float(sparsity), "data": data_name,
+            "inputs": "normalized"}  # fmt: skip
+
+
+def is_finished(path: Path, config: dict) -> bool:
+    """A run is done when its results.json exists and records the same configuration."""
+    try:
+        done = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return done.get("config") == config and done.get("final_test_accuracy") is not None
+
+
+def run_prune(
+    cfg: pruning.PruneConfig,
+    seeds: Sequence[int],
+    sparsities: Sequence[float],
+    data: Any,
+    out: Path,
+    *,
+    conv_state: dict[str, np.ndarray] | None = None,
+    force: bool = False,
+    max_members: int | None = None,
+    mode: str = "auto",
+    on_chunk: Callable | None = None,
+    on_epoch: Callable | None = None,
+    log: Callable[[str], None] = lambda msg: None,
+) -> list[dict]:
+    """Train every (seed, sparsity) run of ``cfg`` that is not finished in ``out``; batched.
+
+    Runs go ``max_members`` at a time (default: all) into one compiled program. Returns the
+    results of every requested run (finished earlier or now).
+    """
+    cfg.validate()
+    check_sparsities(sparsities)
+    if not seeds or not sparsities:
+        raise UserError("give at least one --seed and one --sparsity")
+    members = [(int(seed), float(s)) for seed in seeds for s in sparsities]
+    data_name = getattr(data, "name", "data")
+    todo = []
+    for seed, s in members:
+        path = out / cfg.run_name(s, seed) / "results.json"
+        if force or not is_finished(path, run_config(cfg, seed, s, data_name)):
+            todo.append((seed, s))
+    skipped = len(members) - len(todo)
+    if skipped:
+        log(f"{skipped} of {len(members)} runs already finished in {out}; skipping them")
+    step = max_members or len(todo) or 1
+    for start in range(0, len(todo), step):
+        group = todo[start : start + step]
+        log(f"{cfg.model}: training {len(group)} run(s) in one program, {cfg.epochs} epoch(s)")
+        _run_group(cfg, group, data, out, conv_state, mode, on_chunk, on_epoch)
+    results = []
+    for seed, s in members:
+        path = out / cfg.run_name(s, seed) / "results.json"
+        results.append(json.loads(path.read_text()))
+    return results
+
+
+def _run_group(cfg, group, data, out, conv_state, mode, on_chunk, on_epoch) -> None:
+    batch = pruning.make_batch(cfg, group, conv_state=conv_state, mode=mode)
+    history = pruning.train_batch(batch, data, on_chunk=on_chunk, on_epoch=on_epoch)
+    device = device_summary()
+    names = [cfg.run_name(s, seed) for seed, s in group]
+    for i, (seed, s) in enumerate(group):
+        net = pruning.member_net(batch, i)
+        ticket = pruning.make_ticket(net, cfg, seed, s)
+        # The final accuracy is measured on the net rebuilt from the ticket: reloading the saved
+        # ticket later reproduces it exactly.
+        t0 = time.perf_counter()
+        final = pruning.net_accuracy(
+            pruning.net_from_ticket(ticket), data.test_images, data.test_labels
+        )
+        eval_seconds = time.perf_counter() - t0
+        total, remaining = batch.totals[i]
+        run_dir = out / names[i]
+        pruning.save_ticket(run_dir / "ticket.npz", ticket, {"test_accuracy": final})
+        write_json_atomic(
+            run_dir / "results.json",
+            {
+                "command": "prune",
+                "name": names[i],
+                "config": run_config(cfg, seed, s, data.name),
+                "seed": seed,
+                "sparsity": s,
+                "total_params": total,
+                "remaining_params": remaining,
+                "test_accuracy": history["test_accuracy"][i],
+                "final_test_accuracy": final,
+                "train_loss": history["train_loss"][i],
+                "epoch_seconds": history["epoch_seconds"],
+                "compile_seconds": history["compile_seconds"],
+                "eval_seconds": eval_seconds,
+                "batched_with": names,
+                "member_mode": batch.mode,
+                "ticket": "ticket.npz",
+                "device": device,
+                "note": "epoch_seconds is the wall time of the whole batched program per epoch",
+            },
+        )
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+
+def variant_config(
+    family: str, variant: str, epochs: int, redundancy: int, base: pruning.PruneConfig
+) -> pruning.PruneConfig:
+    if variant not in VARIANTS:
+        raise UserError(f"unknown variant {variant!r} (choose from {', '.join(VARIANTS)})")
+    model = f"{'wide' if variant == 'wide' else 'red'}-{family}"
+    return replace(base, model=model, relu=variant == "red-relu", epochs=epochs,
+                   redundancy=redundancy)  # fmt: skip
+
+
+def train_baseline(
+    family: str, epochs: int, seed: int, data: Any, out: Path, *, progress: bool = True,
+    log: Callable[[str], None] = lambda msg: None,
+) -> Path:  # fmt: skip
+    """Train (or reuse) the baseline ``family`` net for ``epochs`` epochs; returns its weights.
+
+    Writes ``OUT/baseline-<family>-e<E>-seed<S>/{results.json, model.npz}`` like ``train``.
+    """
+    from flax import nnx
+
+    from lottery_jax import checkpoint, models
+    from lottery_jax.train import fit
+
+    run_dir = out / f"baseline-{family}-e{epochs}-seed{seed}"
+    weights = run_dir / "model.npz"
+    lr = 0.01 if family == "lenet5" else 0.1
+    config = {"model": family, "epochs": epochs, "lr": lr, "batch_size": 64, "seed": seed,
+              "inputs": "normalized", "data": data.name}  # fmt: skip
+    if weights.is_file() and is_finished(run_dir / "results.json", config):
+        log(f"baseline {family} ({epochs} epochs) already trained in {run_dir}")
+        return weights
+    log(f"baseline {family}: training {epochs} epoch(s)")
+    net = models.build_model(family, seed=seed)
+    history = fit(net, data, wrt=nnx.Param, lr=lr, epochs=epochs, seed=seed, progress=progress)
+    checkpoint.save_weights(weights, family, models.torch_state(net), config)
+    accs = history["test_accuracy"]
+    write_json_atomic(
+        run_dir / "results.json",
+        {
+            "command": "train",
+            "name": run_dir.name,
+            "config": config,
+            "seed": seed,
+            "total_params": models.count_params(net),
+            "remaining_params": models.count_params(net),
+            "test_accuracy": accs,
+            "final_test_accuracy": accs[-1],
+            "epoch_seconds": history["epoch_seconds"],
+            "compile_seconds": history["compile_seconds"],
+            "device": device_summary(),
+        },
+    )
+    return weights
+
+
+def run_sweep(
+    family: str,
+    *,
+    epochs: Sequence[int],
+    sparsities: Sequence[float],
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    data: Any,
+    out: Path,
+    base: pruning.PruneConfig,
+    redundancy: int = 5,
+    baseline: bool = True,
+    conv_from: Path | None = None,
+    max_members: int | None = 14,
+    mode: str = "auto",
+    progress: bool = True,
+    on_chunk: Callable | None = None,
+    on_epoch: Callable | None = None,
+    log: Callable[[str], None] = lambda msg: None,
+) -> dict[str, int]:
+    """The published grid (or a sub-grid) for one model family; finished runs are skipped.
+
+    LeNet5 variants take their frozen conv weights from ``conv_from`` or, without it, from the
+    baseline trained here for the same epoch budget (so all LeNet5 nets share conv features).
+    """
+    if family not in FAMILIES:
+        raise UserError(f"unknown model family {family!r} (choose from {', '.join(FAMILIES)})")
+    if not epochs or any(e <= 0 for e in epochs):
+        raise UserError(f"epochs must be positive, got {list(epochs)}")
+    check_sparsities(sparsities)
+    if redundancy < 1:
+        raise UserError(f"redundancy must be at least 1, got {redundancy}")
+    for v in variants:
+        variant_config(family, v, 1, redundancy, base)  # validates the name
+    counts = {"runs": 0}
+    fixed_conv = pruning.load_conv_checkpoint(conv_from) if conv_from else None
+    for e in epochs:
+        for seed in seeds:
+            conv_state = fixed_conv
+            if baseline or (family == "lenet5" and fixed_conv is None):
+                w = train_baseline(family, e, seed, data, out, progress=progress, log=log)
+                if family == "lenet5" and fixed_conv is None:
+                    conv_state = pruning.load_conv_checkpoint(w)
+            for v in variants:
+                cfg = variant_config(family, v, e, redundancy, base)
+                if conv_state is not None and family == "lenet5":
+                    cfg = replace(cfg, conv_from=str(conv_from) if conv_from else "baseline")
+                res = run_prune(
+                    cfg, [seed], sparsities, data, out, conv_state=conv_state,
+                    max_members=max_members, mode=mode, on_chunk=on_chunk, on_epoch=on_epoch,
+                    log=log,
+                )  # fmt: skip
+                counts["runs"] += len(res)
+    return counts
+
+
+def collect_results(results_dir: Path) -> list[dict]:
+    """Every readable ``results.json`` below ``results_dir`` (prune runs and baselines)."""
+    if not results_dir.is_dir():
+        raise UserError(f"results directory {results_dir} does not exist")
+    out = []
+    for path in sorted(results_dir.rglob("results.json")):
+        try:
+            r = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if r.get("final_test_accuracy") is None:
+            continue
+        r["_path"] = str(path)
+        out.append(r)
+    return out
