@@ -11,6 +11,7 @@ from lottery_jax.errors import UserError
 
 # Importing a command module registers its commands on ``app``.
 from . import approximate as _approximate  # noqa: E402,F401
+from . import prune as _prune  # noqa: E402,F401
 from . import train as _train  # noqa: E402,F401,I001
 from .app import app
 
