@@ -1,0 +1,363 @@
+"""Pruned networks: shapes, counts, widths, batched training, frozen weights, tickets, export."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from lottery_jax import models, pruning
+from lottery_jax.checkpoint import load_weights, save_weights
+from lottery_jax.cli import main
+from lottery_jax.data import Dataset
+from lottery_jax.errors import UserError
+from lottery_jax.models import Frozen
+from lottery_jax.supermask import Score
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mnist_dir() -> Path | None:
+    env = os.environ.get("LOTTERY_JAX_DATA")
+    for d in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data" / "mnist"]:
+        if d.is_dir():
+            return d
+    return None
+
+
+def tiny_data(n_train: int = 128, n_test: int = 50, seed: int = 0) -> Dataset:
+    """Learnable synthetic 28x28 data: the label is encoded in the brightness of a pixel block."""
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        y = rng.integers(0, 10, n)
+        x = rng.normal(0, 0.3, (n, 28, 28, 1)).astype(np.float32)
+        for i, c in enumerate(y):
+            x[i, 2 * c : 2 * c + 2, :, 0] += 2.0
+        return jnp.asarray(x), jnp.asarray(y, jnp.int32)
+
+    tx, ty = make(n_train)
+    vx, vy = make(n_test)
+    return Dataset(tx, ty, vx, vy, "synthetic")
+
+
+# ----------------------------------------------------------------------------- counts and widths
+
+
+@pytest.mark.parametrize(
+    ("model", "total"),
+    [("red-fc2", 1_991_420), ("red-fc4", 4_496_420), ("red-lenet5", 297_620)],
+)
+def test_redundant_parameter_counts(model, total):
+    net = pruning.build_pruned(model, seed=0)
+    assert pruning.param_counts(net, 0.0) == (total, total)
+    assert pruning.redundant_param_count(model.split("-")[1]) == total
+
+
+def test_wide_widths_from_the_formulas():
+    widths = {f: pruning.wide_width(f, pruning.redundant_param_count(f)) for f in pruning.FC_SIZES}
+    assert widths == {"fc2": 2508, "fc4": 1314, "lenet5": 378}
+    # The formulas themselves (REFERENCE.md), not only their results.
+    assert widths["fc2"] == round(1_991_420 / 794)
+    assert widths["fc4"] == round((math.sqrt(8 * 4_496_420 + 794**2) - 794) / 4)
+    assert widths["lenet5"] == round((math.sqrt(410**2 + 4 * 297_620) - 410) / 2)
+    net = pruning.build_pruned("wide-fc4", seed=0)
+    assert [net.fc1.weight[...].shape, net.fc2.weight[...].shape, net.fc4.weight[...].shape] == [
+        (1314, 784), (1314, 1314), (10, 1314)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("s", pruning.PUBLISHED_SPARSITIES)
+def test_remaining_is_counted_per_tensor(s):
+    net = pruning.build_pruned("red-fc2", seed=0)
+    sizes = [5 * 784, 500 * 3920, 5 * 500, 10 * 2500]
+    total, remaining = pruning.param_counts(net, s)
+    assert total == sum(sizes) == 1_991_420
+    assert remaining == sum(n - int(n * s) for n in sizes)
+    pruning.set_sparsity(net, s)
+    assert int(net.fc1.pruned2[...]) == int(500 * 3920 * s)
+
+
+# ----------------------------------------------------------------------------- the redundant layer
+
+
+def test_redundant_layer_shapes_and_init():
+    layer = pruning.RedundantLinear(784, 500, redundancy=5, rngs=nnx.Rngs(params=0))
+    assert layer.weight1[...].shape == layer.scores1[...].shape == (5, 784)
+    assert layer.weight2[...].shape == layer.scores2[...].shape == (500, 3920)
+    w1, w2 = np.asarray(layer.weight1[...]), np.asarray(layer.weight2[...])
+    assert abs(w1.var() - 2.0) < 0.15  # N(0, 2)
+    assert abs(w2.var() * 784 / 2.0 - 1.0) < 0.01  # N(0, 2/in)
+    s1, s2 = np.asarray(layer.scores1[...]), np.asarray(layer.scores2[...])
+    assert np.abs(s1).max() <= math.sqrt(2) and np.abs(s1).max() > 1.3
+    assert np.abs(s2).max() <= math.sqrt(2 / 784)
+    assert isinstance(layer.weight1, Frozen) and isinstance(layer.scores2, Score)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_redundant_layer_matches_a_loop_with_published_ordering(relu):
+    """h[b, j r + k] = f(x[b, j] w1[k, j]); y[b, o] = sum_(j, k) w2[o, j r + k] h[b, j r + k]."""
+    r, n_in, n_out = 3, 4, 2
+    layer = pruning.RedundantLinear(n_in, n_out, redundancy=r, relu=relu, rngs=nnx.Rngs(params=1))
+    layer.pruned1[...] = jnp.int32(4)
+    layer.pruned2[...] = jnp.int32(7)
+    x = np.asarray(jax.random.normal(jax.random.key(2), (3, n_in)))
+    m1 = np.asarray(pruning.topk_mask(jnp.abs(layer.scores1[...]), 4))
+    m2 = np.asarray(pruning.topk_mask(jnp.abs(layer.scores2[...]), 7))
+    w1 = np.asarray(layer.weight1[...]) * m1
+    w2 = np.asarray(layer.weight2[...]) * m2
+    want = np.zeros((3, n_out))
+    for b in range(3):
+        for o in range(n_out):
+            for j in range(n_in):
+                for k in range(r):
+                    h = x[b, j] * w1[k, j]
+                    h = max(h, 0.0) if relu else h
+                    want[b, o] += w2[o, j * r + k] * h
+    np.testing.assert_allclose(np.asarray(layer(jnp.asarray(x))), want, rtol=1e-5, atol=1e-6)
+
+
+def test_collapse_gradient_matches_autodiff_of_the_plain_sum():
+    w1 = jax.random.normal(jax.random.key(0), (5, 7))
+    w2 = jax.random.normal(jax.random.key(1), (3, 35))
+    g = jax.random.normal(jax.random.key(2), (3, 7))
+
+    def plain(a, b):
+        return jnp.sum(b.reshape(3, 7, 5) * a.T[None], axis=-1)
+
+    np.testing.assert_allclose(pruning.collapse(w1, w2), plain(w1, w2), rtol=1e-6, atol=1e-6)
+    ga = jax.grad(lambda a, b: jnp.sum(pruning.collapse(a, b) * g), argnums=(0, 1))(w1, w2)
+    gb = jax.grad(lambda a, b: jnp.sum(plain(a, b) * g), argnums=(0, 1))(w1, w2)
+    for a, b in zip(ga, gb, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_lenet5_features_match_the_foundation_lenet5():
+    base = models.build_model("lenet5", seed=3)
+    conv = {k: v for k, v in models.torch_state(base).items() if k.startswith("conv")}
+    net = pruning.build_pruned("red-lenet5", seed=0, conv_state=conv)
+    x = jax.random.normal(jax.random.key(0), (2, 28, 28, 1))
+    np.testing.assert_array_equal(np.asarray(net.features(x)), np.asarray(base.features(x)))
+    assert net(x).shape == (2, 10)
+
+
+def test_conv_checkpoint_of_the_wrong_shape_is_a_user_error(tmp_path):
+    fc2 = models.build_model("fc2", seed=0)
+    save_weights(tmp_path / "fc2.npz", "fc2", models.torch_state(fc2))
+    with pytest.raises(UserError, match="conv1.weight"):
+        pruning.load_conv_checkpoint(tmp_path / "fc2.npz")
+    bad = models.torch_state(models.build_model("lenet5", seed=0))
+    bad["conv2.weight"] = np.zeros((16, 6, 3, 3), np.float32)
+    save_weights(tmp_path / "bad.npz", "lenet5", bad)
+    with pytest.raises(UserError, match=r"conv2.weight has shape \(16, 6, 3, 3\)"):
+        pruning.load_conv_checkpoint(tmp_path / "bad.npz")
+
+
+# ----------------------------------------------------------------------------- batched training
+
+
+def _frozen_arrays(batch):
+    fz = batch.frozen if batch.frozen_shared else batch.frozen[0]
+    return [np.array(x) for x in jax.tree.leaves(fz)]
+
+
+@pytest.fixture(scope="module")
+def trained_batch():
+    cfg = pruning.PruneConfig(model="red-fc2", epochs=2, lr=0.1)
+    batch = pruning.make_batch(cfg, [(0, 0.5), (0, 0.9)])
+    before = _frozen_arrays(batch)
+    scores_before = [np.array(x) for x in jax.tree.leaves(batch.scores[0])]
+    data = tiny_data()
+    history = pruning.train_batch(batch, data)
+    return batch, data, history, before, scores_before
+
+
+def test_frozen_weights_unchanged_and_scores_trained(trained_batch):
+    batch, _, history, before, scores_before = trained_batch
+    for a, b in zip(before, _frozen_arrays(batch), strict=True):
+        np.testing.assert_array_equal(a, b)
+    after = [np.array(x) for x in jax.tree.leaves(batch.scores[0])]
+    assert any(not np.array_equal(a, b) for a, b in zip(scores_before, after, strict=True))
+    assert len(history["test_accuracy"]) == 2 and len(history["test_accuracy"][0]) == 2
+    assert len(history["epoch_seconds"]) == 2 and history["compile_seconds"] > 0
+    # Counts are fixed: exact sparsity after training.
+    for i, s in enumerate((0.5, 0.9)):
+        net = pruning.member_net(batch, i)
+        masks = pruning.ticket_masks(net)
+        for key, m in masks.items():
+            assert m.size - m.sum() == int(s * m.size), key
+
+
+def test_batched_members_equal_single_runs(trained_batch):
+    batch, data, _, _, _ = trained_batch
+    cfg = batch.config
+    single = pruning.make_batch(cfg, [(0, 0.9)])
+    pruning.train_batch(single, data)
+    for a, b in zip(
+        jax.tree.leaves(batch.scores[1]), jax.tree.leaves(single.scores[0]), strict=True
+    ):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+
+
+def test_vmap_mode_matches_unroll_mode():
+    cfg = pruning.PruneConfig(model="red-lenet5", epochs=1)
+    data = tiny_data(64, 20)
+    outs = []
+    for mode in ("unroll", "vmap"):
+        batch = pruning.make_batch(cfg, [(0, 0.25), (1, 0.75)], mode=mode)
+        assert not batch.frozen_shared
+        h = pruning.train_batch(batch, data)
+        outs.append((batch, h))
+    for i in range(2):
+        for a, b in zip(
+            jax.tree.leaves(outs[0][0].scores[i]), jax.tree.leaves(outs[1][0].scores[i]),
+            strict=True,
+        ):  # fmt: skip
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_seeds_give_different_frozen_weights():
+    cfg = pruning.PruneConfig(model="wide-lenet5", epochs=0)
+    batch = pruning.make_batch(cfg, [(0, 0.5), (1, 0.5)])
+    a = jax.tree.leaves(batch.frozen[0])
+    b = jax.tree.leaves(batch.frozen[1])
+    assert not np.array_equal(np.asarray(a[-1]), np.asarray(b[-1]))
+
+
+def test_bad_configs_are_user_errors():
+    with pytest.raises(UserError, match="unknown model"):
+        pruning.PruneConfig(model="red-fc3").validate()
+    with pytest.raises(UserError, match="redundancy"):
+        pruning.PruneConfig(model="red-fc2", redundancy=0).validate()
+    with pytest.raises(UserError, match="sparsity"):
+        pruning.make_batch(pruning.PruneConfig(model="red-fc2"), [(0, 1.0)])
+    with pytest.raises(UserError, match="sparsity"):
+        pruning.make_batch(pruning.PruneConfig(model="red-fc2"), [(0, -0.01)])
+
+
+# ----------------------------------------------------------------------------- tickets and export
+
+
+def test_ticket_roundtrip_reproduces_accuracy_exactly(trained_batch, tmp_path):
+    batch, data, _, _, _ = trained_batch
+    net = pruning.member_net(batch, 1)
+    ticket = pruning.make_ticket(net, batch.config, 0, 0.9)
+    acc = pruning.net_accuracy(pruning.net_from_ticket(ticket), data.test_images, data.test_labels)
+    path = pruning.save_ticket(tmp_path / "ticket.npz", ticket)
+    loaded = pruning.load_ticket(path)
+    for k, m in ticket["masks"].items():
+        np.testing.assert_array_equal(loaded["masks"][k], m)
+    again = pruning.net_from_ticket(loaded)
+    assert pruning.net_accuracy(again, data.test_images, data.test_labels) == acc
+    x = data.test_images[:8]
+    np.testing.assert_array_equal(np.asarray(again(x)), np.asarray(net(x)))
+    # Packed: one bit per entry.
+    with np.load(path) as f:
+        assert f["mask:fc1.weight2"].nbytes == 500 * 3920 // 8
+
+
+def test_export_collapses_into_a_dense_net_evaluate_accepts(trained_batch, tmp_path):
+    batch, data, _, _, _ = trained_batch
+    net = pruning.member_net(batch, 0)
+    path = pruning.export_dense(net, tmp_path / "dense.npz")
+    state, meta = load_weights(path)
+    assert meta["model"] == "fc2" and state["fc1.weight"].shape == (500, 784)
+    dense = models.build_model("fc2", seed=0, hidden=500)
+    models.load_torch_state(dense, state)
+    x = data.test_images[:16]
+    np.testing.assert_allclose(np.asarray(dense(x)), np.asarray(net(x)), rtol=1e-4, atol=1e-4)
+
+
+def test_export_of_relu_net_is_refused():
+    net = pruning.build_pruned("red-fc2", seed=0, relu=True)
+    with pytest.raises(UserError, match="ReLU"):
+        pruning.dense_state(net)
+
+
+def test_wide_export_is_the_masked_weight(tmp_path):
+    net = pruning.build_pruned("wide-lenet5", seed=0)
+    pruning.set_sparsity(net, 0.75)
+    _, state = pruning.dense_state(net)
+    w = np.asarray(net.fc1.weight[...])
+    got = state["fc1.weight"]
+    assert got.shape == (378, 400)
+    assert (got == 0).sum() >= int(0.75 * got.size)
+    kept = got != 0
+    np.testing.assert_array_equal(got[kept], w[kept])
+
+
+# ----------------------------------------------------------------------------- CLI errors
+
+
+def _cli(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    return e.value.code, err
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--model", "red-fc9"], "unknown model"),
+        (["--sparsity", "1.0"], "sparsity"),
+        (["--sparsity", "0.5,-0.1"], "sparsity"),
+        (["--sparsity", "abc"], "not a number"),
+        (["--redundancy", "0"], "redundancy"),
+        (["--model", "wide-fc2", "--relu"], "redundant"),
+    ],
+)
+def test_prune_bad_input_one_line_error(args, match, capsys, tmp_path):
+    code, err = _cli(["prune", *args, "--out", str(tmp_path), "--epochs", "0"], capsys)
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error:") and match in err[0]
+
+
+def test_prune_conv_checkpoint_wrong_shape_cli(capsys, tmp_path):
+    save_weights(tmp_path / "fc2.npz", "fc2", models.torch_state(models.build_model("fc2", seed=0)))
+    code, err = _cli(
+        ["prune", "--model", "red-lenet5", "--conv-from", str(tmp_path / "fc2.npz"), "--out",
+         str(tmp_path / "o"), "--epochs", "0"],
+        capsys,
+    )  # fmt: skip
+    assert code == 2 and len(err) == 1 and "conv1.weight" in err[0]
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(mnist_dir() is None, reason="MNIST IDX files not found")
+def test_prune_epochs_zero_cli_counts_and_evaluates(tmp_path, capsys):
+    code = main(["prune", "--model", "red-fc2", "--epochs", "0", "--sparsity", "0.99",
+                 "--data-dir", str(mnist_dir()), "--out", str(tmp_path), "--no-progress"])  # fmt: skip
+    assert code == 0
+    import json
+
+    r = json.loads((tmp_path / "red-fc2-r5-linear-e0-s0.99-seed0" / "results.json").read_text())
+    assert r["total_params"] == 1_991_420
+    sizes = [5 * 784, 500 * 3920, 5 * 500, 10 * 2500]
+    assert r["remaining_params"] == sum(n - int(n * 0.99) for n in sizes)
+    assert r["test_accuracy"] == [] and 0 <= r["final_test_accuracy"] <= 100
+    assert r["device"]["backend"] == jax.default_backend()
+    # evaluate-ticket reproduces it.
+    main(["evaluate-ticket", str(tmp_path / r["name"] / "ticket.npz"),
+          "--data-dir", str(mnist_dir())])  # fmt: skip
+    assert "same as saved" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+@pytest.mark.skipif(mnist_dir() is None, reason="MNIST IDX files not found")
+def test_redundant_fc2_one_epoch_quality(tmp_path):
+    """REFERENCE quality bar: redundant FC2 (linear, r = 5, s = 0.5) >= 85% after one epoch."""
+    from lottery_jax.data import load_dataset
+
+    data = load_dataset(mnist_dir())
+    cfg = pruning.PruneConfig(model="red-fc2", epochs=1)
+    batch = pruning.make_batch(cfg, [(0, 0.5)])
+    history = pruning.train_batch(batch, data)
+    assert history["test_accuracy"][0][-1] >= 85.0
