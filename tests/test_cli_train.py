@@ -352,6 +352,50 @@ def test_resume_equals_uninterrupted(capsys, tmp_path, tiny_idx_dir, monkeypatch
     assert (broken / "model.npz").read_bytes() == before
 
 
+@pytest.mark.parametrize(
+    "other",
+    [("--model", "lenet5"), ("--bias",), ("--hidden", "8"), ("--batch-size", "32")],
+    ids=["model", "bias", "hidden", "batch-size"],
+)
+def test_other_configuration_in_same_out(capsys, tmp_path, tiny_idx_dir, other):
+    """A finished (or interrupted) run's --out reused with another network or option: the
+    configuration check must come before the optimizer state is restored (which otherwise
+    fails with KeyError 'leaf0003' or 'optimizer state does not fit')."""
+    out = tmp_path / "run"
+    code, _, err = cli(capsys, *tiny_train(tiny_idx_dir, out), "--epochs", "1")
+    assert code == 0, err
+    argv = [*tiny_train(tiny_idx_dir, out), "--epochs", "1"]
+    if other[0] == "--model":
+        argv[argv.index("--hidden") : argv.index("--hidden") + 2] = []
+    if other[0] == "--hidden":
+        argv[argv.index("--hidden") : argv.index("--hidden") + 2] = []
+    code, _, err = cli(capsys, *argv, *other)
+    assert_one_line_error(code, err, str(out), "different configuration")
+
+
+def test_out_is_a_file(capsys, tmp_path, tiny_idx_dir):
+    target = tmp_path / "taken"
+    target.write_text("not a directory")
+    code, _, err = cli(capsys, *tiny_train(tiny_idx_dir, target), "--epochs", "1")
+    assert_one_line_error(code, err, str(target))
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
+def test_train_through_tfds_mock_data(capsys, tmp_path, dataset):
+    """Without --data-dir (and LOTTERY_JAX_DATA), train reads tensorflow-datasets; here its mock."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    out = tmp_path / "run"
+    with tfds.testing.mock_data(num_examples=96):
+        code, _, err = cli(
+            capsys, "train", "--hidden", "8", "--epochs", "1", "--dataset", dataset,
+            "--out", out, "--no-progress",
+        )  # fmt: skip
+    assert code == 0, err
+    res = read_results(out)
+    assert res["config"]["data_dir"] is None and res["config"]["dataset"] == dataset
+    assert len(res["test_accuracy"]) == 1
+
+
 def test_console_script_end_to_end(tmp_path, tiny_idx_dir):
     script = Path(sys.executable).parent / "lottery-jax"
     if not script.exists():
