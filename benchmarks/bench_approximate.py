@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="Write the figures as JSON here.")
     args = p.parse_args(argv)
-    console = Console()
+    console = Console(width=120)
     if not args.target.exists():
         print(f"error: target {args.target} not found", file=sys.stderr)
         return 2

@@ -150,13 +150,15 @@ def _bits(k: int) -> np.ndarray:
 
 
 def _half_sums(coefs: jax.Array, lo: int, k: int) -> jax.Array:
-    """All ``2^k`` subset sums of ``coefs[:, lo:lo+k]``; index = local mask."""
-    if k == 0:
-        return jnp.zeros((coefs.shape[0], 1), coefs.dtype)
-    bits = jnp.asarray(_bits(k))
-    # Exact-order sum (no matmul reassociation surprises): sum_i bit_i * a_i, i ascending.
-    part = coefs[:, None, lo : lo + k] * bits[None]
-    return jnp.sum(part, axis=-1)
+    """All ``2^k`` subset sums of ``coefs[:, lo:lo+k]``; index = local mask.
+
+    Built by doubling (``S <- [S, S + a_i]``), so each sum adds its coefficients in index order
+    with ``2^k`` additions in all.
+    """
+    sums = jnp.zeros((coefs.shape[0], 1), coefs.dtype)
+    for i in range(k):
+        sums = jnp.concatenate([sums, sums + coefs[:, lo + i : lo + i + 1]], axis=1)
+    return sums
 
 
 def _lower_bound(sorted_vals: jax.Array, q: jax.Array, lo: jax.Array, hi: jax.Array, steps):
@@ -207,11 +209,11 @@ def min_error_kernel(
     iota = lax.broadcasted_iota(jnp.int32, B.shape, 1)
     Bs, perm = lax.sort((B, iota), dimension=1, num_keys=1)
     bmin = Bs[:, :1]
-    h = (Bs[:, -1:] - bmin) / M
-    h = jnp.where(h > 0, h, 1.0)
+    span = Bs[:, -1:] - bmin
+    inv_h = jnp.where(span > 0, M / jnp.where(span > 0, span, 1.0), 0.0)
 
     def cell(x):  # monotone in x: the bucket map every lookup relies on
-        return jnp.clip(jnp.floor((x - bmin) / h), 0, M - 1).astype(jnp.int32)
+        return jnp.clip(jnp.floor((x - bmin) * inv_h), 0, M - 1).astype(jnp.int32)
 
     flat = cell(Bs) + (jnp.arange(R, dtype=jnp.int32) * M)[:, None]
     counts = jnp.zeros(R * M, jnp.int32).at[flat.reshape(-1)].add(1).reshape(R, M)
@@ -432,8 +434,14 @@ def pad_rows(coefs: np.ndarray, weights: np.ndarray, rows: int):
     return coefs[idx], weights[idx]
 
 
-def default_rows_per_chunk(n: int, width: int, ndev: int = 1, queries: int = 2**19) -> int:
+def default_queries() -> int:
+    """Searches per chunk: cache-sized on CPU (2^19), large on accelerators (2^24, ~1 GB)."""
+    return 2**19 if jax.default_backend() == "cpu" else 2**24
+
+
+def default_rows_per_chunk(n: int, width: int, ndev: int = 1, queries: int | None = None) -> int:
     """Rows per chunk so one chunk holds about ``queries`` searches (bounded memory)."""
+    queries = queries or default_queries() * ndev
     ka = default_a_bits(n, width)
     per_row = max(width * 2**ka, 2 ** (n - ka + 1))
     rows = max(1, queries // per_row)
