@@ -67,17 +67,31 @@ def save_resume(path: str | os.PathLike, opt_state: Any, epoch: int, meta: dict)
     return save_npz_atomic(path, arrays)
 
 
-def load_resume(path: str | os.PathLike, like_opt_state: Any) -> tuple[Any, int, dict]:
-    """Inverse of :func:`save_resume`; ``like_opt_state`` gives the tree structure."""
+def load_resume(
+    path: str | os.PathLike, like_opt_state: Any, config: dict | None = None
+) -> tuple[Any, int, dict]:
+    """Inverse of :func:`save_resume`; ``like_opt_state`` gives the tree structure.
+
+    With ``config``, the file must have been written by a run of that same configuration (checked
+    before its optimizer state is read, since another model's state has another structure).
+    """
     arrays = _open_npz(Path(path))
+    try:
+        meta = json.loads(str(arrays[META_KEY]))
+        epoch = int(arrays["epoch"])
+    except (KeyError, ValueError, json.JSONDecodeError):
+        raise UserError(f"{path} is not a resume file; delete it to restart") from None
+    if config is not None and meta.get("config") != config:
+        raise UserError(
+            f"{Path(path).parent} holds a run with a different configuration; "
+            "use another --out or delete it"
+        )
     treedef = jax.tree.structure(like_opt_state)
-    leaves = [arrays[f"leaf{i:04d}"] for i in range(treedef.num_leaves)]
-    meta = json.loads(str(arrays[META_KEY]))
     like = jax.tree.leaves(like_opt_state)
-    for a, b in zip(leaves, like, strict=True):
-        if a.shape != np.shape(b):
-            raise UserError(
-                f"{path}: optimizer state does not fit this model; delete it to restart"
-            )
-    state = jax.tree.unflatten(treedef, [jax.numpy.asarray(x) for x in leaves])
-    return state, int(arrays["epoch"]), meta
+    keys = [f"leaf{i:04d}" for i in range(treedef.num_leaves)]
+    if any(k not in arrays for k in keys) or any(
+        arrays[k].shape != np.shape(b) for k, b in zip(keys, like, strict=True)
+    ):
+        raise UserError(f"{path}: optimizer state does not fit this model; delete it to restart")
+    state = jax.tree.unflatten(treedef, [jax.numpy.asarray(arrays[k]) for k in keys])
+    return state, epoch, meta

@@ -13,11 +13,26 @@ from typing import Any
 import jax
 import numpy as np
 
+from lottery_jax.errors import UserError
+
+
+def ensure_dir(path: str | os.PathLike) -> Path:
+    """Create the output directory ``path`` (and parents); a one-line error if it cannot be one."""
+    path = Path(path)
+    for parent in (path, *path.parents):
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"output path {parent} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output directory {path}: {e.strerror}") from None
+    return path
+
 
 def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Write through ``write(tmp_path)`` then rename onto ``path`` (same directory, atomic)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)

@@ -21,7 +21,9 @@ __all__ = ["app", "main"]
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point. Returns (and exits with) the command's status."""
     try:
-        app(args=argv, standalone_mode=False, prog_name="lottery-jax")
+        # Without standalone mode Typer returns the code of an Exit (130 for Ctrl-C) instead of
+        # exiting, and raises usage errors for us to print on one line.
+        status = app(args=argv, standalone_mode=False, prog_name="lottery-jax")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -36,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted; run the same command again to resume", file=sys.stderr)
         sys.exit(130)
     except KeyboardInterrupt:
+        status = 130
+    if status == 130:
         print("error: interrupted; run the same command again to resume", file=sys.stderr)
-        sys.exit(130)
+    if isinstance(status, int) and status != 0:
+        sys.exit(status)
     return 0

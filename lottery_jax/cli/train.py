@@ -15,7 +15,7 @@ from rich.console import Console
 from lottery_jax import checkpoint, models
 from lottery_jax.data import load_dataset
 from lottery_jax.errors import UserError
-from lottery_jax.results import device_summary, write_json_atomic
+from lottery_jax.results import device_summary, ensure_dir, write_json_atomic
 from lottery_jax.train import evaluate as evaluate_model
 from lottery_jax.train import fit, make_optimizer, steps_per_epoch
 
@@ -97,7 +97,7 @@ def train(
     _check_positive("--batch-size", batch_size)
     lr = DEFAULT_LR[model.value] if lr is None else lr
     _check_positive("--lr", lr)
-    out = out or Path("runs") / f"train-{model.value}-seed{seed}"
+    out = ensure_dir(out or Path("runs") / f"train-{model.value}-seed{seed}")
     net = models.build_model(model.value, seed=seed, hidden=hidden, bias=bias)
     config = {
         "model": model.value,
@@ -126,11 +126,7 @@ def train(
         like = make_optimizer(lr, epochs, spe, momentum, weight_decay, schedule.value).init(
             nnx.state(net, nnx.Param)
         )
-        opt_state, start_epoch, meta = checkpoint.load_resume(resume_path, like)
-        if meta.get("config") != config:
-            raise UserError(
-                f"{out} holds a run with a different configuration; use another --out or delete it"
-            )
+        opt_state, start_epoch, meta = checkpoint.load_resume(resume_path, like, config)
         state, _ = checkpoint.load_weights(weights_path)
         models.load_torch_state(net, state, source=str(weights_path))
         past = meta["history"]
