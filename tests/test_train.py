@@ -308,3 +308,60 @@ def test_fit_on_mnist_subset_is_deterministic(mnist_normalized, capsys):
     assert ha["train_loss"][0] == pytest.approx(hb["train_loss"][0], rel=1e-6)
     assert ha["test_accuracy"][0] > 70.0  # 32 steps on 2,000 images
     assert "epoch 1/1" in capsys.readouterr().out  # the progress bar ran in the second fit
+
+
+@pytest.mark.parametrize("name", ["fc2", "lenet5"])
+def test_three_epochs_match_pytorch_sgd(name):
+    """The recipe against torch.optim.SGD + CosineAnnealingLR (stepped per epoch), same batches.
+
+    Three epochs of one step each (so the schedule moves every step); the last batch is partial
+    (padded and masked on our side, a short batch in PyTorch).
+    """
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    lr = 0.1 if name == "fc2" else 0.01
+    model = build_model(name, seed=2, hidden=12 if name == "fc2" else None)
+    s0 = _snapshot(model)
+    rng = np.random.default_rng(1)
+    images = rng.normal(0, 1, (12, 28, 28, 1)).astype(np.float32)
+    labels = rng.integers(0, 10, 12).astype(np.int32)
+    idx = np.array([[3, 7, 1, 0, 9], [2, 4, 6, 8, 10], [11, 5, 0, 0, 0]], np.int32)
+    valid = np.array([[True] * 5, [True] * 5, [True, True, False, False, False]])
+
+    optimizer = make_optimizer(lr, epochs=3, steps_per_epoch=1)
+    graphdef, trainable, rest = nnx.split(model, nnx.Param, ...)
+    run = make_step_runner(graphdef, optimizer, batch_size=5)
+    trainable, _, _ = run(
+        trainable, optimizer.init(trainable), rest, jnp.asarray(images), jnp.asarray(labels),
+        jnp.asarray(idx), jnp.asarray(valid), jnp.int32(0), jnp.int32(3),
+    )  # fmt: skip
+    nnx.update(model, trainable)
+    got = torch_state(model)
+
+    w = {k: torch.tensor(v, requires_grad=not k.startswith("conv")) for k, v in s0.items()}
+
+    def forward(x):
+        if name == "fc2":
+            return F.relu(x.flatten(1) @ w["fc1.weight"].T) @ w["fc2.weight"].T
+        h = F.max_pool2d(F.relu(F.conv2d(x, w["conv1.weight"], padding=2)), 2)
+        h = F.max_pool2d(F.relu(F.conv2d(h, w["conv2.weight"])), 2).flatten(1)
+        h = F.relu(F.relu(h @ w["fc1.weight"].T) @ w["fc2.weight"].T)
+        return h @ w["fc3.weight"].T
+
+    trained = [v for v in w.values() if v.requires_grad]
+    opt = torch.optim.SGD(trained, lr=lr, momentum=0.9, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=3)
+    x_all = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    y_all = torch.from_numpy(labels.astype(np.int64))
+    for step in range(3):
+        b = torch.from_numpy(idx[step][valid[step]].astype(np.int64))
+        opt.zero_grad()
+        F.cross_entropy(forward(x_all[b]), y_all[b]).backward()
+        opt.step()
+        sched.step()
+    for key, value in w.items():
+        np.testing.assert_allclose(got[key], value.detach().numpy(), rtol=1e-5, atol=1e-6)
+        if key.startswith("conv"):
+            np.testing.assert_array_equal(got[key], s0[key])
+        else:
+            assert np.abs(got[key] - s0[key]).max() > 1e-4, key
