@@ -680,13 +680,20 @@ def member_net(batch: Batch, i: int) -> PrunedNet:
 # ----------------------------------------------------------------------------- tickets
 
 
+@jax.jit(static_argnames=("method",))
+def _masks(scores: list[jax.Array], counts: list[jax.Array], method: str) -> list[jax.Array]:
+    return [topk_mask(jnp.abs(sc), k, method) > 0 for sc, k in zip(scores, counts, strict=True)]
+
+
 def ticket_masks(net: PrunedNet) -> dict[str, np.ndarray]:
     """The 0/1 masks (bool arrays) of every masked tensor, keyed ``fc1.weight2`` etc."""
-    out = {}
-    for lname, layer, wname, sname, cname in masked_entries(net):
-        mask = topk_mask(getattr(layer, sname)[...], getattr(layer, cname)[...], layer.method)
-        out[f"{lname}.{wname}"] = np.asarray(mask) > 0
-    return out
+    entries = masked_entries(net)
+    masks = _masks(
+        [getattr(layer, s)[...] for _, layer, _, s, _ in entries],
+        [getattr(layer, c)[...] for _, layer, _, _, c in entries],
+        entries[0][1].method,
+    )
+    return {f"{ln}.{w}": np.asarray(m) for (ln, _, w, _, _), m in zip(entries, masks, strict=True)}
 
 
 def make_ticket(net: PrunedNet, config: PruneConfig, seed: int, sparsity: float) -> dict[str, Any]:
@@ -798,8 +805,11 @@ def dense_state(net: PrunedNet) -> tuple[str, dict[str, np.ndarray]]:
     if net.conv:
         state["conv1.weight"] = np.asarray(net.conv1.weight[...])
         state["conv2.weight"] = np.asarray(net.conv2.weight[...])
-    for name, layer in zip(net.names, net.layers(), strict=True):
-        state[f"{name}.weight"] = np.asarray(layer.dense_weight())
+    graphdef, params = nnx.split(net)
+    dense = jax.jit(lambda g, p: [layer.dense_weight() for layer in nnx.merge(g, p).layers()],
+                    static_argnums=0)(graphdef, params)  # fmt: skip
+    for name, w in zip(net.names, dense, strict=True):
+        state[f"{name}.weight"] = np.asarray(w)
     family = {3: "fc2", 5: "fc4"}.get(len(net.names) + 1, "fc2")
     if net.conv:
         family = "lenet5"

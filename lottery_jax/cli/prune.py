@@ -57,6 +57,7 @@ class _Bar:
             disable=not enabled,
         )
         self.epochs = epochs
+        self.enabled = enabled
         self.task = None
 
     def __enter__(self):
@@ -76,6 +77,9 @@ class _Bar:
 
     def on_epoch(self, epoch, accs, seconds):
         best = max(accs)
+        if not self.enabled:  # one line per epoch for logs
+            console.print(f"epoch {epoch + 1}/{self.epochs}: test accuracy "
+                          f"{', '.join(f'{a:.2f}' for a in accs)}% ({seconds:.1f}s)")  # fmt: skip
         if self.task is not None:
             self.progress.update(
                 self.task, info=f"test {min(accs):.2f}..{best:.2f}%  {seconds:.1f}s"

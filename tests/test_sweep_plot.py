@@ -1,0 +1,179 @@
+"""Sweeps into a results directory (resume), and the figure from a tiny grid."""
+
+from __future__ import annotations
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lottery_jax import pruning, sweep
+from lottery_jax.cli import main
+from lottery_jax.data import Dataset
+from lottery_jax.errors import UserError
+from lottery_jax.plotting import classify, figure_data, plot_results
+
+
+def tiny_data(n_train: int = 64, n_test: int = 40, seed: int = 0) -> Dataset:
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        y = rng.integers(0, 10, n)
+        x = rng.normal(0, 0.3, (n, 28, 28, 1)).astype(np.float32)
+        for i, c in enumerate(y):
+            x[i, 2 * c : 2 * c + 2, :, 0] += 2.0
+        return jnp.asarray(x), jnp.asarray(y, jnp.int32)
+
+    tx, ty = make(n_train)
+    vx, vy = make(n_test)
+    return Dataset(tx, ty, vx, vy, "synthetic")
+
+
+def test_parse_lists():
+    assert sweep.parse_floats(["0.5", "0.75,0.9", "0.5"], "--sparsity") == [0.5, 0.75, 0.9]
+    assert sweep.parse_ints(["1,2", "3"], "--seed") == [1, 2, 3]
+    with pytest.raises(UserError, match="not a number"):
+        sweep.parse_floats(["x"], "--sparsity")
+    with pytest.raises(UserError, match="not an integer"):
+        sweep.parse_ints(["1.5"], "--seed")
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    data = tiny_data()
+    base = pruning.PruneConfig(model="red-lenet5")
+    counts = sweep.run_sweep(
+        "lenet5", epochs=[1], sparsities=[0.5, 0.9], variants=["red-linear", "wide"], seeds=[0],
+        data=data, out=out, base=base, progress=False,
+    )  # fmt: skip
+    return out, data, base, counts
+
+
+def test_sweep_writes_every_run_and_a_baseline(tiny_sweep):
+    out, _, _, counts = tiny_sweep
+    assert counts["runs"] == 4
+    names = sorted(p.parent.name for p in out.rglob("results.json"))
+    assert names == [
+        "baseline-lenet5-e1-seed0",
+        "red-lenet5-r5-linear-e1-s0.5-seed0",
+        "red-lenet5-r5-linear-e1-s0.9-seed0",
+        "wide-lenet5-r5-e1-s0.5-seed0",
+        "wide-lenet5-r5-e1-s0.9-seed0",
+    ]
+    r = json.loads((out / "wide-lenet5-r5-e1-s0.9-seed0" / "results.json").read_text())
+    for key in ("config", "total_params", "remaining_params", "test_accuracy",
+                "final_test_accuracy", "epoch_seconds", "compile_seconds", "seed", "device"):  # fmt: skip
+        assert key in r
+    assert r["config"]["conv_from"] == "baseline"
+    # The LeNet5 variants share the baseline's conv weights.
+    baseline_state = np.load(out / "baseline-lenet5-e1-seed0" / "model.npz")
+    ticket = pruning.load_ticket(out / "red-lenet5-r5-linear-e1-s0.5-seed0" / "ticket.npz")
+    np.testing.assert_array_equal(ticket["conv"]["conv1.weight"], baseline_state["conv1.weight"])
+
+
+def test_sweep_resumes_without_retraining(tiny_sweep, monkeypatch):
+    out, data, base, _ = tiny_sweep
+
+    def boom(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(pruning, "train_batch", boom)
+    monkeypatch.setattr("lottery_jax.train.fit", boom)
+    counts = sweep.run_sweep(
+        "lenet5", epochs=[1], sparsities=[0.9, 0.5], variants=["wide", "red-linear"], seeds=[0],
+        data=data, out=out, base=base, progress=False,
+    )  # fmt: skip
+    assert counts["runs"] == 4  # all four finished: nothing trained
+
+
+def test_sweep_runs_only_missing_members(tiny_sweep, monkeypatch):
+    out, data, base, _ = tiny_sweep
+    seen = []
+    real = pruning.make_batch
+
+    def spy(cfg, members, **kw):
+        seen.append(list(members))
+        return real(cfg, members, **kw)
+
+    monkeypatch.setattr(pruning, "make_batch", spy)
+    sweep.run_sweep(
+        "lenet5", epochs=[1], sparsities=[0.5, 0.75], variants=["wide"], seeds=[0], data=data,
+        out=out, base=base, progress=False,
+    )  # fmt: skip
+    assert seen == [[(0, 0.75)]]
+
+
+def test_plot_from_the_tiny_sweep(tiny_sweep, tmp_path):
+    out, *_ = tiny_sweep
+    results = sweep.collect_results(out)
+    data = figure_data(results)
+    curves = data["lenet5"][1]
+    assert set(curves) == {"redundant-linear", "wide", "baseline"}
+    assert [p for p, _, _ in curves["wide"]] == sorted(p for p, _, _ in curves["wide"])
+    paths = plot_results(results, tmp_path)
+    assert sorted(p.name for p in paths) == ["pruning-lenet5.pdf", "pruning-lenet5.png"]
+    for p in paths:
+        assert p.stat().st_size > 1000
+    assert (tmp_path / "pruning-lenet5.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "pruning-lenet5.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_plot_cli(tiny_sweep, tmp_path, capsys):
+    out, *_ = tiny_sweep
+    assert main(["plot", str(out), "--out", str(tmp_path / "fig")]) == 0
+    assert (tmp_path / "fig" / "pruning-lenet5.pdf").is_file()
+
+
+def test_plot_empty_dir_is_a_user_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["plot", str(tmp_path)])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().startswith("error: no pruning")
+
+
+def test_classify():
+    assert classify({"command": "prune", "config": {"model": "red-fc2", "relu": True,
+                                                    "epochs": 30}}) == ("fc2", "redundant-ReLU", 30)  # fmt: skip
+    assert classify({"command": "train", "config": {"model": "fc4", "epochs": 50}}) == (
+        "fc4", "baseline", 50
+    )  # fmt: skip
+    assert classify({"command": "evaluate", "config": {}}) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--family", "fc3"], "unknown family"),
+        (["--sparsity", "1"], "sparsity"),
+        (["--variants", "deep"], "unknown variant"),
+        (["--redundancy", "0"], "redundancy"),
+        (["--epochs", "0"], "epochs"),
+    ],
+)
+def test_sweep_bad_input(args, match, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("lottery_jax.cli.prune.load_dataset", lambda *a, **k: tiny_data(8, 8))
+    with pytest.raises(SystemExit) as e:
+        main(["sweep", *args, "--out", str(tmp_path), "--no-baseline"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and match in err[0]
+
+
+def test_plot_all_curves_and_budgets_from_synthetic_results(tmp_path):
+    results = []
+    for e in (30, 50):
+        for model, relu in (("red-fc2", False), ("red-fc2", True), ("wide-fc2", False)):
+            for s in pruning.PUBLISHED_SPARSITIES:
+                results.append({
+                    "command": "prune", "config": {"model": model, "relu": relu, "epochs": e},
+                    "remaining_params": 1_991_420 - int(1_991_420 * s),
+                    "final_test_accuracy": 98.0 - 10 * s, "seed": 0,
+                })  # fmt: skip
+        results.append({"command": "train", "config": {"model": "fc2", "epochs": e},
+                        "trainable_params": 397_000, "final_test_accuracy": 98.5})  # fmt: skip
+    data = figure_data(results)
+    assert sorted(data["fc2"]) == [30, 50]
+    assert set(data["fc2"][30]) == {"redundant-linear", "redundant-ReLU", "wide", "baseline"}
+    paths = plot_results(results, tmp_path, title="synthetic")
+    assert {p.suffix for p in paths} == {".png", ".pdf"}
