@@ -610,13 +610,18 @@ def train_batch(
     chunk: int = 100,
     on_chunk: Callable[[int, int, int, np.ndarray], None] | None = None,
     on_epoch: Callable[[int, list[float], float], None] | None = None,
+    resume: Callable[[Any], tuple[int, Any, dict] | None] | None = None,
+    checkpoint: Callable[[int, Any, dict], None] | None = None,
 ) -> dict[str, Any]:
     """Train every member of ``batch`` for ``batch.config.epochs`` epochs (scores only, in place).
 
     Returns ``test_accuracy`` (per member, per epoch), ``epoch_seconds`` (wall time of each batched
     epoch, compile excluded), ``compile_seconds``, ``train_loss`` (per member, per epoch).
     ``on_chunk(epoch, done_steps, total_steps, loss)`` and ``on_epoch(epoch, accs, seconds)`` report
-    progress; they do no computation.
+    progress; they do no computation. ``checkpoint(epochs_done, state, history)`` is called after
+    every epoch with ``state = (scores, opt_state)``; ``resume(like_state)`` may return such a
+    saved ``(epochs_done, state, history)`` to continue from (each epoch's data order depends only
+    on the seed and the epoch, so a resumed run equals an uninterrupted one).
     """
     cfg = batch.config
     m = len(batch.members)
@@ -632,6 +637,11 @@ def train_batch(
     spe = steps_per_epoch(n, cfg.batch_size)
     optimizer = make_optimizer(cfg.learning_rate, cfg.epochs, spe, cfg.momentum, cfg.weight_decay)
     opt_state = [optimizer.init(sc) for sc in batch.scores]
+    first = 0
+    saved = resume((batch.scores, opt_state)) if resume is not None else None
+    if saved is not None:
+        first, (batch.scores, opt_state), past = saved
+        history.update({k: past[k] for k in ("test_accuracy", "train_loss", "epoch_seconds")})
     idx, valid, shared = _member_order(batch, 0, n)
     runner = make_batched_runner(batch, optimizer, shared, batch.mode)
     t0 = time.perf_counter()
@@ -644,7 +654,7 @@ def train_batch(
     ).compile()  # fmt: skip
     history["compile_seconds"] = time.perf_counter() - t0
     scores = batch.scores
-    for epoch in range(cfg.epochs):
+    for epoch in range(first, cfg.epochs):
         idx, valid, _ = _member_order(batch, epoch, n)
         jax.block_until_ready(idx)
         t0 = time.perf_counter()
@@ -666,6 +676,8 @@ def train_batch(
         for i in range(m):
             history["test_accuracy"][i].append(accs[i])
             history["train_loss"][i].append(float(loss_total[i] / spe))
+        if checkpoint is not None:
+            checkpoint(epoch + 1, (scores, opt_state), history)
         if on_epoch is not None:
             on_epoch(epoch, accs, seconds)
     return history

@@ -2,8 +2,9 @@
 
 This is the shell around :mod:`lottery_jax.pruning`: it decides which runs are still missing (a run
 is finished when its ``results.json`` exists with the same configuration), trains the missing ones
-together, and writes one ``results.json`` and one ``ticket.npz`` per run. Interrupting it loses at
-most the batch in flight; running the same command again resumes.
+together, and writes one ``results.json`` and one ``ticket.npz`` per run. A group in training saves
+its scores and optimizer state after every epoch (``OUT/.partial/``), so running the same command
+again after an interruption resumes at the last finished epoch, exactly.
 
 Layout of a results directory::
 
@@ -14,6 +15,7 @@ Layout of a results directory::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -21,11 +23,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from lottery_jax import pruning
 from lottery_jax.errors import UserError
-from lottery_jax.results import device_summary, write_json_atomic
+from lottery_jax.results import device_summary, save_npz_atomic, write_json_atomic
 
 VARIANTS = ("red-linear", "red-relu", "wide")
 FAMILIES = ("fc2", "fc4", "lenet5")
@@ -118,7 +122,7 @@ def run_prune(
     for start in range(0, len(todo), step):
         group = todo[start : start + step]
         log(f"{cfg.model}: training {len(group)} run(s) in one program, {cfg.epochs} epoch(s)")
-        _run_group(cfg, group, data, out, conv_state, mode, on_chunk, on_epoch)
+        _run_group(cfg, group, data, out, conv_state, mode, on_chunk, on_epoch, log)
     results = []
     for seed, s in members:
         path = out / cfg.run_name(s, seed) / "results.json"
@@ -126,11 +130,55 @@ def run_prune(
     return results
 
 
-def _run_group(cfg, group, data, out, conv_state, mode, on_chunk, on_epoch) -> None:
+def _partial_path(out: Path, names: list[str]) -> Path:
+    key = hashlib.sha1("\n".join(names).encode()).hexdigest()[:16]
+    return out / ".partial" / f"{key}.npz"
+
+
+def _resumer(path: Path, meta: dict, log: Callable[[str], None]):
+    """Load the per-epoch checkpoint of an interrupted group if it fits (else start over)."""
+
+    def resume(like):
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                saved = json.loads(str(f["__meta__"]))
+                leaves = [f[f"leaf{i:05d}"] for i in range(len(jax.tree.leaves(like)))]
+        except (OSError, ValueError, KeyError, EOFError):
+            return None
+        if saved.get("meta") != meta:
+            return None
+        like_leaves, treedef = jax.tree.flatten(like)
+        if any(a.shape != np.shape(b) for a, b in zip(leaves, like_leaves, strict=True)):
+            return None
+        log(f"resuming after epoch {saved['epochs_done']} from {path}")
+        state = jax.tree.unflatten(treedef, [jnp.asarray(x) for x in leaves])
+        return saved["epochs_done"], state, saved["history"]
+
+    def checkpoint(epochs_done, state, history):
+        if epochs_done >= meta["config"]["epochs"]:
+            return
+        arrays = {f"leaf{i:05d}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(state))}
+        hist = {k: history[k] for k in ("test_accuracy", "train_loss", "epoch_seconds")}
+        arrays["__meta__"] = np.asarray(
+            json.dumps({"meta": meta, "epochs_done": epochs_done, "history": hist})
+        )
+        save_npz_atomic(path, arrays)
+
+    return resume, checkpoint
+
+
+def _run_group(cfg, group, data, out, conv_state, mode, on_chunk, on_epoch, log) -> None:
     batch = pruning.make_batch(cfg, group, conv_state=conv_state, mode=mode)
-    history = pruning.train_batch(batch, data, on_chunk=on_chunk, on_epoch=on_epoch)
-    device = device_summary()
     names = [cfg.run_name(s, seed) for seed, s in group]
+    partial = _partial_path(out, names)
+    meta = {"names": names, "config": cfg.as_dict(), "data": data.name}
+    resume, checkpoint = _resumer(partial, meta, log)
+    history = pruning.train_batch(
+        batch, data, on_chunk=on_chunk, on_epoch=on_epoch, resume=resume, checkpoint=checkpoint
+    )
+    device = device_summary()
     for i, (seed, s) in enumerate(group):
         net = pruning.member_net(batch, i)
         ticket = pruning.make_ticket(net, cfg, seed, s)
@@ -167,6 +215,7 @@ def _run_group(cfg, group, data, out, conv_state, mode, on_chunk, on_epoch) -> N
                 "note": "epoch_seconds is the wall time of the whole batched program per epoch",
             },
         )
+    partial.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- sweeps

@@ -177,3 +177,27 @@ def test_plot_all_curves_and_budgets_from_synthetic_results(tmp_path):
     assert set(data["fc2"][30]) == {"redundant-linear", "redundant-ReLU", "wide", "baseline"}
     paths = plot_results(results, tmp_path, title="synthetic")
     assert {p.suffix for p in paths} == {".png", ".pdf"}
+
+
+def test_interrupted_prune_resumes_exactly(tmp_path):
+    data = tiny_data()
+    cfg = pruning.PruneConfig(model="wide-lenet5", epochs=2)
+    full = sweep.run_prune(cfg, [0], [0.5], data, tmp_path / "full")
+
+    def stop_after_first(epoch, accs, seconds):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_prune(cfg, [0], [0.5], data, tmp_path / "cut", on_epoch=stop_after_first)
+    assert not list((tmp_path / "cut").rglob("results.json"))
+    assert len(list((tmp_path / "cut" / ".partial").glob("*.npz"))) == 1
+    logs = []
+    resumed = sweep.run_prune(cfg, [0], [0.5], data, tmp_path / "cut", log=logs.append)
+    assert any("resuming after epoch 1" in m for m in logs)
+    assert resumed[0]["test_accuracy"] == full[0]["test_accuracy"]
+    assert resumed[0]["final_test_accuracy"] == full[0]["final_test_accuracy"]
+    a = pruning.load_ticket(tmp_path / "full" / full[0]["name"] / "ticket.npz")["masks"]
+    b = pruning.load_ticket(tmp_path / "cut" / full[0]["name"] / "ticket.npz")["masks"]
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert not list((tmp_path / "cut" / ".partial").glob("*.npz"))
