@@ -365,3 +365,35 @@ def test_three_epochs_match_pytorch_sgd(name):
             np.testing.assert_array_equal(got[key], s0[key])
         else:
             assert np.abs(got[key] - s0[key]).max() > 1e-4, key
+
+
+def test_benchmark_script_runs(tmp_path, tiny_idx_dir, capsys):
+    """benchmarks/bench_train.py end to end on the tiny synthetic set (PyTorch side if installed)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
+    spec = importlib.util.spec_from_file_location("bench_train", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    argv = [
+        "--quick",
+        "--models",
+        "fc2",
+        "--data-dir",
+        str(tiny_idx_dir),
+        "--json",
+        str(out),
+    ]
+    assert bench.main(argv) == 0
+    report = json.loads(out.read_text())
+    assert set(report["models"]) == {"fc2"}
+    for row in report["models"].values():
+        assert row["jax"]["epoch_seconds"] > 0 and row["jax"]["compile_seconds"] > 0
+        assert row["jax"]["steps"] == 4  # 256 images: the whole (tiny) epoch
+        if "torch" in row:
+            assert row["torch"]["steps"] == 4 and row["speedup"] > 0
+    printed = capsys.readouterr().out
+    assert "fc2" in printed and "JAX epoch" in printed
