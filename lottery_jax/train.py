@@ -258,8 +258,11 @@ def fit(
     spe = steps_per_epoch(n, batch_size)
     optimizer = make_optimizer(lr, epochs, spe, momentum, weight_decay, schedule)
     graphdef, trainable, rest = nnx.split(model, wrt, ...)
-    if opt_state is None:
-        opt_state = optimizer.init(trainable)
+    # The runner donates these buffers: copy, so the caller's arrays (init weights, opt_state) live.
+    trainable = jax.tree.map(jnp.copy, trainable)
+    opt_state = (
+        optimizer.init(trainable) if opt_state is None else jax.tree.map(jnp.copy, opt_state)
+    )
     t0 = time.perf_counter()
     feats = frozen_features(model, wrt, data) if precompute_features else None
     method = "__call__" if feats is None else "head"
