@@ -397,3 +397,24 @@ def test_benchmark_script_runs(tmp_path, tiny_idx_dir, capsys):
             assert row["torch"]["steps"] == 4 and row["speedup"] > 0
     printed = capsys.readouterr().out
     assert "fc2" in printed and "JAX epoch" in printed
+
+
+def test_fit_leaves_the_callers_arrays_alive():
+    """``fit`` donates its buffers to XLA; arrays the caller took from the model (e.g. the init,
+    kept for rewinding) and a passed-in ``opt_state`` must stay valid and unchanged."""
+    data = _toy_dataset(64, 16)
+    model = build_model("fc2", seed=0, hidden=8)
+    w0 = model.fc1.weight[...]
+    copy0 = np.array(w0, copy=True)
+    hist = fit(model, data, lr=0.1, epochs=1, batch_size=16, seed=0, progress=False)
+    assert not w0.is_deleted()
+    np.testing.assert_array_equal(np.asarray(w0), copy0)
+    assert not np.array_equal(np.asarray(model.fc1.weight[...]), copy0)  # it did train
+
+    opt = hist["opt_state"]
+    leaves = [np.array(x, copy=True) for x in jax.tree.leaves(opt)]
+    fit(model, data, lr=0.1, epochs=2, batch_size=16, seed=0, progress=False, start_epoch=1,
+        opt_state=opt)  # fmt: skip
+    for x, before in zip(jax.tree.leaves(opt), leaves, strict=True):
+        assert not x.is_deleted()
+        np.testing.assert_array_equal(np.asarray(x), before)
