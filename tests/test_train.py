@@ -418,3 +418,23 @@ def test_fit_leaves_the_callers_arrays_alive():
     for x, before in zip(jax.tree.leaves(opt), leaves, strict=True):
         assert not x.is_deleted()
         np.testing.assert_array_equal(np.asarray(x), before)
+
+
+def test_lenet5_precomputed_features_equal_the_full_model():
+    """Training LeNet5's head on conv features computed once == training through the convs."""
+    data = _toy_dataset(200, 64)
+    results = []
+    for precompute in (True, False):
+        model = build_model("lenet5", seed=0)
+        before = _snapshot(model)
+        hist = fit(model, data, lr=0.01, epochs=2, batch_size=64, seed=0, progress=False,
+                   precompute_features=precompute)  # fmt: skip
+        after = torch_state(model)
+        for key in ("conv1.weight", "conv2.weight"):
+            np.testing.assert_array_equal(after[key], before[key])
+        results.append((after, hist))
+    (a, ha), (b, hb) = results
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-6)
+    assert ha["test_accuracy"] == pytest.approx(hb["test_accuracy"], abs=100 / 64 + 1e-9)
+    assert ha["feature_seconds"] > 0
