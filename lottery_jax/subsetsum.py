@@ -141,12 +141,10 @@ def brute_force(coefs: np.ndarray, w: float, epsilon: float | None = None):
 
 def default_a_bits(n: int, width: int) -> int:
     """Bits of the small half: balance ``W * 2^ka`` queries against the ``2^kb`` sorted sums."""
-    ka = round((n + 3 - math.log2(max(width, 1))) / 2)
+    if width <= 1:  # one instance per weight: about balanced halves (measured best on CPU)
+        return (n + 1) // 2
+    ka = round((n + 3 - math.log2(width)) / 2)
     return int(min(max(ka, 0), n))
-
-
-def _bits(k: int) -> np.ndarray:
-    return ((np.arange(2**k)[:, None] >> np.arange(k)) & 1).astype(np.float64)
 
 
 def _half_sums(coefs: jax.Array, lo: int, k: int) -> jax.Array:
@@ -159,6 +157,35 @@ def _half_sums(coefs: jax.Array, lo: int, k: int) -> jax.Array:
     for i in range(k):
         sums = jnp.concatenate([sums, sums + coefs[:, lo + i : lo + i + 1]], axis=1)
     return sums
+
+
+def _sorted_half_sums(coefs: jax.Array, lo: int, k: int) -> tuple[jax.Array, jax.Array]:
+    """The ``2^k`` subset sums of ``coefs[:, lo:lo+k]`` in ascending order, and their local masks.
+
+    Sorted by construction (Horowitz-Sahni doubling): ``S`` sorted and ``S + a_i`` sorted make the
+    bitonic sequence ``[S, reverse(S + a_i)]``, which a bitonic merge network (elementwise min/max
+    over reshaped halves: no gathers, no comparator calls) sorts in ``i + 1`` stages. On CPU this is
+    several times faster than a general sort of the same ``2^k`` values.
+    """
+    R = coefs.shape[0]
+    vals = jnp.zeros((R, 1), coefs.dtype)
+    masks = jnp.zeros((R, 1), jnp.int32)
+    for i in range(k):
+        L = vals.shape[1]
+        x = jnp.concatenate([vals, (vals + coefs[:, lo + i : lo + i + 1])[:, ::-1]], axis=1)
+        p = jnp.concatenate([masks, (masks | (1 << i))[:, ::-1]], axis=1)
+        stride = L
+        while stride >= 1:
+            x4 = x.reshape(R, -1, 2, stride)
+            p4 = p.reshape(R, -1, 2, stride)
+            a, b = x4[:, :, 0], x4[:, :, 1]
+            pa, pb = p4[:, :, 0], p4[:, :, 1]
+            swap = a > b
+            x = jnp.stack([jnp.where(swap, b, a), jnp.where(swap, a, b)], axis=2).reshape(R, -1)
+            p = jnp.stack([jnp.where(swap, pb, pa), jnp.where(swap, pa, pb)], axis=2).reshape(R, -1)
+            stride //= 2
+        vals, masks = x, p
+    return vals, masks
 
 
 def _lower_bound(sorted_vals: jax.Array, q: jax.Array, lo: jax.Array, hi: jax.Array, steps):
@@ -205,9 +232,7 @@ def min_error_kernel(
     kb = n - ka
     M = 2 ** (cells_log2 if cells_log2 is not None else kb + 2)
     A = _half_sums(coefs, 0, ka)  # (R, 2^ka)
-    B = _half_sums(coefs, ka, kb)  # (R, m)
-    iota = lax.broadcasted_iota(jnp.int32, B.shape, 1)
-    Bs, perm = lax.sort((B, iota), dimension=1, num_keys=1)
+    Bs, perm = _sorted_half_sums(coefs, ka, kb)  # (R, 2^kb) ascending, and their masks
     bmin = Bs[:, :1]
     span = Bs[:, -1:] - bmin
     inv_h = jnp.where(span > 0, M / jnp.where(span > 0, span, 1.0), 0.0)

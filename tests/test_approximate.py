@@ -249,3 +249,30 @@ def test_paper_target_published_settings(tmp_path, paper_target, mnist_dir, obje
     else:
         assert r["remaining_params"] <= 400_000
     assert run_cli(["verify", str(out / "ticket.npz")]) == 0
+
+
+def test_scip_worker_processes_match_serial():
+    rng = np.random.default_rng(11)
+    tasks = [
+        scip_solver.MipTask(tuple(rng.uniform(-0.46, 0.54, 9)), float(w), 0.01)
+        for w in rng.uniform(-0.2, 0.2, 4)
+    ]
+    serial = scip_solver.solve_many(tasks, workers=1)
+    parallel = scip_solver.solve_many(tasks, workers=2)
+    assert [r.status for r in parallel] == [r.status for r in serial]
+    for a, b in zip(serial, parallel, strict=True):
+        assert (
+            a.error == pytest.approx(b.error, abs=1e-9) if a.error is not None else b.error is None
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_cli_trains_a_target_first(tmp_path, mnist_dir):
+    out = tmp_path / "trained"
+    args = ["approximate", "--data-dir", str(mnist_dir), "--epochs", "1", "--c", "1"]
+    code = run_cli([*args, "--no-progress", "--out", str(out)])
+    r = json.loads((out / "results.json").read_text())
+    assert code == (ap.EXIT_INFEASIBLE if r["infeasible"] else 0)
+    assert (out / "target.npz").exists() and r["target_accuracy"] > 90.0
+    assert r["n"] == 7 and r["config"]["epochs"] == 1
