@@ -20,6 +20,7 @@ weights), using the foundation's optimizer, batching and loss.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -500,10 +501,17 @@ def make_batched_runner(
     a list; ``idx``/``valid`` are (steps, B) when all members share a data order (one seed), else
     lists of those. Returns (scores, opt_state, mean loss per member).
     """
-    graphdef = batch.graphdef
-    mode = member_mode(mode)
-    m = len(batch.members)
+    return _runner(batch.graphdef, len(batch.members), batch.frozen_shared, optimizer,
+                   shared_order, member_mode(mode))  # fmt: skip
 
+
+@functools.lru_cache(maxsize=16)
+def _cached_runner(graphdef, m, frozen_shared, opt_args: tuple, shared_order: bool, mode: str):
+    """One runner per structure and recipe, so repeated groups reuse the compiled program."""
+    return _runner(graphdef, m, frozen_shared, make_optimizer(*opt_args), shared_order, mode)
+
+
+def _runner(graphdef, m, frozen_shared, optimizer, shared_order, mode):
     def member_step(scores, opt_state, frozen, counts, idx, valid, i, images, labels):
         bi, vi = idx[i], valid[i]
 
@@ -517,7 +525,7 @@ def make_batched_runner(
     shared = (
         False,
         False,
-        batch.frozen_shared,
+        frozen_shared,
         False,
         shared_order,
         shared_order,
@@ -531,7 +539,7 @@ def make_batched_runner(
             step = jax.vmap(member_step, in_axes=tuple(None if sh else 0 for sh in shared))
             stk = lambda a, sh: a if sh else _stack(a)  # noqa: E731
             fz, ix, va = (
-                stk(frozen, batch.frozen_shared),
+                stk(frozen, frozen_shared),
                 stk(idx, shared_order),
                 stk(valid, shared_order),
             )
@@ -643,7 +651,8 @@ def train_batch(
         first, (batch.scores, opt_state), past = saved
         history.update({k: past[k] for k in ("test_accuracy", "train_loss", "epoch_seconds")})
     idx, valid, shared = _member_order(batch, 0, n)
-    runner = make_batched_runner(batch, optimizer, shared, batch.mode)
+    opt_args = (cfg.learning_rate, cfg.epochs, spe, cfg.momentum, cfg.weight_decay)
+    runner = _cached_runner(batch.graphdef, m, batch.frozen_shared, opt_args, shared, batch.mode)
     t0 = time.perf_counter()
     args = (batch.scores, opt_state, batch.frozen, batch.counts, data.train_images,
             data.train_labels, idx, valid)  # fmt: skip
