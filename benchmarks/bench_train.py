@@ -181,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"time the first {QUICK_STEPS} batches only and scale to a full epoch",
+        help=f"time the first {QUICK_STEPS} batches only and scale to a full epoch (LeNet5 conv "
+        "features then cover those batches and the test set only)",
     )
     parser.add_argument("--data-dir", type=Path, default=default_data_dir())
     parser.add_argument("--seed", type=int, default=0)
