@@ -86,8 +86,9 @@ def _select_radix(bits: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array, 
     c1 = jnp.cumsum(h1)
     b1 = jnp.sum(c1 < k, dtype=jnp.int32)  # first bin whose cumulative count reaches k
     below1 = c1[b1] - h1[b1]
-    # Non-members add 0 at their own low bits: no hot bin for scatter contention on accelerators.
-    h2 = jnp.zeros(1 << 15, jnp.int32).at[low].add((high == b1).astype(jnp.int32))
+    # Entries outside bin b1 get an out-of-range index and are dropped (no update, no hot bin).
+    inside = jnp.where(high == b1, low, 1 << 15)
+    h2 = jnp.zeros(1 << 15, jnp.int32).at[inside].add(1, mode="drop")
     c2 = jnp.cumsum(h2)
     b2 = jnp.sum(c2 < k - below1, dtype=jnp.int32)
     t = (b1.astype(jnp.uint32) << 15) | b2.astype(jnp.uint32)
