@@ -134,6 +134,7 @@ def test_evaluate_help(capsys):
         (("--inputs", "raw"), "--inputs"),
         (("--schedule", "linear"), "--schedule"),
         (("--no-such-option",), "no-such-option"),
+        (("--seed", str(2**63)), "--seed"),  # beyond int64: OverflowError in jax.random.key
     ],
 )
 def test_train_bad_options(capsys, tmp_path, tiny_idx_dir, extra, needle):
