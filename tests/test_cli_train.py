@@ -397,6 +397,19 @@ def test_train_through_tfds_mock_data(capsys, tmp_path, dataset):
     assert len(res["test_accuracy"]) == 1
 
 
+def test_evaluate_out_is_a_file(capsys, tmp_path, tiny_idx_dir):
+    weights = checkpoint.save_weights(
+        tmp_path / "m.npz", "fc2", torch_state(build_model("fc2", seed=0, hidden=8))
+    )
+    target = tmp_path / "taken"
+    target.write_text("not a directory")
+    for out in (target, target / "below"):
+        code, _, err = cli(
+            capsys, "evaluate", "--weights", weights, "--data-dir", tiny_idx_dir, "--out", out
+        )
+        assert_one_line_error(code, err, str(target))
+
+
 def test_console_script_end_to_end(tmp_path, tiny_idx_dir):
     script = Path(sys.executable).parent / "lottery-jax"
     if not script.exists():
