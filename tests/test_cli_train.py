@@ -410,6 +410,34 @@ def test_evaluate_out_is_a_file(capsys, tmp_path, tiny_idx_dir):
         assert_one_line_error(code, err, str(target))
 
 
+def test_interrupt_between_weights_and_resume_record(capsys, tmp_path, tiny_idx_dir, monkeypatch):
+    """Ctrl-C after model.npz of epoch 2 is written but before resume.npz is: resuming must still
+    give the uninterrupted weights (the resume record has to be self-contained, or written first
+    together with the weights it refers to)."""
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    argv = [*tiny_train(tiny_idx_dir, straight), "--epochs", "3"]
+    code, _, err = cli(capsys, *argv)
+    assert code == 0, err
+
+    real_save_resume = checkpoint.save_resume
+
+    def save_resume(path, opt_state, epoch, meta):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real_save_resume(path, opt_state, epoch, meta)
+
+    monkeypatch.setattr(checkpoint, "save_resume", save_resume)
+    argv = [*tiny_train(tiny_idx_dir, broken), "--epochs", "3"]
+    cli(capsys, *argv)
+    monkeypatch.setattr(checkpoint, "save_resume", real_save_resume)
+    code, _, err = cli(capsys, *argv)
+    assert code == 0, err
+    a, _ = checkpoint.load_weights(straight / "model.npz")
+    b, _ = checkpoint.load_weights(broken / "model.npz")
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
 def test_console_script_end_to_end(tmp_path, tiny_idx_dir):
     script = Path(sys.executable).parent / "lottery-jax"
     if not script.exists():
