@@ -40,6 +40,10 @@ from jax.sharding import Mesh, PartitionSpec
 
 Rounding = Literal["published", "readme"]
 
+#: Largest sorted half built by the bitonic network (its stages are unrolled: compile time grows
+#: as kb^2); larger halves use ``lax.sort``.
+BITONIC_MAX_BITS = 12
+
 #: Largest n the enumeration tier accepts (beyond it: JAX heuristic incumbent + SCIP).
 MAX_ENUM_N = 34
 
@@ -232,7 +236,12 @@ def min_error_kernel(
     kb = n - ka
     M = 2 ** (cells_log2 if cells_log2 is not None else kb + 2)
     A = _half_sums(coefs, 0, ka)  # (R, 2^ka)
-    Bs, perm = _sorted_half_sums(coefs, ka, kb)  # (R, 2^kb) ascending, and their masks
+    if kb <= BITONIC_MAX_BITS:  # (R, 2^kb) ascending, and their masks
+        Bs, perm = _sorted_half_sums(coefs, ka, kb)
+    else:  # the unrolled network would compile slowly; one sort per row is cheap here anyway
+        B = _half_sums(coefs, ka, kb)
+        iota = lax.broadcasted_iota(jnp.int32, B.shape, 1)
+        Bs, perm = lax.sort((B, iota), dimension=1, num_keys=1)
     bmin = Bs[:, :1]
     span = Bs[:, -1:] - bmin
     inv_h = jnp.where(span > 0, M / jnp.where(span > 0, span, 1.0), 0.0)
@@ -333,12 +342,6 @@ def min_count_kernel(coefs: jax.Array, weights: jax.Array, epsilon: float, *, ka
     state = lax.while_loop(lambda s: (s[0] <= n) & ~jnp.all(s[1]), level, state)
     _, done, masks, errs, counts = state
     return masks, errs, counts, done
-
-
-def heuristic_kernel(coefs: jax.Array, weights: jax.Array, *, n_exact: int, ka: int):
-    """Incumbent for n too large to enumerate: exact over the first ``n_exact`` coefficients
-    (the others unused). Feasible, not certified."""
-    return min_error_kernel(coefs[:, :n_exact], weights, ka=ka)
 
 
 # ----------------------------------------------------------------------------------------------

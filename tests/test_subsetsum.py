@@ -198,3 +198,16 @@ def test_rows_not_multiple_of_devices_rejected():
 def test_engine_leaves_x64_off():
     ss.solve("min-error", np.ones((1, 3)) * 0.1, np.zeros((1, 2)))
     assert not jax.config.jax_enable_x64
+
+
+@pytest.mark.parametrize("ka", [1, 3, 8], ids=["sort-path-kb15", "sort-path-kb13", "bitonic-kb8"])
+def test_both_half_sort_paths_match_brute_force(ka):
+    from functools import partial
+
+    rng = np.random.default_rng(ka)
+    coefs = rng.uniform(-0.46, 0.54, (2, 16))
+    weights = rng.uniform(-0.5, 0.5, (2, 4))
+    ref_err, _, _ = brute(coefs, weights, 0.01)
+    with jax.enable_x64(True):
+        masks, errors = jax.jit(partial(ss.min_error_kernel, ka=ka))(coefs, weights)
+    check_min_error(coefs, weights, np.asarray(masks), np.asarray(errors), ref_err)
