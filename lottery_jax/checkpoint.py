@@ -21,6 +21,7 @@ from lottery_jax.errors import UserError
 from lottery_jax.results import save_npz_atomic
 
 META_KEY = "__meta__"
+WEIGHT_PREFIX = "weights/"
 
 
 def save_weights(
@@ -58,10 +59,18 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[s
     return arrays, meta
 
 
-def save_resume(path: str | os.PathLike, opt_state: Any, epoch: int, meta: dict) -> Path:
-    """Optimizer state leaves + the number of finished epochs (for ``train`` to resume exactly)."""
+def save_resume(
+    path: str | os.PathLike,
+    opt_state: Any,
+    epoch: int,
+    meta: dict,
+    weights: dict[str, np.ndarray] | None = None,
+) -> Path:
+    """Everything to resume exactly, in one atomically written file: optimizer state leaves, the
+    number of finished epochs, ``meta`` and the model ``weights`` (PyTorch layout) of that epoch."""
     leaves = jax.tree.leaves(opt_state)
     arrays = {f"leaf{i:04d}": np.asarray(x) for i, x in enumerate(leaves)}
+    arrays.update({f"{WEIGHT_PREFIX}{k}": np.asarray(v) for k, v in (weights or {}).items()})
     arrays["epoch"] = np.asarray(epoch)
     arrays[META_KEY] = np.asarray(json.dumps(meta))
     return save_npz_atomic(path, arrays)
@@ -69,8 +78,9 @@ def save_resume(path: str | os.PathLike, opt_state: Any, epoch: int, meta: dict)
 
 def load_resume(
     path: str | os.PathLike, like_opt_state: Any, config: dict | None = None
-) -> tuple[Any, int, dict]:
-    """Inverse of :func:`save_resume`; ``like_opt_state`` gives the tree structure.
+) -> tuple[Any, int, dict, dict[str, np.ndarray]]:
+    """Inverse of :func:`save_resume`: (opt_state, epoch, meta, weights); ``like_opt_state`` gives
+    the tree structure.
 
     With ``config``, the file must have been written by a run of that same configuration (checked
     before its optimizer state is read, since another model's state has another structure).
@@ -94,4 +104,5 @@ def load_resume(
     ):
         raise UserError(f"{path}: optimizer state does not fit this model; delete it to restart")
     state = jax.tree.unflatten(treedef, [jax.numpy.asarray(arrays[k]) for k in keys])
-    return state, epoch, meta
+    weights = {k[len(WEIGHT_PREFIX) :]: v for k, v in arrays.items() if k.startswith(WEIGHT_PREFIX)}
+    return state, epoch, meta, weights

@@ -421,10 +421,10 @@ def test_interrupt_between_weights_and_resume_record(capsys, tmp_path, tiny_idx_
 
     real_save_resume = checkpoint.save_resume
 
-    def save_resume(path, opt_state, epoch, meta):
+    def save_resume(path, opt_state, epoch, meta, **kw):
         if epoch == 2:
             raise KeyboardInterrupt
-        return real_save_resume(path, opt_state, epoch, meta)
+        return real_save_resume(path, opt_state, epoch, meta, **kw)
 
     monkeypatch.setattr(checkpoint, "save_resume", save_resume)
     argv = [*tiny_train(tiny_idx_dir, broken), "--epochs", "3"]

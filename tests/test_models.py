@@ -274,9 +274,14 @@ def test_resume_file_round_trip(tmp_path):
     opt = optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(0.1, momentum=0.9))
     state = opt.init(params)
     state = jax.tree.map(lambda x: x + 1, state)
-    checkpoint.save_resume(tmp_path / "r.npz", state, 3, {"config": {"a": 1}})
-    loaded, epoch, meta = checkpoint.load_resume(tmp_path / "r.npz", opt.init(params))
+    weights = {"fc1.weight": np.arange(6.0).reshape(2, 3)}
+    checkpoint.save_resume(tmp_path / "r.npz", state, 3, {"config": {"a": 1}}, weights=weights)
+    loaded, epoch, meta, w = checkpoint.load_resume(tmp_path / "r.npz", opt.init(params))
     assert epoch == 3 and meta == {"config": {"a": 1}}
+    assert w.keys() == weights.keys()
+    np.testing.assert_array_equal(w["fc1.weight"], weights["fc1.weight"])
+    with pytest.raises(UserError, match="different configuration"):
+        checkpoint.load_resume(tmp_path / "r.npz", opt.init(params), {"a": 2})
     for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(state), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         assert a.dtype == b.dtype

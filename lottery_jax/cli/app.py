@@ -51,7 +51,13 @@ DatasetOpt = Annotated[
     DatasetName,
     typer.Option("--dataset", help="tensorflow-datasets name, used when no --data-dir is given."),
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random draw (recorded).")]
+SEED_MAX = 2**32 - 1
+SeedOpt = Annotated[
+    int,
+    typer.Option(
+        "--seed", min=0, max=SEED_MAX, help="Seed of every random draw (recorded), 0..2^32-1."
+    ),
+]
 OutOpt = Annotated[
     Path, typer.Option("--out", help="Output directory (results.json and artifacts).")
 ]

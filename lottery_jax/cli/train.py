@@ -126,9 +126,8 @@ def train(
         like = make_optimizer(lr, epochs, spe, momentum, weight_decay, schedule.value).init(
             nnx.state(net, nnx.Param)
         )
-        opt_state, start_epoch, meta = checkpoint.load_resume(resume_path, like, config)
-        state, _ = checkpoint.load_weights(weights_path)
-        models.load_torch_state(net, state, source=str(weights_path))
+        opt_state, start_epoch, meta, state = checkpoint.load_resume(resume_path, like, config)
+        models.load_torch_state(net, state, source=str(resume_path))
         past = meta["history"]
         console.print(f"resuming {out} after epoch {start_epoch}/{epochs}")
     if start_epoch >= epochs:
@@ -136,11 +135,13 @@ def train(
         return
 
     def on_epoch(epoch: int, history: dict, net_now: Any, opt_now: Any) -> None:
-        # Weights first, then the resume record that refers to them; each file is written
-        # atomically, so an interrupt at worst repeats one epoch.
+        # The resume record holds the weights it belongs to and is written first, atomically:
+        # an interrupt anywhere leaves a consistent state to resume from exactly.
         hist = {k: past[k] + history[k] for k in past}
-        checkpoint.save_weights(weights_path, model.value, models.torch_state(net_now), config)
-        checkpoint.save_resume(resume_path, opt_now, epoch + 1, {"config": config, "history": hist})
+        state = models.torch_state(net_now)
+        meta = {"config": config, "history": hist}
+        checkpoint.save_resume(resume_path, opt_now, epoch + 1, meta, weights=state)
+        checkpoint.save_weights(weights_path, model.value, state, config)
         write_json_atomic(
             out / "results.json", _history_results(config, hist, history["compile_seconds"])
         )
