@@ -224,7 +224,8 @@ def test_cli_approximate_and_verify(tmp_path, capsys):
     assert run_cli(["verify", str(out / "ticket.npz")]) == code
     # Infeasible by construction: exit 3, the run completes and writes everything.
     out3 = tmp_path / "inf"
-    code = run_cli([*common, "--range-low", "0.5", "--range-high", "1", "--out", str(out3)])
+    fixed = ["--range-low", "0.5", "--range-high", "1", "--epsilon", "0.05", "--c", "2"]
+    code = run_cli([*common, *fixed, "--out", str(out3)])
     assert code == ap.EXIT_INFEASIBLE
     assert json.loads((out3 / "results.json").read_text())["infeasible"] > 0
     assert run_cli(["verify", str(out3 / "ticket.npz")]) == ap.EXIT_INFEASIBLE

@@ -74,6 +74,7 @@ def test_min_error_and_count_equal_brute_force(n, rows, width, eps):
     assert np.all(recomputed[feas] <= eps)
 
 
+@pytest.mark.slow
 def test_n22_one_row_matches_brute_force():
     rng = np.random.default_rng(22)
     coefs = rng.uniform(-0.46, 0.54, (1, 22))
