@@ -382,6 +382,7 @@ class PruneConfig:
 
 
 MEMBER_MODES = ("auto", "unroll", "vmap")
+SEQUENTIAL_MEMBERS = True
 
 
 def member_mode(mode: str = "auto") -> str:
@@ -482,9 +483,15 @@ def _over_members(fn, mode: str, shared: tuple[bool, ...], *args) -> list[Any]:
     """
     m = next(len(a) for a, sh in zip(args, shared, strict=True) if not sh)
     if mode == "unroll":
-        return [
-            fn(*(a if sh else a[i] for a, sh in zip(args, shared, strict=True))) for i in range(m)
-        ]
+        outs: list[Any] = []
+        for i in range(m):
+            member = [a if sh else a[i] for a, sh in zip(args, shared, strict=True)]
+            if outs and SEQUENTIAL_MEMBERS:
+                # Member i starts after member i-1 is done: one member's arrays at a time in
+                # cache instead of XLA interleaving all of them.
+                member, _ = jax.lax.optimization_barrier((member, outs[-1]))
+            outs.append(fn(*member))
+        return outs
     stacked = [a if sh else _stack(a) for a, sh in zip(args, shared, strict=True)]
     out = jax.vmap(fn, in_axes=tuple(None if sh else 0 for sh in shared))(*stacked)
     return _unstack(out, m)
