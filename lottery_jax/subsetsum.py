@@ -11,7 +11,7 @@ The search is a meet-in-the-middle enumeration in float64: the coefficients are 
 half ``A`` (``ka`` bits) and a large half ``B`` (``kb = n - ka`` bits). ``B``'s ``2^kb`` sums are
 sorted once per instance (per output row when the coefficients are shared by a row, which is the
 published setting) and indexed by a bucket table (a histogram over ``[min B, max B]`` with
-``2^(kb+2)`` cells and its prefix sums). Each query ``t = w - a`` (``a`` in ``A``'s ``2^ka`` sums)
+``2^kb .. 2^(kb+2)`` cells and its prefix sums). Each query ``t = w - a`` (``a`` in ``A``'s ``2^ka`` sums)
 finds its cell in O(1), then binary-searches only inside that cell (a few steps: the bucket map is
 monotone, so the lower bound of ``t`` always lies within its cell's index range), and compares the
 two neighbours. The best of all ``2^ka`` queries is the exact optimum over all ``2^n`` subsets.
@@ -235,7 +235,9 @@ def min_error_kernel(
     R, n = coefs.shape
     W = weights.shape[1]
     kb = n - ka
-    M = 2 ** (cells_log2 if cells_log2 is not None else kb + 2)
+    if cells_log2 is None:  # table cost ~ cells, search cost ~ queries x steps: balance them
+        cells_log2 = min(max(round(math.log2(W * 2**ka / 2)), kb), kb + 2)
+    M = 2**cells_log2
     A = _half_sums(coefs, 0, ka)  # (R, 2^ka)
     if kb <= BITONIC_MAX_BITS:  # (R, 2^kb) ascending, and their masks
         Bs, perm = _sorted_half_sums(coefs, ka, kb)
