@@ -59,14 +59,35 @@ class FrozenConv(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         p = self.padding
-        y = jax.lax.conv_general_dilated(
-            x,
-            self.weight[...],
-            (1, 1),
-            [(p, p), (p, p)],
-            dimension_numbers=("NHWC", "OIHW", "NHWC"),
-        )
+        w = self.weight[...]
+        if w.shape[1] == 1 and jax.default_backend() == "cpu":
+            y = _single_channel_conv(x, w, p)
+        else:
+            y = jax.lax.conv_general_dilated(
+                x, w, (1, 1), [(p, p), (p, p)], dimension_numbers=("NHWC", "OIHW", "NHWC")
+            )
         return y if self.bias is None else y + self.bias[...]
+
+
+def _single_channel_conv(x: jax.Array, w: jax.Array, p: int) -> jax.Array:
+    """A 1-input-channel convolution as sums of k*k shifted, scaled copies of the image.
+
+    XLA's CPU convolution is several times slower than this for LeNet5's conv1 (C_in = 1). The
+    optimization barriers keep XLA from fusing the shifted sums into their consumers (which
+    recomputes them per pooling window). Equal to ``conv_general_dilated`` up to float32 summation
+    order (~1e-7).
+    """
+    k = w.shape[-1]
+    xp = jax.lax.optimization_barrier(jnp.pad(x[..., 0], ((0, 0), (p, p), (p, p))))
+    h, wd = xp.shape[1] - k + 1, xp.shape[2] - k + 1
+    planes = []
+    for c in range(w.shape[0]):
+        acc = jnp.zeros((x.shape[0], h, wd), x.dtype)
+        for i in range(k):
+            for j in range(k):
+                acc = acc + xp[:, i : i + h, j : j + wd] * w[c, 0, i, j]
+        planes.append(acc)
+    return jax.lax.optimization_barrier(jnp.stack(planes, axis=-1))
 
 
 def max_pool2(x: jax.Array) -> jax.Array:

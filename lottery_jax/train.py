@@ -145,14 +145,23 @@ def evaluate(
     return 100.0 * int(correct) / int(images.shape[0])
 
 
-@jax.jit(static_argnames=("graphdef", "batch_size"))
-def _features(graphdef, state, images, batch_size=1000):
-    n = images.shape[0]
-    nb = -(-n // batch_size)
-    x = jnp.pad(images, [(0, nb * batch_size - n)] + [(0, 0)] * (images.ndim - 1))
-    x = x.reshape((nb, batch_size) + images.shape[1:])
-    feats = jax.lax.map(_apply(graphdef, state, "features"), x)
-    return feats.reshape((nb * batch_size,) + feats.shape[2:])[:n]
+@jax.jit(static_argnames=("graphdef",))
+def _features_chunk(graphdef, state, images):
+    return _apply(graphdef, state, "features")(images)
+
+
+def _features(graphdef, state, images, batch_size: int = 1000) -> jax.Array:
+    # One compiled call per chunk rather than one lax.map: inside a loop XLA's CPU backend runs
+    # the convolutions several times slower than as a top-level program.
+    n = int(images.shape[0])
+    parts = []
+    for start in range(0, n, batch_size):
+        chunk = images[start : start + batch_size]
+        if chunk.shape[0] < batch_size:  # keep one compiled shape
+            pad = [(0, batch_size - chunk.shape[0])] + [(0, 0)] * (images.ndim - 1)
+            chunk = jnp.pad(chunk, pad)
+        parts.append(_features_chunk(graphdef, state, chunk))
+    return jnp.concatenate(parts)[:n]
 
 
 def frozen_features(model: nnx.Module, wrt: Any, data: Dataset) -> Dataset | None:
