@@ -10,11 +10,16 @@ Every weight ``w`` is approximated by a subset sum of ``n`` random coefficients 
 The search is a meet-in-the-middle enumeration in float64: the coefficients are split into a small
 half ``A`` (``ka`` bits) and a large half ``B`` (``kb = n - ka`` bits). ``B``'s ``2^kb`` sums are
 sorted once per instance (per output row when the coefficients are shared by a row, which is the
-published setting) and indexed by a bucket table (a histogram over ``[min B, max B]`` with
-``2^kb .. 2^(kb+2)`` cells and its prefix sums). Each query ``t = w - a`` (``a`` in ``A``'s ``2^ka`` sums)
-finds its cell in O(1), then binary-searches only inside that cell (a few steps: the bucket map is
-monotone, so the lower bound of ``t`` always lies within its cell's index range), and compares the
-two neighbours. The best of all ``2^ka`` queries is the exact optimum over all ``2^n`` subsets.
+published setting; a bitonic doubling network for small halves, ``lax.sort`` beyond) and indexed
+by a bucket table (a histogram over ``[min B, max B]`` with ``2^kb .. 2^(kb+2)`` cells, and its
+prefix sums). Each query ``t = w - a`` (``a`` one of ``A``'s ``2^ka`` sums) finds its cell in O(1),
+then binary-searches only inside that cell (a few steps: the bucket map is monotone, so the lower
+bound of ``t`` always lies within its cell's index range), and compares the two neighbours. The
+best of all ``2^ka`` queries is the exact optimum over all ``2^n`` subsets. Everything is float64,
+so near-ties are resolved as a float64 brute force would (to rounding, ~1e-16).
+
+min-count runs the same search per subset size: ``B`` grouped by popcount, levels ``c = 0, 1, ..``
+in a ``while_loop`` that stops once every weight has a subset within eps.
 
 Everything here is pure: arrays and PRNG keys in, arrays out. The functions run under float64
 (``jax.enable_x64``) whatever the global setting, are jit-compiled ahead of time (so callers can
