@@ -35,7 +35,6 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lottery_jax import models
 from lottery_jax.checkpoint import save_weights
 from lottery_jax.errors import UserError
 from lottery_jax.models import Frozen, FrozenConv, flatten, max_pool2
@@ -884,7 +883,6 @@ __all__ = [
     "make_batch",
     "make_ticket",
     "member_net",
-    "models",
     "net_accuracy",
     "net_from_ticket",
     "param_counts",
