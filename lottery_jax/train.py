@@ -261,8 +261,12 @@ def fit(
         raise UserError(f"epochs must be positive, got {epochs}")
     if batch_size <= 0:
         raise UserError(f"batch size must be positive, got {batch_size}")
-    if lr <= 0:
-        raise UserError(f"learning rate must be positive, got {lr}")
+    if not math.isfinite(lr) or lr <= 0:
+        raise UserError(f"learning rate must be a positive number, got {lr}")
+    if not 0.0 <= momentum < 1.0:
+        raise UserError(f"momentum must be in [0, 1), got {momentum}")
+    if not math.isfinite(weight_decay) or weight_decay < 0:
+        raise UserError(f"weight decay must be non-negative, got {weight_decay}")
     n = int(data.train_images.shape[0])
     spe = steps_per_epoch(n, batch_size)
     optimizer = make_optimizer(lr, epochs, spe, momentum, weight_decay, schedule)

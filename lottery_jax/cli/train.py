@@ -177,7 +177,10 @@ def evaluate(
     model: Annotated[
         ModelName | None, typer.Option(help="Network \\[default: from the file's metadata]")
     ] = None,
-    inputs: Annotated[Inputs, typer.Option(help="Input preprocessing.")] = Inputs.normalized,
+    inputs: Annotated[
+        Inputs | None,
+        typer.Option(help="Input preprocessing \\[default: the file's, else normalized]"),
+    ] = None,
     data_dir: DataDirOpt = None,
     dataset: DatasetOpt = DatasetName.mnist,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/evaluate"),
@@ -190,6 +193,7 @@ def evaluate(
     bias = any(k.endswith(".bias") for k in state)
     net = models.build_model(name, seed=0, hidden=_infer_hidden(name, state), bias=bias)
     models.load_torch_state(net, state, source=str(weights))
+    inputs = Inputs(inputs or meta.get("inputs") or Inputs.normalized)
     data = load_dataset(data_dir, dataset=dataset.value, inputs=inputs.value)
     t0 = time.perf_counter()
     acc = evaluate_model(net, data.test_images, data.test_labels)
