@@ -112,7 +112,7 @@ def test_evaluate_help(capsys):
     text = _flat(out)
     for option in ("--weights", "--model", "--inputs", "--data-dir", "--out"):
         assert option in text
-    assert "[default: normalized]" in text
+    assert "[default: the file's, else normalized]" in text  # --inputs' default
     assert "from the file's metadata" in text  # --model's default
 
 
