@@ -81,8 +81,9 @@ def plot_results(results: list[dict], out_dir: Path, *, title: str = "") -> list
     for family in sorted(data):
         budgets = sorted(data[family])
         fig, axes = plt.subplots(
-            1, len(budgets), figsize=(4.2 * len(budgets), 3.6), squeeze=False, sharey=True
-        )
+            1, len(budgets), figsize=(4.2 * len(budgets), 3.9), squeeze=False, sharex=True,
+            sharey=True,
+        )  # fmt: skip
         for ax, epochs in zip(axes[0], budgets, strict=True):
             curves = data[family][epochs]
             for curve in ("redundant-linear", "redundant-ReLU", "wide"):
@@ -96,13 +97,19 @@ def plot_results(results: list[dict], out_dir: Path, *, title: str = "") -> list
                         **STYLE["baseline"])  # fmt: skip
             ax.set_xscale("log")
             ax.set_xlabel("remaining parameters")
-            ax.set_title(f"{family.upper()}, {epochs} epochs")
+            ax.set_title(f"{family.upper()}, {epochs} epoch{'' if epochs == 1 else 's'}")
             ax.grid(True, which="both", alpha=0.3)
         axes[0][0].set_ylabel("final test accuracy (%)")
-        axes[0][-1].legend(loc="lower right", fontsize=8)
+        handles: dict = {}
+        for ax in axes[0]:
+            for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                handles.setdefault(label, h)
+        order = [c for c in STYLE if c in handles]
+        fig.legend([handles[c] for c in order], order, loc="lower center", ncol=len(order),
+                   fontsize=8, frameon=False)  # fmt: skip
         if title:
             fig.suptitle(title)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
         for ext in ("png", "pdf"):
             path = out_dir / f"pruning-{family}.{ext}"
             tmp = path.with_name(f".{path.name}.tmp.{ext}")

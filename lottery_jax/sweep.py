@@ -121,7 +121,8 @@ def run_prune(
     step = max_members or len(todo) or 1
     for start in range(0, len(todo), step):
         group = todo[start : start + step]
-        log(f"{cfg.model}: training {len(group)} run(s) in one program, {cfg.epochs} epoch(s)")
+        variant = f"{cfg.model}{' --relu' if cfg.relu else ''}"
+        log(f"{variant}: training {len(group)} run(s) in one program, {cfg.epochs} epoch(s)")
         _run_group(cfg, group, data, out, conv_state, mode, on_chunk, on_epoch, log)
     results = []
     for seed, s in members:
