@@ -315,22 +315,28 @@ def min_count_kernel(coefs: jax.Array, weights: jax.Array, epsilon: float, *, ka
         for pa, ga in enumerate(groups_a):
             pb = c - pa
             valid = (pb >= 0) & (pb <= kb)
-            pbc = jnp.clip(pb, 0, kb)
-            bs = lax.dynamic_index_in_dim(b_sorted, pbc, axis=1, keepdims=False)
-            bmk = lax.dynamic_index_in_dim(b_masks, pbc, axis=1, keepdims=False)
-            q = (weights[:, :, None] - A[:, ga][:, None, :]).reshape(R, -1)
-            lo = jnp.zeros(q.shape, jnp.int32)
-            hi = jnp.full(q.shape, gmax, jnp.int32)
-            pos = _lower_bound(bs, q, lo, hi, steps)
-            e, bi = _nearest(bs, q, pos)
-            e = e.reshape(R, W, len(ga))
-            ai = jnp.argmin(e, axis=2)
-            e = jnp.take_along_axis(e, ai[..., None], axis=2)[..., 0]
-            bi = jnp.take_along_axis(bi.reshape(R, W, len(ga)), ai[..., None], axis=2)[..., 0]
-            m = jnp.asarray(ga, jnp.int64)[ai] | (jnp.take_along_axis(bmk, bi, axis=1) << ka)
-            better = valid & (e < best_e)
-            best_e = jnp.where(better, e, best_e)
-            best_m = jnp.where(better, m, best_m)
+
+            def pair(best, pa=pa, ga=ga, pb=pb):
+                # A's subsets of size pa against B's of size pb = c - pa.
+                best_e, best_m = best
+                pbc = jnp.clip(pb, 0, kb)
+                bs = lax.dynamic_index_in_dim(b_sorted, pbc, axis=1, keepdims=False)
+                bmk = lax.dynamic_index_in_dim(b_masks, pbc, axis=1, keepdims=False)
+                q = (weights[:, :, None] - A[:, ga][:, None, :]).reshape(R, -1)
+                lo = jnp.zeros(q.shape, jnp.int32)
+                hi = jnp.full(q.shape, gmax, jnp.int32)
+                pos = _lower_bound(bs, q, lo, hi, steps)
+                e, bi = _nearest(bs, q, pos)
+                e = e.reshape(R, W, len(ga))
+                ai = jnp.argmin(e, axis=2)
+                e = jnp.take_along_axis(e, ai[..., None], axis=2)[..., 0]
+                bi = jnp.take_along_axis(bi.reshape(R, W, len(ga)), ai[..., None], axis=2)[..., 0]
+                m = jnp.asarray(ga, jnp.int64)[ai] | (jnp.take_along_axis(bmk, bi, axis=1) << ka)
+                better = e < best_e
+                return jnp.where(better, e, best_e), jnp.where(better, m, best_m)
+
+            # Pairs outside this level are skipped, not computed and masked.
+            best_e, best_m = lax.cond(valid, pair, lambda b: b, (best_e, best_m))
         newly = (~done) & (best_e <= epsilon)
         return (
             c + 1,
