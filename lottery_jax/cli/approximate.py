@@ -163,7 +163,7 @@ def approximate(
         int | None, typer.Option(help="Instances per chunk (default: sized for bounded memory).")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Output directory [default: runs/approximate-OBJ-seedS]")
+        Path | None, typer.Option(help="Output directory \\[default: runs/approximate-OBJ-seedS]")
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
