@@ -16,6 +16,15 @@ import numpy as np
 from lottery_jax.errors import UserError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def ensure_dir(path: str | os.PathLike) -> Path:
     """Create the output directory ``path`` (and parents); a one-line error if it cannot be one."""
     path = Path(path)
@@ -38,6 +47,7 @@ def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
