@@ -27,11 +27,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from lottery_jax.cli.train import DEFAULT_LR
 from lottery_jax.data import Dataset, load_dataset
 from lottery_jax.models import build_model, count_params
 from lottery_jax.results import device_summary
-from lottery_jax.train import fit, steps_per_epoch
+from lottery_jax.train import DEFAULT_LR, fit, steps_per_epoch
 
 BATCH = 64
 MOMENTUM = 0.9
@@ -132,7 +131,10 @@ def bench_torch(name: str, data: Dataset, *, steps: int | None, seed: int) -> di
     test_y = torch.from_numpy(np.asarray(data.test_labels).astype(np.int64))
     loader = DataLoader(TensorDataset(train_x, train_y), batch_size=BATCH, shuffle=True)
 
-    net = torch_model(name)
+    # Same device as JAX where PyTorch can reach it (a GPU machine): batches move there one by one,
+    # as in the published loop.
+    device = "cuda" if torch.cuda.is_available() and jax.default_backend() == "gpu" else "cpu"
+    net = torch_model(name).to(device)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=DEFAULT_LR[name], momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=1)
@@ -141,6 +143,7 @@ def bench_torch(name: str, data: Dataset, *, steps: int | None, seed: int) -> di
     done = 0
     t0 = time.perf_counter()
     for x, y in loader:
+        x, y = x.to(device), y.to(device)
         opt.zero_grad()
         loss = F.cross_entropy(net(x), y)
         loss.backward()
@@ -148,6 +151,8 @@ def bench_torch(name: str, data: Dataset, *, steps: int | None, seed: int) -> di
         done += 1
         if steps is not None and done >= steps:
             break
+    if device == "cuda":
+        torch.cuda.synchronize()
     measured = time.perf_counter() - t0
     sched.step()
 
@@ -155,7 +160,7 @@ def bench_torch(name: str, data: Dataset, *, steps: int | None, seed: int) -> di
     correct = 0
     with torch.no_grad():
         for i in range(0, test_x.shape[0], 1000):
-            pred = net(test_x[i : i + 1000]).argmax(dim=1)
+            pred = net(test_x[i : i + 1000].to(device)).argmax(dim=1).cpu()
             correct += int((pred == test_y[i : i + 1000]).sum())
     return {
         "epoch_seconds": measured * len(loader) / done,
@@ -163,6 +168,7 @@ def bench_torch(name: str, data: Dataset, *, steps: int | None, seed: int) -> di
         "steps": done,
         "test_accuracy": 100.0 * correct / test_x.shape[0],
         "threads": torch.get_num_threads(),
+        "torch_device": device,
         "torch_version": torch.__version__,
     }
 

@@ -26,6 +26,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from lottery_jax.data import Dataset
 from lottery_jax.errors import UserError
 
+#: Published learning rates: 0.1 for the fully connected nets, 0.01 for LeNet5 (REFERENCE.md).
+DEFAULT_LR = {"fc2": 0.1, "fc4": 0.1, "lenet5": 0.01}
 #: Steps per compiled call between progress-bar updates.
 PROGRESS_CHUNK = 100
 #: Cosine schedules: stepped per epoch (published) or per step.

@@ -16,8 +16,8 @@ from lottery_jax import checkpoint, models
 from lottery_jax.data import load_dataset
 from lottery_jax.errors import UserError
 from lottery_jax.results import device_summary, ensure_dir, write_json_atomic
+from lottery_jax.train import DEFAULT_LR, fit, make_optimizer, steps_per_epoch
 from lottery_jax.train import evaluate as evaluate_model
-from lottery_jax.train import fit, make_optimizer, steps_per_epoch
 
 from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, app
 
@@ -35,7 +35,6 @@ class ModelName(StrEnum):
     lenet5 = "lenet5"
 
 
-DEFAULT_LR = {"fc2": 0.1, "fc4": 0.1, "lenet5": 0.01}
 
 
 def _check_positive(name: str, value: float | int) -> None:
