@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from lottery_jax import subsetsum as ss
+from lottery_jax.checkpoint import read_npz
 from lottery_jax.errors import UserError
 from lottery_jax.results import save_npz_atomic, write_json_atomic
 
@@ -450,13 +451,10 @@ def verify_ticket(path: Path, target: dict[str, np.ndarray] | None = None) -> Ve
     """Recompute every approximation of a ticket in float64 and check it against the target (the
     ticket's copy, or ``target`` when given) and eps; compare with the ticket's own records."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"ticket {path} does not exist")
+    arrays = read_npz(path, "ticket")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
         meta = json.loads(str(arrays["meta"]))
-    except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError) as e:
+    except (KeyError, ValueError) as e:
         raise UserError(f"cannot read ticket {path}: {e}") from None
     if meta.get("format") != TICKET_FORMAT:
         raise UserError(f"{path} is not a {TICKET_FORMAT} ticket")

@@ -34,20 +34,23 @@ def save_weights(
     return save_npz_atomic(path, arrays)
 
 
-def _open_npz(path: Path) -> dict[str, np.ndarray]:
+def read_npz(path: str | os.PathLike, what: str = "weight file") -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` (no pickles); a one-line UserError naming ``what`` and the path
+    when the file is missing or damaged."""
+    path = Path(path)
     if not path.is_file():
-        raise UserError(f"weight file {path} does not exist")
+        raise UserError(f"{what} {path} does not exist")
     try:
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:  # (closes fh on error)
             return {k: f[k] for k in f.files}
     except Exception as e:  # zip, zlib, .npy header errors: the file is damaged
-        raise UserError(f"cannot read weight file {path}: {e}") from None
+        raise UserError(f"cannot read {what} {path}: {e}") from None
 
 
 def load_weights(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a weight file: (PyTorch-layout state, metadata dict; empty when the file has none)."""
     path = Path(path)
-    arrays = _open_npz(path)
+    arrays = read_npz(path)
     meta: dict[str, Any] = {}
     if META_KEY in arrays:
         try:
@@ -85,7 +88,7 @@ def load_resume(
     With ``config``, the file must have been written by a run of that same configuration (checked
     before its optimizer state is read, since another model's state has another structure).
     """
-    arrays = _open_npz(Path(path))
+    arrays = read_npz(Path(path))
     try:
         meta = json.loads(str(arrays[META_KEY]))
         epoch = int(arrays["epoch"])

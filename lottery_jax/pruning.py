@@ -35,7 +35,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lottery_jax.checkpoint import save_weights
+from lottery_jax.checkpoint import read_npz, save_weights
 from lottery_jax.errors import UserError
 from lottery_jax.models import Frozen, FrozenConv, flatten, max_pool2
 from lottery_jax.results import save_npz_atomic
@@ -756,13 +756,10 @@ def save_ticket(path: str | Path, ticket: dict[str, Any], extra: dict | None = N
 def load_ticket(path: str | Path) -> dict[str, Any]:
     """Inverse of :func:`save_ticket` (UserError for a missing or malformed file)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"ticket file {path} does not exist")
+    arrays = read_npz(path, "ticket file")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
         meta = json.loads(str(arrays.pop("__meta__")))
-    except (OSError, ValueError, KeyError, EOFError) as e:
+    except (KeyError, ValueError) as e:
         raise UserError(f"cannot read ticket {path}: {e}") from None
     if meta.get("format") != TICKET_FORMAT:
         raise UserError(f"{path} is not a lottery-jax ticket (format {meta.get('format')!r})")

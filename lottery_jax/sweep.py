@@ -35,33 +35,28 @@ VARIANTS = ("red-linear", "red-relu", "wide")
 FAMILIES = ("fc2", "fc4", "lenet5")
 
 
-def parse_floats(values: Sequence[str] | None, name: str) -> list[float]:
-    """``["0.5", "0.75,0.9"]`` -> [0.5, 0.75, 0.9] (repeated options and comma lists)."""
-    out: list[float] = []
+def _parse_list(values: Sequence[str] | None, name: str, convert, kind: str) -> list:
+    out = []
     for v in values or []:
         for part in str(v).split(","):
             part = part.strip()
             if not part:
                 continue
             try:
-                out.append(float(part))
+                out.append(convert(part))
             except ValueError:
-                raise UserError(f"{name}: {part!r} is not a number") from None
+                raise UserError(f"{name}: {part!r} is not {kind}") from None
     return list(dict.fromkeys(out))
+
+
+def parse_floats(values: Sequence[str] | None, name: str) -> list[float]:
+    """``["0.5", "0.75,0.9"]`` -> [0.5, 0.75, 0.9] (repeated options and comma lists)."""
+    return _parse_list(values, name, float, "a number")
 
 
 def parse_ints(values: Sequence[str] | None, name: str) -> list[int]:
-    out: list[int] = []
-    for v in values or []:
-        for part in str(v).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            try:
-                out.append(int(part))
-            except ValueError:
-                raise UserError(f"{name}: {part!r} is not an integer") from None
-    return list(dict.fromkeys(out))
+    """``["0", "1,2"]`` -> [0, 1, 2] (repeated options and comma lists)."""
+    return _parse_list(values, name, int, "an integer")
 
 
 def check_sparsities(values: Sequence[float]) -> None:

@@ -102,3 +102,24 @@ def write_idx_dir(directory: Path, *, n_train: int = 256, n_test: int = 128, gz=
 def tiny_idx_dir(tmp_path_factory) -> Path:
     """A small synthetic IDX dataset (256 train / 128 test images), raw files. Do not modify."""
     return write_idx_dir(tmp_path_factory.mktemp("tiny-idx"))
+
+
+def tiny_block_data(n_train: int = 128, n_test: int = 50, seed: int = 0):
+    """Learnable synthetic 28x28 data on the device: the label is the brightness of a pixel block."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from lottery_jax.data import Dataset
+
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        y = rng.integers(0, 10, n)
+        x = rng.normal(0, 0.3, (n, 28, 28, 1)).astype(np.float32)
+        for i, c in enumerate(y):
+            x[i, 2 * c : 2 * c + 2, :, 0] += 2.0
+        return jnp.asarray(x), jnp.asarray(y, jnp.int32)
+
+    tx, ty = make(n_train)
+    vx, vy = make(n_test)
+    return Dataset(tx, ty, vx, vy, "synthetic")

@@ -10,12 +10,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import tiny_block_data as tiny_data
 from flax import nnx
 
 from lottery_jax import models, pruning
 from lottery_jax.checkpoint import load_weights, save_weights
 from lottery_jax.cli import main
-from lottery_jax.data import Dataset
 from lottery_jax.errors import UserError
 from lottery_jax.models import Frozen
 from lottery_jax.supermask import Score
@@ -29,22 +29,6 @@ def mnist_dir() -> Path | None:
         if d.is_dir():
             return d
     return None
-
-
-def tiny_data(n_train: int = 128, n_test: int = 50, seed: int = 0) -> Dataset:
-    """Learnable synthetic 28x28 data: the label is encoded in the brightness of a pixel block."""
-    rng = np.random.default_rng(seed)
-
-    def make(n):
-        y = rng.integers(0, 10, n)
-        x = rng.normal(0, 0.3, (n, 28, 28, 1)).astype(np.float32)
-        for i, c in enumerate(y):
-            x[i, 2 * c : 2 * c + 2, :, 0] += 2.0
-        return jnp.asarray(x), jnp.asarray(y, jnp.int32)
-
-    tx, ty = make(n_train)
-    vx, vy = make(n_test)
-    return Dataset(tx, ty, vx, vy, "synthetic")
 
 
 def jit_apply(net, x):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import tiny_block_data
 
 from lottery_jax import pruning, sweep
 from lottery_jax.cli import main
@@ -16,18 +16,7 @@ from lottery_jax.plotting import classify, figure_data, plot_results
 
 
 def tiny_data(n_train: int = 64, n_test: int = 40, seed: int = 0) -> Dataset:
-    rng = np.random.default_rng(seed)
-
-    def make(n):
-        y = rng.integers(0, 10, n)
-        x = rng.normal(0, 0.3, (n, 28, 28, 1)).astype(np.float32)
-        for i, c in enumerate(y):
-            x[i, 2 * c : 2 * c + 2, :, 0] += 2.0
-        return jnp.asarray(x), jnp.asarray(y, jnp.int32)
-
-    tx, ty = make(n_train)
-    vx, vy = make(n_test)
-    return Dataset(tx, ty, vx, vy, "synthetic")
+    return tiny_block_data(n_train, n_test, seed)
 
 
 def test_parse_lists():

@@ -35,8 +35,6 @@ class ModelName(StrEnum):
     lenet5 = "lenet5"
 
 
-
-
 def _check_positive(name: str, value: float | int) -> None:
     if value <= 0:
         raise UserError(f"{name} must be positive, got {value}")
