@@ -223,3 +223,19 @@ def load_torch_state(model: nnx.Module, state: dict[str, np.ndarray], *, source:
 def count_params(model: nnx.Module, var_type: type = nnx.Param) -> int:
     """Number of scalars in variables of ``var_type`` (default: the trainable ones)."""
     return sum(int(np.prod(v[...].shape)) for _, v in nnx.to_flat_state(nnx.state(model, var_type)))
+
+
+def model_from_state(name: str, state: dict[str, np.ndarray], *, source: str = "") -> nnx.Module:
+    """Build network ``name`` sized to fit a PyTorch-layout ``state`` and load it.
+
+    The hidden width is read off ``fc1.weight`` (rows) and biases from the presence of ``.bias``
+    keys; anything else that does not fit is a UserError from :func:`load_torch_state`.
+    """
+    w = state.get("fc1.weight")
+    if w is None or np.ndim(w) != 2:
+        where = f"{source}: " if source else ""
+        raise UserError(f"{where}fc1.weight is missing or not a 2-D matrix")
+    bias = any(k.endswith(".bias") for k in state)
+    net = build_model(name, seed=0, hidden=int(np.shape(w)[0]), bias=bias)
+    load_torch_state(net, state, source=source)
+    return net

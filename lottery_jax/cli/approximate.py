@@ -46,12 +46,7 @@ def model_for(state: dict[str, np.ndarray], source: str):
         name = "fc4"
     else:
         raise UserError(f"{source}: keys {sorted(keys)} fit neither FC2 nor FC4 (no biases)")
-    hidden = int(np.shape(state["fc1.weight"])[0]) if np.ndim(state["fc1.weight"]) == 2 else None
-    if hidden is None:
-        raise UserError(f"{source}: fc1.weight is not a 2-D matrix")
-    net = models.build_model(name, seed=0, hidden=hidden)
-    models.load_torch_state(net, state, source=source)
-    return name, net
+    return name, models.model_from_state(name, state, source=source)
 
 
 def _accuracy(net, data) -> float:

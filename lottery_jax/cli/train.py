@@ -7,7 +7,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 from flax import nnx
 from rich.console import Console
@@ -161,11 +160,6 @@ def train(
     console.print(f"wrote {out / 'results.json'} and {weights_path}")
 
 
-def _infer_hidden(name: str, state: dict[str, np.ndarray]) -> int | None:
-    w = state.get("fc1.weight")
-    return int(w.shape[0]) if w is not None and w.ndim == 2 else None
-
-
 @app.command()
 def evaluate(
     weights: Annotated[
@@ -187,9 +181,7 @@ def evaluate(
     name = model.value if model is not None else meta.get("model")
     if name is None:
         raise UserError(f"{weights} has no metadata naming its model; pass --model")
-    bias = any(k.endswith(".bias") for k in state)
-    net = models.build_model(name, seed=0, hidden=_infer_hidden(name, state), bias=bias)
-    models.load_torch_state(net, state, source=str(weights))
+    net = models.model_from_state(name, state, source=str(weights))
     inputs = Inputs(inputs or meta.get("inputs") or Inputs.normalized)
     data = load_dataset(data_dir, dataset=dataset.value, inputs=inputs.value)
     t0 = time.perf_counter()
