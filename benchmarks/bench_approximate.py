@@ -3,7 +3,7 @@
 Runs, in one process on the same machine:
 
 1. the paper's target (fc2_e10_h500.npz), n = 21, eps = 0.01, per-row coefficients, min-error,
-   end to end through :func:`lottery_jax.approximate.approximate_network` (solving time with
+   end to end through :func:`lottery_jax.subsetsum.approximate_network` (solving time with
    compilation excluded, compile time separately);
 2. the published MIP (one per weight, relative gap 1% as published) with SCIP on a random sample of
    the same weights (same coefficients), serially, one thread: mean seconds per weight,
@@ -27,9 +27,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from lottery_jax import approximate as ap
-from lottery_jax import checkpoint, scip_solver
+from lottery_jax import checkpoint
+from lottery_jax import subsetsum as ap
 from lottery_jax.results import device_summary, write_json_atomic
+from lottery_jax.subsetsum import scip as scip_solver
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TARGET = REPO.parent / "shared" / "data" / "paper-fc2" / "fc2_e10_h500.npz"

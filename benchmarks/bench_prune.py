@@ -34,8 +34,8 @@ import numpy as np
 
 from lottery_jax import pruning
 from lottery_jax.data import Dataset
-from lottery_jax.supermask import num_pruned, topk_mask
-from lottery_jax.train import make_optimizer
+from lottery_jax.nets.supermask import num_pruned, topk_mask
+from lottery_jax.training import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -28,9 +28,9 @@ import jax
 import numpy as np
 
 from lottery_jax.data import Dataset, load_dataset
-from lottery_jax.models import build_model, count_params
+from lottery_jax.nets.targets import build_model, count_params
 from lottery_jax.results import device_summary
-from lottery_jax.train import DEFAULT_LR, fit, steps_per_epoch
+from lottery_jax.training import DEFAULT_LR, fit, steps_per_epoch
 
 BATCH = 64
 MOMENTUM = 0.9
@@ -49,7 +49,7 @@ def default_data_dir() -> Path:
 def bench_jax(
     name: str, data: Dataset, *, steps: int | None, seed: int, precompute: bool = True
 ) -> dict:
-    """One epoch with ``lottery_jax.train.fit`` (on the first ``steps`` batches if given).
+    """One epoch with ``lottery_jax.training.fit`` (on the first ``steps`` batches if given).
 
     LeNet5's frozen conv features are computed once per run by default (``feature_seconds``, which
     counts toward the epoch: ``epoch_seconds`` = training loop + features; compile excluded).

@@ -1,7 +1,7 @@
 """Datasets: IDX files read directly (MNIST, Fashion-MNIST, KMNIST, ...) or tensorflow-datasets.
 
 The whole dataset lives on the device as float32 arrays; training draws each epoch's batches there
-from a seeded permutation (see :func:`lottery_jax.train.epoch_indices`), so there is no per-sample
+from a seeded permutation (see :func:`lottery_jax.training.epoch_indices`), so there is no per-sample
 Python loader.
 """
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lottery_jax import approximate as ap
-from lottery_jax import scip_solver
-from lottery_jax import subsetsum as ss
+from lottery_jax import subsetsum as ap
 from lottery_jax.checkpoint import save_weights
 from lottery_jax.errors import UserError
+from lottery_jax.subsetsum import scip as scip_solver
+from lottery_jax.subsetsum import search as ss
 
 
 def small_target(seed: int = 0, hidden: int = 6) -> dict[str, np.ndarray]:

@@ -10,14 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lottery_jax.cli.train as cli_train
 import numpy as np
 import pytest
 from conftest import write_idx_file
-
-import lottery_jax.cli.train as cli_train
-from lottery_jax import checkpoint
 from lottery_jax.cli import main
-from lottery_jax.models import build_model, torch_state
+
+from lottery_jax import checkpoint
+from lottery_jax.nets.targets import build_model, torch_state
 
 RESULT_KEYS = {
     "command",

@@ -13,7 +13,7 @@ from flax import nnx
 
 from lottery_jax import checkpoint
 from lottery_jax.errors import UserError
-from lottery_jax.models import (
+from lottery_jax.nets.targets import (
     FC2,
     MODEL_NAMES,
     Frozen,

@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 from conftest import tiny_block_data as tiny_data
 from flax import nnx
-
-from lottery_jax import models, pruning
-from lottery_jax.checkpoint import load_weights, save_weights
 from lottery_jax.cli import main
+
+from lottery_jax import pruning
+from lottery_jax.checkpoint import load_weights, save_weights
 from lottery_jax.errors import UserError
-from lottery_jax.models import Frozen
-from lottery_jax.supermask import Score
+from lottery_jax.nets import targets as models
+from lottery_jax.nets.supermask import Score
+from lottery_jax.nets.targets import Frozen
 
 ROOT = Path(__file__).resolve().parents[1]
 

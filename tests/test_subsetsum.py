@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from lottery_jax import subsetsum as ss
+from lottery_jax.subsetsum import search as ss
 
 ATOL = 1e-12
 
@@ -160,7 +160,7 @@ def test_sharded_over_four_host_devices():
     code = textwrap.dedent(
         """
         import numpy as np, jax
-        from lottery_jax import subsetsum as ss
+        from lottery_jax.subsetsum import search as ss
         assert len(jax.devices()) == 4
         rng = np.random.default_rng(3)
         coefs = rng.uniform(-0.46, 0.54, (10, 11))

@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lottery_jax.models import Frozen
-from lottery_jax.pruning import PUBLISHED_SPARSITIES
-from lottery_jax.supermask import (
+from lottery_jax.nets.supermask import (
     PruneCount,
     Score,
     check_sparsity,
@@ -19,6 +17,8 @@ from lottery_jax.supermask import (
     pruned_flags,
     topk_mask,
 )
+from lottery_jax.nets.targets import Frozen
+from lottery_jax.pruning import PUBLISHED_SPARSITIES
 
 METHODS = ("radix", "bisect")
 

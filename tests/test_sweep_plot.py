@@ -7,12 +7,13 @@ import json
 import numpy as np
 import pytest
 from conftest import tiny_block_data
-
-from lottery_jax import pruning, sweep
 from lottery_jax.cli import main
+
+from lottery_jax import pruning
 from lottery_jax.data import Dataset
 from lottery_jax.errors import UserError
 from lottery_jax.plotting import classify, figure_data, plot_results
+from lottery_jax.pruning import batched, sweep
 
 
 def tiny_data(n_train: int = 64, n_test: int = 40, seed: int = 0) -> Dataset:
@@ -68,8 +69,8 @@ def test_sweep_resumes_without_retraining(tiny_sweep, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr(pruning, "train_batch", boom)
-    monkeypatch.setattr("lottery_jax.train.fit", boom)
+    monkeypatch.setattr(batched, "train_batch", boom)
+    monkeypatch.setattr("lottery_jax.training.fit", boom)
     counts = sweep.run_sweep(
         "lenet5", epochs=[1], sparsities=[0.9, 0.5], variants=["wide", "red-linear"], seeds=[0],
         data=data, out=out, base=base, progress=False,
@@ -86,7 +87,7 @@ def test_sweep_runs_only_missing_members(tiny_sweep, monkeypatch):
         seen.append(list(members))
         return real(cfg, members, **kw)
 
-    monkeypatch.setattr(pruning, "make_batch", spy)
+    monkeypatch.setattr(batched, "make_batch", spy)
     sweep.run_sweep(
         "lenet5", epochs=[1], sparsities=[0.5, 0.75], variants=["wide"], seeds=[0], data=data,
         out=out, base=base, progress=False,

@@ -13,8 +13,8 @@ from flax import nnx
 
 from lottery_jax.data import Dataset, preprocess
 from lottery_jax.errors import UserError
-from lottery_jax.models import build_model, load_torch_state, torch_state
-from lottery_jax.train import (
+from lottery_jax.nets.targets import build_model, load_torch_state, torch_state
+from lottery_jax.training import (
     accuracy,
     cosine_epoch_lr,
     cross_entropy,

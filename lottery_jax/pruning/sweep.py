@@ -1,6 +1,6 @@
 """Running pruning experiments into a results directory: one batched program per group of runs.
 
-This is the shell around :mod:`lottery_jax.pruning`: it decides which runs are still missing (a run
+This is the shell around :mod:`lottery_jax.pruning.batched`: it decides which runs are still missing (a run
 is finished when its ``results.json`` exists with the same configuration), trains the missing ones
 together, and writes one ``results.json`` and one ``ticket.npz`` per run. A group in training saves
 its scores and optimizer state after every epoch (``OUT/.partial/``), so running the same command
@@ -9,7 +9,7 @@ again after an interruption resumes at the last finished epoch, exactly.
 Layout of a results directory::
 
     OUT/<run-name>/results.json   # e.g. red-fc2-r5-linear-e30-s0.5-seed0
-    OUT/<run-name>/ticket.npz     # seed + config + packed masks (lottery_jax.pruning.save_ticket)
+    OUT/<run-name>/ticket.npz     # seed + config + packed masks (lottery_jax.pruning.ticket.save_ticket)
     OUT/baseline-<family>-e<E>-seed<S>/results.json, model.npz   # trained baselines (sweep)
 """
 
@@ -27,8 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lottery_jax import pruning
 from lottery_jax.errors import UserError
+from lottery_jax.pruning import batched
+from lottery_jax.pruning import ticket as tickets
 from lottery_jax.results import device_summary, save_npz_atomic, write_json_atomic
 
 VARIANTS = ("red-linear", "red-relu", "wide")
@@ -65,7 +66,7 @@ def check_sparsities(values: Sequence[float]) -> None:
             raise UserError(f"sparsity must lie in [0, 1) (fraction removed), got {s}")
 
 
-def run_config(cfg: pruning.PruneConfig, seed: int, sparsity: float, data_name: str) -> dict:
+def run_config(cfg: batched.PruneConfig, seed: int, sparsity: float, data_name: str) -> dict:
     return {**cfg.as_dict(), "seed": int(seed), "sparsity": float(sparsity), "data": data_name,
             "inputs": "normalized"}  # fmt: skip
 
@@ -80,7 +81,7 @@ def is_finished(path: Path, config: dict) -> bool:
 
 
 def run_prune(
-    cfg: pruning.PruneConfig,
+    cfg: batched.PruneConfig,
     seeds: Sequence[int],
     sparsities: Sequence[float],
     data: Any,
@@ -166,28 +167,28 @@ def _resumer(path: Path, meta: dict, log: Callable[[str], None]):
 
 
 def _run_group(cfg, group, data, out, conv_state, mode, on_chunk, on_epoch, log) -> None:
-    batch = pruning.make_batch(cfg, group, conv_state=conv_state, mode=mode)
+    batch = batched.make_batch(cfg, group, conv_state=conv_state, mode=mode)
     names = [cfg.run_name(s, seed) for seed, s in group]
     partial = _partial_path(out, names)
     meta = {"names": names, "config": cfg.as_dict(), "data": data.name}
     resume, checkpoint = _resumer(partial, meta, log)
-    history = pruning.train_batch(
+    history = batched.train_batch(
         batch, data, on_chunk=on_chunk, on_epoch=on_epoch, resume=resume, checkpoint=checkpoint
     )
     device = device_summary()
     for i, (seed, s) in enumerate(group):
-        net = pruning.member_net(batch, i)
-        ticket = pruning.make_ticket(net, cfg, seed, s)
+        net = batched.member_net(batch, i)
+        ticket = tickets.make_ticket(net, cfg, seed, s)
         # The final accuracy is measured on the net rebuilt from the ticket: reloading the saved
         # ticket later reproduces it exactly.
         t0 = time.perf_counter()
-        final = pruning.net_accuracy(
-            pruning.net_from_ticket(ticket), data.test_images, data.test_labels
+        final = tickets.net_accuracy(
+            tickets.net_from_ticket(ticket), data.test_images, data.test_labels
         )
         eval_seconds = time.perf_counter() - t0
         total, remaining = batch.totals[i]
         run_dir = out / names[i]
-        pruning.save_ticket(run_dir / "ticket.npz", ticket, {"test_accuracy": final})
+        tickets.save_ticket(run_dir / "ticket.npz", ticket, {"test_accuracy": final})
         write_json_atomic(
             run_dir / "results.json",
             {
@@ -218,8 +219,8 @@ def _run_group(cfg, group, data, out, conv_state, mode, on_chunk, on_epoch, log)
 
 
 def variant_config(
-    family: str, variant: str, epochs: int, redundancy: int, base: pruning.PruneConfig
-) -> pruning.PruneConfig:
+    family: str, variant: str, epochs: int, redundancy: int, base: batched.PruneConfig
+) -> batched.PruneConfig:
     if variant not in VARIANTS:
         raise UserError(f"unknown variant {variant!r} (choose from {', '.join(VARIANTS)})")
     model = f"{'wide' if variant == 'wide' else 'red'}-{family}"
@@ -237,8 +238,9 @@ def train_baseline(
     """
     from flax import nnx
 
-    from lottery_jax import checkpoint, models
-    from lottery_jax.train import fit
+    from lottery_jax import checkpoint
+    from lottery_jax.nets import targets as models
+    from lottery_jax.training import fit
 
     run_dir = out / f"baseline-{family}-e{epochs}-seed{seed}"
     weights = run_dir / "model.npz"
@@ -281,7 +283,7 @@ def run_sweep(
     seeds: Sequence[int],
     data: Any,
     out: Path,
-    base: pruning.PruneConfig,
+    base: batched.PruneConfig,
     redundancy: int = 5,
     baseline: bool = True,
     conv_from: Path | None = None,
@@ -307,14 +309,14 @@ def run_sweep(
     for v in variants:
         variant_config(family, v, 1, redundancy, base)  # validates the name
     counts = {"runs": 0}
-    fixed_conv = pruning.load_conv_checkpoint(conv_from) if conv_from else None
+    fixed_conv = tickets.load_conv_checkpoint(conv_from) if conv_from else None
     for e in epochs:
         for seed in seeds:
             conv_state = fixed_conv
             if baseline or (family == "lenet5" and fixed_conv is None):
                 w = train_baseline(family, e, seed, data, out, progress=progress, log=log)
                 if family == "lenet5" and fixed_conv is None:
-                    conv_state = pruning.load_conv_checkpoint(w)
+                    conv_state = tickets.load_conv_checkpoint(w)
             for v in variants:
                 cfg = variant_config(family, v, e, redundancy, base)
                 if conv_state is not None and family == "lenet5":

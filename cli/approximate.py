@@ -12,9 +12,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lottery_jax import approximate as ap
-from lottery_jax import checkpoint, models
+from lottery_jax import checkpoint
+from lottery_jax import subsetsum as ap
 from lottery_jax.errors import UserError
+from lottery_jax.nets import targets as models
 from lottery_jax.results import device_summary, write_json_atomic
 
 from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, app
@@ -50,14 +51,14 @@ def model_for(state: dict[str, np.ndarray], source: str):
 
 
 def _accuracy(net, data) -> float:
-    from lottery_jax.train import evaluate
+    from lottery_jax.training import evaluate
 
     return evaluate(net, data.test_images, data.test_labels)
 
 
 def _train_target(out: Path, epochs: int, seed: int, data, progress: bool) -> tuple[dict, Path]:
     """Train FC2 (the paper's recipe, unit inputs) unless ``out/target.npz`` already exists."""
-    from lottery_jax.train import fit
+    from lottery_jax.training import fit
 
     path = out / "target.npz"
     meta_want = {"epochs": epochs, "seed": seed, "recipe": "fc2 sgd lr 0.1 unit inputs"}
@@ -219,7 +220,7 @@ def approximate(
         _, approx_net = model_for(approx_state, "approximation")
         approx_acc = _accuracy(approx_net, data)
     config = {
-        **ap._jsonable_config(cfg),
+        **ap.config_dict(cfg),
         "target": str(target_path),
         "model": model_name,
         "inputs": inputs.value,

@@ -11,12 +11,13 @@ import typer
 from flax import nnx
 from rich.console import Console
 
-from lottery_jax import checkpoint, models
+from lottery_jax import checkpoint
 from lottery_jax.data import load_dataset
 from lottery_jax.errors import UserError
+from lottery_jax.nets import targets as models
 from lottery_jax.results import device_summary, ensure_dir, write_json_atomic
-from lottery_jax.train import DEFAULT_LR, fit, make_optimizer, steps_per_epoch
-from lottery_jax.train import evaluate as evaluate_model
+from lottery_jax.training import DEFAULT_LR, fit, make_optimizer, steps_per_epoch
+from lottery_jax.training import evaluate as evaluate_model
 
 from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, app
 

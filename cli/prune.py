@@ -9,9 +9,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from lottery_jax import pruning, sweep
+from lottery_jax import pruning
 from lottery_jax.data import load_dataset
 from lottery_jax.errors import UserError
+from lottery_jax.pruning import sweep
 from lottery_jax.results import device_summary, write_json_atomic
 
 from .app import DataDirOpt, DatasetName, DatasetOpt, app

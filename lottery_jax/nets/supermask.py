@@ -39,7 +39,7 @@ class Score(nnx.Param):
     """Trainable score of a supermask entry (the only thing a pruned network learns).
 
     A subclass of ``nnx.Param`` so it counts as trainable; the filter ``Score`` selects scores and
-    nothing else, and frozen weights (:class:`lottery_jax.models.Frozen`) are never selected.
+    nothing else, and frozen weights (:class:`lottery_jax.nets.targets.Frozen`) are never selected.
     """
 
 

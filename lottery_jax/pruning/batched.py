@@ -1,0 +1,415 @@
+"""Batched supermask training: several (seed, sparsity) members of one configuration trained by ONE
+compiled program (unrolled on CPU, ``jax.vmap`` over stacked scores, removal counts and -- with several
+seeds -- frozen weights on accelerators), using the foundation's optimizer, batching and loss.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from lottery_jax.errors import UserError
+from lottery_jax.nets.pruned import PrunedNet, build_pruned, param_counts, parse_model, set_sparsity
+from lottery_jax.nets.supermask import (
+    PruneCount,
+    Score,
+    check_sparsity,
+)
+from lottery_jax.nets.targets import Frozen
+from lottery_jax.training import (
+    _correct_count,
+    cross_entropy,
+    epoch_indices,
+    epoch_key,
+    make_optimizer,
+    steps_per_epoch,
+)
+
+#: Published grids (REFERENCE.md).
+PUBLISHED_EPOCHS = (30, 50, 100, 125, 150)
+PUBLISHED_SPARSITIES = (
+    0.0, 0.01, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975, 0.98, 0.99
+)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- batched training
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Everything that defines a pruning run except its seed and sparsity."""
+
+    model: str
+    redundancy: int = 5
+    relu: bool = False
+    epochs: int = 1
+    lr: float | None = None
+    batch_size: int = 64
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    method: str = "auto"
+    conv_from: str | None = None
+
+    @property
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return float(self.lr)
+        return 0.01 if self.model.endswith("lenet5") else 0.1
+
+    def validate(self) -> None:
+        kind, _ = parse_model(self.model)
+        if int(self.redundancy) < 1:
+            raise UserError(f"redundancy must be at least 1, got {self.redundancy}")
+        if self.epochs < 0:
+            raise UserError(f"epochs must be non-negative, got {self.epochs}")
+        if self.learning_rate <= 0:
+            raise UserError(f"learning rate must be positive, got {self.learning_rate}")
+        if self.batch_size <= 0:
+            raise UserError(f"batch size must be positive, got {self.batch_size}")
+        if kind == "wide" and self.relu:
+            raise UserError("--relu applies to the redundant nets only")
+
+    def run_name(self, sparsity: float, seed: int) -> str:
+        if self.model.startswith("red-"):
+            variant = f"{self.model}-r{self.redundancy}-{'relu' if self.relu else 'linear'}"
+        else:
+            variant = f"{self.model}-r{self.redundancy}"
+        return f"{variant}-e{self.epochs}-s{sparsity:g}-seed{seed}"
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["lr"] = self.learning_rate
+        return d
+
+
+MEMBER_MODES = ("auto", "unroll", "vmap")
+SEQUENTIAL_MEMBERS = True
+
+
+def member_mode(mode: str = "auto") -> str:
+    """How the members share one compiled program.
+
+    ``unroll``: one copy of the step per member in the same program (XLA runs independent members
+    side by side; on CPU this beats ``vmap``, whose batched scatter-adds and reductions are slow).
+    ``vmap``: members stacked on a leading axis (accelerators). ``auto`` picks by backend.
+    """
+    if mode == "auto":
+        return "unroll" if jax.default_backend() == "cpu" else "vmap"
+    if mode not in MEMBER_MODES:
+        raise UserError(f"unknown member mode {mode!r} (choose from {', '.join(MEMBER_MODES)})")
+    return mode
+
+
+@dataclass
+class Batch:
+    """The members (seed, sparsity) of one compiled program; states are kept per member."""
+
+    config: PruneConfig
+    members: list[tuple[int, float]]  # (seed, sparsity)
+    graphdef: Any
+    frozen: Any  # one state (all members share a seed) or a list, one per member
+    frozen_shared: bool
+    scores: list[Any]  # one Score state per member
+    counts: list[Any]  # one PruneCount state per member
+    conv_state: dict[str, np.ndarray] | None = None
+    totals: list[tuple[int, int]] = field(default_factory=list)  # (total, remaining) per member
+    mode: str = "unroll"
+
+
+def make_batch(
+    config: PruneConfig,
+    members: Sequence[tuple[int, float]],
+    conv_state: dict[str, np.ndarray] | None = None,
+    mode: str = "auto",
+) -> Batch:
+    """Build the networks of every (seed, sparsity) member (frozen weights once per seed)."""
+    config.validate()
+    if not members:
+        raise UserError("nothing to run: no (seed, sparsity) members")
+    for _, s in members:
+        try:
+            check_sparsity(s)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    nets = {}
+    for seed, _ in members:
+        if seed not in nets:
+            nets[seed] = build_pruned(
+                config.model, seed=seed, redundancy=config.redundancy, relu=config.relu,
+                conv_state=conv_state, method=config.method,
+            )  # fmt: skip
+    frozen, scores, counts, totals = [], [], [], []
+    graphdef = None
+    for seed, s in members:
+        net = nets[seed]
+        set_sparsity(net, s)
+        graphdef, fz, sc, ct = nnx.split(net, Frozen, Score, PruneCount)
+        frozen.append(fz)
+        scores.append(jax.tree.map(jnp.array, sc))  # a private copy per member
+        counts.append(jax.tree.map(jnp.array, ct))
+        totals.append(param_counts(net, s))
+    shared = len(nets) == 1
+    return Batch(
+        config=config,
+        members=list(members),
+        graphdef=graphdef,
+        frozen=frozen[0] if shared else frozen,
+        frozen_shared=shared,
+        scores=scores,
+        counts=counts,
+        conv_state=conv_state,
+        totals=totals,
+        mode=member_mode(mode),
+    )
+
+
+def _apply(graphdef, frozen, scores, counts, x):
+    return nnx.merge(graphdef, frozen, scores, counts)(x)
+
+
+def _stack(trees: list[Any]) -> Any:
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _unstack(tree: Any, m: int) -> list[Any]:
+    return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(m)]
+
+
+def _over_members(fn, mode: str, shared: tuple[bool, ...], *args) -> list[Any]:
+    """Apply ``fn`` to every member: ``args[j]`` is a list (one per member) unless ``shared[j]``.
+
+    ``unroll`` writes one call per member into the program; ``vmap`` stacks the lists, maps once
+    and splits the result again (stacking happens once per compiled call, not per step, when this
+    is used around a whole step loop -- see :func:`make_batched_runner`).
+    """
+    m = next(len(a) for a, sh in zip(args, shared, strict=True) if not sh)
+    if mode == "unroll":
+        outs: list[Any] = []
+        for i in range(m):
+            member = [a if sh else a[i] for a, sh in zip(args, shared, strict=True)]
+            if outs and SEQUENTIAL_MEMBERS:
+                # Member i starts after member i-1 is done: one member's arrays at a time in
+                # cache instead of XLA interleaving all of them.
+                member, _ = jax.lax.optimization_barrier((member, outs[-1]))
+            outs.append(fn(*member))
+        return outs
+    stacked = [a if sh else _stack(a) for a, sh in zip(args, shared, strict=True)]
+    out = jax.vmap(fn, in_axes=tuple(None if sh else 0 for sh in shared))(*stacked)
+    return _unstack(out, m)
+
+
+def make_batched_runner(
+    batch: Batch, optimizer: optax.GradientTransformation, shared_order: bool, mode: str = "auto"
+):
+    """Jitted ``run(scores, opt_state, frozen, counts, images, labels, idx, valid, start, stop)``.
+
+    Runs SGD steps ``start..stop`` of one epoch for every member in ONE compiled program (a
+    ``fori_loop`` whose body steps all members, unrolled or ``vmap``-ed, see :func:`member_mode`).
+    ``scores``, ``opt_state`` and ``counts`` are lists (one per member), ``frozen`` is one state or
+    a list; ``idx``/``valid`` are (steps, B) when all members share a data order (one seed), else
+    lists of those. Returns (scores, opt_state, mean loss per member).
+    """
+    return _runner(batch.graphdef, len(batch.members), batch.frozen_shared, optimizer,
+                   shared_order, member_mode(mode))  # fmt: skip
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_runner(graphdef, m, frozen_shared, opt_args: tuple, shared_order: bool, mode: str):
+    """One runner per structure and recipe, so repeated groups reuse the compiled program."""
+    return _runner(graphdef, m, frozen_shared, make_optimizer(*opt_args), shared_order, mode)
+
+
+def _runner(graphdef, m, frozen_shared, optimizer, shared_order, mode):
+    def member_step(scores, opt_state, frozen, counts, idx, valid, i, images, labels):
+        bi, vi = idx[i], valid[i]
+
+        def loss_fn(sc):
+            return cross_entropy(_apply(graphdef, frozen, sc, counts, images[bi]), labels[bi], vi)
+
+        loss, grads = jax.value_and_grad(loss_fn)(scores)
+        updates, opt_state = optimizer.update(grads, opt_state, scores)
+        return optax.apply_updates(scores, updates), opt_state, loss
+
+    shared = (
+        False,
+        False,
+        frozen_shared,
+        False,
+        shared_order,
+        shared_order,
+        True,
+        True,
+        True,
+    )
+
+    def run(scores, opt_state, frozen, counts, images, labels, idx, valid, start, stop):
+        if mode == "vmap":  # stack once per call; the loop runs on stacked arrays
+            step = jax.vmap(member_step, in_axes=tuple(None if sh else 0 for sh in shared))
+            stk = lambda a, sh: a if sh else _stack(a)  # noqa: E731
+            fz, ix, va = (
+                stk(frozen, frozen_shared),
+                stk(idx, shared_order),
+                stk(valid, shared_order),
+            )
+
+            def body(i, carry):
+                sc, os_, ls = carry
+                sc, os_, loss = step(sc, os_, fz, _stack(counts), ix, va, i, images, labels)
+                return sc, os_, ls + loss
+
+            sc, os_, ls = jax.lax.fori_loop(
+                start, stop, body, (_stack(scores), _stack(opt_state), jnp.zeros((m,)))
+            )
+            sc, os_ = _unstack(sc, m), _unstack(os_, m)
+            losses = ls
+        else:
+
+            def body(i, carry):
+                sc, os_, ls = carry
+                out = _over_members(
+                    member_step, "unroll", shared, sc, os_, frozen, counts, idx, valid, i, images,
+                    labels,
+                )  # fmt: skip
+                return [o[0] for o in out], [o[1] for o in out], ls + jnp.stack([o[2] for o in out])
+
+            sc, os_, losses = jax.lax.fori_loop(
+                start, stop, body, (scores, opt_state, jnp.zeros((m,)))
+            )
+        return sc, os_, losses / jnp.maximum(stop - start, 1)
+
+    return jax.jit(run, donate_argnums=(0, 1))
+
+
+@jax.jit(static_argnames=("graphdef", "frozen_shared", "batch_size", "mode"))
+def _batched_correct(graphdef, frozen, scores, counts, images, labels, frozen_shared, batch_size,
+                     mode):  # fmt: skip
+    def one(fz, sc, ct):
+        return _correct_count(lambda x: _apply(graphdef, fz, sc, ct, x), images, labels, batch_size)
+
+    return jnp.stack(
+        _over_members(one, mode, (frozen_shared, False, False), frozen, scores, counts)
+    )
+
+
+def batch_accuracy(batch: Batch, images: jax.Array, labels: jax.Array, batch_size: int = 1000):
+    """Test accuracy (percent) of every member: an exact count over ``images``."""
+    correct = _batched_correct(
+        batch.graphdef, batch.frozen, batch.scores, batch.counts, images, labels,
+        batch.frozen_shared, batch_size, batch.mode,
+    )  # fmt: skip
+    return [100.0 * int(c) / int(images.shape[0]) for c in np.asarray(correct)]
+
+
+def _data_key(seed: int, epoch: int) -> jax.Array:
+    # A stream apart from the weights and scores (nnx.Rngs(params=seed)).
+    return epoch_key(seed + 0x5EED, epoch)
+
+
+def _member_order(batch: Batch, epoch: int, n: int) -> tuple[Any, Any, bool]:
+    """Each member's data order is seeded by its own seed (so a batched run equals its single
+    runs); one (idx, valid) pair when all members share a seed, else lists."""
+    seeds = sorted({s for s, _ in batch.members})
+    bs = batch.config.batch_size
+    if len(seeds) == 1:
+        idx, valid = epoch_indices(_data_key(seeds[0], epoch), n, bs)
+        return idx, valid, True
+    per_seed = {s: epoch_indices(_data_key(s, epoch), n, bs) for s in seeds}
+    idx = [per_seed[s][0] for s, _ in batch.members]
+    valid = [per_seed[s][1] for s, _ in batch.members]
+    return idx, valid, False
+
+
+def train_batch(
+    batch: Batch,
+    data,
+    *,
+    chunk: int = 100,
+    on_chunk: Callable[[int, int, int, np.ndarray], None] | None = None,
+    on_epoch: Callable[[int, list[float], float], None] | None = None,
+    resume: Callable[[Any], tuple[int, Any, dict] | None] | None = None,
+    checkpoint: Callable[[int, Any, dict], None] | None = None,
+) -> dict[str, Any]:
+    """Train every member of ``batch`` for ``batch.config.epochs`` epochs (scores only, in place).
+
+    Returns ``test_accuracy`` (per member, per epoch), ``epoch_seconds`` (wall time of each batched
+    epoch, compile excluded), ``compile_seconds``, ``train_loss`` (per member, per epoch).
+    ``on_chunk(epoch, done_steps, total_steps, loss)`` and ``on_epoch(epoch, accs, seconds)`` report
+    progress; they do no computation. ``checkpoint(epochs_done, state, history)`` is called after
+    every epoch with ``state = (scores, opt_state)``; ``resume(like_state)`` may return such a
+    saved ``(epochs_done, state, history)`` to continue from (each epoch's data order depends only
+    on the seed and the epoch, so a resumed run equals an uninterrupted one).
+    """
+    cfg = batch.config
+    m = len(batch.members)
+    history: dict[str, Any] = {
+        "test_accuracy": [[] for _ in range(m)],
+        "train_loss": [[] for _ in range(m)],
+        "epoch_seconds": [],
+        "compile_seconds": 0.0,
+    }
+    if cfg.epochs == 0:
+        return history
+    n = int(data.train_images.shape[0])
+    spe = steps_per_epoch(n, cfg.batch_size)
+    optimizer = make_optimizer(cfg.learning_rate, cfg.epochs, spe, cfg.momentum, cfg.weight_decay)
+    opt_state = [optimizer.init(sc) for sc in batch.scores]
+    first = 0
+    saved = resume((batch.scores, opt_state)) if resume is not None else None
+    if saved is not None:
+        first, (batch.scores, opt_state), past = saved
+        history.update({k: past[k] for k in ("test_accuracy", "train_loss", "epoch_seconds")})
+    idx, valid, shared = _member_order(batch, 0, n)
+    opt_args = (cfg.learning_rate, cfg.epochs, spe, cfg.momentum, cfg.weight_decay)
+    runner = _cached_runner(batch.graphdef, m, batch.frozen_shared, opt_args, shared, batch.mode)
+    t0 = time.perf_counter()
+    args = (batch.scores, opt_state, batch.frozen, batch.counts, data.train_images,
+            data.train_labels, idx, valid)  # fmt: skip
+    compiled = runner.lower(*args, jnp.int32(0), jnp.int32(1)).compile()
+    _batched_correct.lower(
+        batch.graphdef, batch.frozen, batch.scores, batch.counts, data.test_images,
+        data.test_labels, batch.frozen_shared, 1000, batch.mode,
+    ).compile()  # fmt: skip
+    history["compile_seconds"] = time.perf_counter() - t0
+    scores = batch.scores
+    for epoch in range(first, cfg.epochs):
+        idx, valid, _ = _member_order(batch, epoch, n)
+        jax.block_until_ready(idx)
+        t0 = time.perf_counter()
+        loss_total = np.zeros(m)
+        for start in range(0, spe, chunk):
+            stop = min(start + chunk, spe)
+            scores, opt_state, loss = compiled(
+                scores, opt_state, batch.frozen, batch.counts, data.train_images,
+                data.train_labels, idx, valid, jnp.int32(start), jnp.int32(stop),
+            )  # fmt: skip
+            loss_total += np.asarray(loss) * (stop - start)
+            if on_chunk is not None:
+                on_chunk(epoch, stop, spe, loss_total / stop)
+        jax.block_until_ready(scores)
+        seconds = time.perf_counter() - t0
+        batch.scores = scores
+        accs = batch_accuracy(batch, data.test_images, data.test_labels)
+        history["epoch_seconds"].append(seconds)
+        for i in range(m):
+            history["test_accuracy"][i].append(accs[i])
+            history["train_loss"][i].append(float(loss_total[i] / spe))
+        if checkpoint is not None:
+            checkpoint(epoch + 1, (scores, opt_state), history)
+        if on_epoch is not None:
+            on_epoch(epoch, accs, seconds)
+    return history
+
+
+def member_net(batch: Batch, i: int) -> PrunedNet:
+    """Member ``i`` of a batch as a standalone network (its frozen weights, scores and counts)."""
+    frozen = batch.frozen if batch.frozen_shared else batch.frozen[i]
+    return nnx.merge(batch.graphdef, frozen, batch.scores[i], batch.counts[i])
