@@ -68,7 +68,6 @@ def bench_jax(
         epochs=1,
         batch_size=BATCH,
         seed=seed,
-        progress=False,
         precompute_features=precompute,
     )
     measured = hist["epoch_seconds"][0]

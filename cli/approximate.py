@@ -69,7 +69,7 @@ def _train_target(out: Path, epochs: int, seed: int, data, progress: bool) -> tu
             return state, path
         raise UserError(f"{path} was trained with other settings; use another --out or delete it")
     net = models.build_model("fc2", seed=seed)
-    fit(net, data, lr=0.1, epochs=epochs, seed=seed, progress=progress)
+    fit(net, data, lr=0.1, epochs=epochs, seed=seed)
     state = models.torch_state(net)
     checkpoint.save_weights(path, "fc2", state, meta_want)
     return state, path

@@ -20,6 +20,7 @@ from lottery_jax.training import DEFAULT_LR, fit, make_optimizer, steps_per_epoc
 from lottery_jax.training import evaluate as evaluate_model
 
 from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, app
+from .progress import EpochBar, progress_bar
 
 console = Console(stderr=True)
 
@@ -143,21 +144,28 @@ def train(
             out / "results.json", _history_results(config, hist, history["compile_seconds"])
         )
 
-    fit(
-        net,
-        data,
-        lr=lr,
-        epochs=epochs,
-        batch_size=batch_size,
-        seed=seed,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        schedule=schedule.value,
-        progress=progress,
-        start_epoch=start_epoch,
-        opt_state=opt_state,
-        on_epoch=on_epoch,
-    )
+    bar = EpochBar(progress_bar(progress), epochs)
+
+    def on_epoch_all(epoch: int, history: dict, net_now: Any, opt_now: Any) -> None:
+        on_epoch(epoch, history, net_now, opt_now)
+        bar.on_epoch(epoch, history)
+
+    with bar.bar:
+        fit(
+            net,
+            data,
+            lr=lr,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            schedule=schedule.value,
+            start_epoch=start_epoch,
+            opt_state=opt_state,
+            on_chunk=bar.on_chunk,
+            on_epoch=on_epoch_all,
+        )
     console.print(f"wrote {out / 'results.json'} and {weights_path}")
 
 

@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from lottery_jax.data import Dataset
 from lottery_jax.errors import UserError
@@ -219,18 +218,6 @@ def make_step_runner(
     return jax.jit(run, donate_argnums=(0, 1))
 
 
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=False,
-    )
-
-
 def fit(
     model: nnx.Module,
     data: Dataset,
@@ -243,9 +230,9 @@ def fit(
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     schedule: str = "epoch",
-    progress: bool = True,
     start_epoch: int = 0,
     opt_state: Any = None,
+    on_chunk: Callable[[int, int, int, float], None] | None = None,
     on_epoch: Callable[[int, dict, nnx.Module, Any], None] | None = None,
     precompute_features: bool = True,
 ) -> dict[str, Any]:
@@ -253,8 +240,11 @@ def fit(
 
     Returns ``test_accuracy`` (percent, one per epoch run), ``epoch_seconds`` (wall time of each
     epoch, compile excluded), ``compile_seconds``, ``train_loss`` (mean per epoch) and the final
-    ``opt_state``. ``on_epoch(epoch, history, model, opt_state)`` runs after each epoch with the
-    history so far (for checkpoints). With ``precompute_features`` a frozen feature extractor (the
+    ``opt_state``. The library draws nothing: ``on_chunk(epoch, steps_done, steps_total, mean_loss)``
+    reports progress every :data:`PROGRESS_CHUNK` steps (the loss is read back at that point whether
+    or not a callback is given, so callbacks never change when the host syncs), and
+    ``on_epoch(epoch, history, model, opt_state)`` runs after each epoch with the history so far
+    (for checkpoints). With ``precompute_features`` a frozen feature extractor (the
     LeNet5 convs) runs once over the dataset instead of every step (``feature_seconds``); see
     :func:`frozen_features`.
     A run resumed with ``start_epoch``/``opt_state`` reproduces the uninterrupted one exactly.
@@ -302,39 +292,34 @@ def fit(
         "compile_seconds": compile_seconds,
         "feature_seconds": feature_seconds,
     }
-    with _progress(progress) as bar:
-        for epoch in range(start_epoch, epochs):
-            task = bar.add_task(f"epoch {epoch + 1}/{epochs}", total=spe, info="")
-            idx, valid = epoch_indices(epoch_key(seed, epoch), n, batch_size)
-            jax.block_until_ready(idx)
-            t0 = time.perf_counter()
-            loss_total = 0.0
-            for start in range(0, spe, PROGRESS_CHUNK):
-                stop = min(start + PROGRESS_CHUNK, spe)
-                trainable, opt_state, loss = compiled(
-                    trainable,
-                    opt_state,
-                    rest,
-                    data.train_images,
-                    data.train_labels,
-                    idx,
-                    valid,
-                    jnp.int32(start),
-                    jnp.int32(stop),
-                )
-                if progress:
-                    loss_total += float(loss) * (stop - start)
-                    bar.update(task, completed=stop, info=f"loss {loss_total / stop:.4f}")
-                else:
-                    loss_total += loss * (stop - start)
-            jax.block_until_ready(trainable)
-            history["epoch_seconds"].append(time.perf_counter() - t0)
-            nnx.update(model, trainable)
-            acc = evaluate(model, data.test_images, data.test_labels, method=method)
-            history["test_accuracy"].append(acc)
-            history["train_loss"].append(float(loss_total) / spe)
-            bar.update(task, info=f"loss {float(loss_total) / spe:.4f}  test {acc:.2f}%")
-            if on_epoch is not None:
-                on_epoch(epoch, history, model, opt_state)
+    for epoch in range(start_epoch, epochs):
+        idx, valid = epoch_indices(epoch_key(seed, epoch), n, batch_size)
+        jax.block_until_ready(idx)
+        t0 = time.perf_counter()
+        loss_total = 0.0
+        for start in range(0, spe, PROGRESS_CHUNK):
+            stop = min(start + PROGRESS_CHUNK, spe)
+            trainable, opt_state, loss = compiled(
+                trainable,
+                opt_state,
+                rest,
+                data.train_images,
+                data.train_labels,
+                idx,
+                valid,
+                jnp.int32(start),
+                jnp.int32(stop),
+            )
+            loss_total += float(loss) * (stop - start)
+            if on_chunk is not None:
+                on_chunk(epoch, stop, spe, loss_total / stop)
+        jax.block_until_ready(trainable)
+        history["epoch_seconds"].append(time.perf_counter() - t0)
+        nnx.update(model, trainable)
+        acc = evaluate(model, data.test_images, data.test_labels, method=method)
+        history["test_accuracy"].append(acc)
+        history["train_loss"].append(loss_total / spe)
+        if on_epoch is not None:
+            on_epoch(epoch, history, model, opt_state)
     history["opt_state"] = opt_state
     return history

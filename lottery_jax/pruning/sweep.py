@@ -252,7 +252,7 @@ def train_baseline(
         return weights
     log(f"baseline {family}: training {epochs} epoch(s)")
     net = models.build_model(family, seed=seed)
-    history = fit(net, data, wrt=nnx.Param, lr=lr, epochs=epochs, seed=seed, progress=progress)
+    history = fit(net, data, wrt=nnx.Param, lr=lr, epochs=epochs, seed=seed)
     checkpoint.save_weights(weights, family, models.torch_state(net), config)
     accs = history["test_accuracy"]
     write_json_atomic(

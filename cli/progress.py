@@ -1,0 +1,51 @@
+"""The one progress-bar builder of the command line (the library reports through callbacks)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+#: Status lines and progress bars go to stderr; results tables to stdout.
+console = Console(stderr=True)
+
+
+def progress_bar(enabled: bool = True, *, elapsed: bool = False) -> Progress:
+    """A rich progress bar: description, bar, done/total, an ``info`` field, time left (or elapsed).
+
+    Tasks must be added with an ``info`` field (``bar.add_task(desc, total=n, info="")``).
+    """
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn() if elapsed else TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+        transient=False,
+    )
+
+
+class EpochBar:
+    """Callbacks for :func:`lottery_jax.training.fit`: one bar per epoch, loss and test accuracy."""
+
+    def __init__(self, bar: Progress, epochs: int):
+        self.bar, self.epochs, self.task = bar, epochs, None
+
+    def on_chunk(self, epoch: int, done: int, total: int, loss: float) -> None:
+        if self.task is None:
+            self.task = self.bar.add_task(f"epoch {epoch + 1}/{self.epochs}", total=total, info="")
+        self.bar.update(self.task, completed=done, info=f"loss {loss:.4f}")
+
+    def on_epoch(self, epoch: int, history: dict) -> None:
+        if self.task is not None:
+            loss, acc = history["train_loss"][-1], history["test_accuracy"][-1]
+            self.bar.update(self.task, info=f"loss {loss:.4f}  test {acc:.2f}%")
+        self.task = None
