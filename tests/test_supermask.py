@@ -20,7 +20,7 @@ from lottery_jax.nets.supermask import (
 from lottery_jax.nets.targets import Frozen
 from lottery_jax.pruning import PUBLISHED_SPARSITIES
 
-METHODS = ("radix", "bisect")
+METHODS = ("radix", "bisect", "sort")
 
 
 def reference_removed(scores: np.ndarray, k: int) -> np.ndarray:
@@ -79,12 +79,27 @@ def test_methods_agree_on_a_large_tensor():
     scores = jax.random.normal(jax.random.key(3), (300, 1001))
     radix = jax.jit(lambda s, k: pruned_flags(s, k, "radix"))
     bisect = jax.jit(lambda s, k: pruned_flags(s, k, "bisect"))
+    by_sort = jax.jit(lambda s, k: pruned_flags(s, k, "sort"))
+    # Coarse values: many ties straddle every cut.
+    coarse = jnp.round(scores * 8) / 8
     for s in (0.0, 0.025, 0.5, 0.99):
-        k = num_pruned(s, scores.size)
-        a = radix(scores, k)
-        b = bisect(scores, k)
-        assert int(a.sum()) == k
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        for sc in (scores, coarse):
+            k = num_pruned(s, sc.size)
+            a = radix(sc, k)
+            assert int(a.sum()) == k
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(bisect(sc, k)))
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(by_sort(sc, k)))
+
+
+def test_auto_method_by_backend():
+    from lottery_jax.nets.supermask import RADIX_MIN_SIZE, default_method
+
+    assert default_method(RADIX_MIN_SIZE, "cpu") == "radix"
+    assert default_method(RADIX_MIN_SIZE - 1, "cpu") == "bisect"
+    assert default_method(10, "gpu") == default_method(2_000_000, "gpu") == "sort"
+    assert default_method(2_000_000, "tpu") == "bisect"
+    with pytest.raises(ValueError, match="unknown mask method"):
+        pruned_flags(jnp.ones(4), 1, "quick")
 
 
 def test_vmap_over_counts_matches_single_calls():
