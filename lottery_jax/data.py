@@ -1,4 +1,5 @@
-"""Datasets: IDX files read directly (MNIST, Fashion-MNIST, KMNIST, ...) or tensorflow-datasets.
+"""Datasets: IDX files read directly (MNIST, Fashion-MNIST, KMNIST, ...), from a directory, from
+a copy prepared with tensorflow-datasets, or from the verified download cache (:mod:`.download`).
 
 The whole dataset lives on the device as float32 arrays; training draws each epoch's batches there
 from a seeded permutation (see :func:`lottery_jax.training.epoch_indices`), so there is no per-sample
@@ -112,25 +113,23 @@ def read_idx_dir(data_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     return {k: v[0] for k, v in out.items()}
 
 
-def _tfds_split(name: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """Read a split through ``tfds.data_source`` (array_record; TensorFlow is not needed to read)."""
+def _tfds_source(name: str, split: str, data_dir: str | None):
+    """``tfds.data_source`` of a copy a user prepared with tensorflow-datasets, or ``None`` (never
+    downloads: TFDS would need TensorFlow to prepare it; :mod:`lottery_jax.download` does without)."""
+    if importlib.util.find_spec("tensorflow_datasets") is None:
+        return None
     import tensorflow_datasets as tfds
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.ERROR)  # keep the one-line error free of TFDS chatter
     try:
-        source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-    except Exception as e:  # not prepared yet
-        if importlib.util.find_spec("tensorflow") is None:
-            raise UserError(
-                f"tensorflow-datasets has no prepared '{name}' and needs TensorFlow to prepare it "
-                "(pip install 'lottery-jax[tfds]'), or pass --data-dir with IDX files"
-            ) from None
-        try:
-            source = tfds.data_source(name, split=split, data_dir=data_dir, download=True)
-        except Exception as e2:
-            raise UserError(f"tensorflow-datasets could not prepare '{name}': {e2}") from None
-        del e
+        return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    except Exception:  # not prepared (or not a TFDS name)
+        return None
+
+
+def _tfds_split(source) -> tuple[np.ndarray, np.ndarray]:
+    """All examples of a TFDS data source (array_record; TensorFlow is not needed to read)."""
     keys = list(range(len(source)))
     try:
         examples = source.__getitems__(keys)  # one batched read from array_record
@@ -160,23 +159,38 @@ def load_dataset(
 ) -> Dataset:
     """Load a 28x28 10-class dataset onto the default device.
 
+    Where the data comes from, in order: ``data_dir`` (the CLI's ``--data-dir`` or
+    ``LOTTERY_JAX_DATA``); else a copy of ``dataset`` prepared with tensorflow-datasets, if one
+    exists; else the verified copy in the cache, downloaded first when missing
+    (:func:`lottery_jax.download.fetch_dataset`; progress goes to the callback installed with
+    :func:`lottery_jax.download.reporting`).
+
     Args:
-      data_dir: directory with the four IDX files (raw or ``.gz``); ``None`` loads ``dataset``
-        through tensorflow-datasets instead.
-      dataset: tensorflow-datasets name (``mnist``, ``fashion_mnist``, ...), used without ``data_dir``.
+      data_dir: directory with the four IDX files (raw or ``.gz``).
+      dataset: ``mnist``, ``fashion_mnist`` or ``kmnist`` (any TFDS name when prepared there),
+        used without ``data_dir``.
       inputs: ``unit`` (pixels in [0, 1], Experiment 1) or ``normalized`` (mean 0.1307, std 0.3081,
         Experiment 2).
     """
     if inputs not in INPUT_MODES:
         raise UserError(f"unknown input mode {inputs!r} (choose from {', '.join(INPUT_MODES)})")
+    train = test = None
+    if data_dir is None and (train := _tfds_source(dataset, "train", tfds_data_dir)) is not None:
+        test = _tfds_source(dataset, "test", tfds_data_dir)
     if data_dir is not None:
         arrays = read_idx_dir(data_dir)
         name = f"idx:{Path(data_dir).resolve()}"
-    else:
-        tr_x, tr_y = _tfds_split(dataset, "train", tfds_data_dir)
-        te_x, te_y = _tfds_split(dataset, "test", tfds_data_dir)
+    elif train is not None and test is not None:
+        tr_x, tr_y = _tfds_split(train)
+        te_x, te_y = _tfds_split(test)
         arrays = dict(train_images=tr_x, train_labels=tr_y, test_images=te_x, test_labels=te_y)
         name = f"tfds:{dataset}"
+    else:
+        from lottery_jax import download
+
+        directory = download.fetch_dataset(dataset)
+        arrays = read_idx_dir(directory)
+        name = f"cache:{dataset}:{directory}"
     return Dataset(
         train_images=jnp.asarray(preprocess(arrays["train_images"], inputs)),
         train_labels=jnp.asarray(arrays["train_labels"], jnp.int32),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import shutil
 import zlib
 
@@ -282,15 +281,15 @@ def test_tfds_fashion_mnist_mock():
     assert d.name == "tfds:fashion_mnist" and d.train_images.shape == (5, 28, 28, 1)
 
 
-def test_tfds_unprepared_without_tensorflow_is_a_clear_error(tmp_path):
-    pytest.importorskip("tensorflow_datasets")
-    if importlib.util.find_spec("tensorflow") is not None:
-        pytest.skip("TensorFlow is installed: TFDS would try to download and prepare MNIST")
+def test_tfds_unprepared_falls_back_to_the_download_cache(tmp_path, monkeypatch):
+    """No prepared TFDS copy and no mirror reachable: one line naming the URL and --data-dir."""
+    monkeypatch.setenv("LOTTERY_JAX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LOTTERY_JAX_MIRROR", "http://127.0.0.1:9/")  # discard port: refused
     with pytest.raises(UserError) as info:
-        load_dataset(None, dataset="mnist", tfds_data_dir=str(tmp_path))
+        load_dataset(None, dataset="mnist", tfds_data_dir=str(tmp_path / "tfds"))
     message = str(info.value)
     assert "\n" not in message
-    assert "TensorFlow" in message and "--data-dir" in message
+    assert "http://127.0.0.1:9/train-images-idx3-ubyte.gz" in message and "--data-dir" in message
 
 
 # --- the real MNIST ------------------------------------------------------------------------------

@@ -1,0 +1,331 @@
+"""Fetching datasets without TensorFlow: a loopback HTTP server on 127.0.0.1 stands in for mirrors.
+
+Small generated IDX files (whose sha256 the tests pass in) exercise every path; the real MNIST
+(when present beside the repository) checks the built-in checksums end to end.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.server
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import synthetic_digits
+
+from lottery_jax import download
+from lottery_jax.download import STEMS, DatasetSpec, IdxFile
+from lottery_jax.errors import UserError
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self):  # noqa: N802
+        srv = self.server
+        name = self.path.rsplit("/", 1)[-1]
+        with srv.lock:
+            srv.requests.append(name)
+        body = srv.files.get(name)
+        if body is None:
+            self.send_error(404)
+            return
+        if srv.delay:
+            time.sleep(srv.delay)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if name in srv.truncate:
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, files: dict[str, bytes]):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.files = dict(files)
+        self.requests: list[str] = []
+        self.truncate: set[str] = set()
+        self.delay = 0.0
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/data/"
+
+
+@pytest.fixture
+def serve():
+    """Start loopback servers holding given files; each stops at the end of the test."""
+    servers = []
+
+    def start(files: dict[str, bytes]) -> _Server:
+        srv = _Server(files)
+        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(monkeypatch, tmp_path):
+    """No test here touches ~/.cache or reads the CI's data directory."""
+    monkeypatch.delenv("LOTTERY_JAX_DATA", raising=False)
+    monkeypatch.delenv(download.ENV_MIRROR, raising=False)
+    monkeypatch.setenv(download.ENV_CACHE, str(tmp_path / "cache"))
+
+
+def _idx(array: np.ndarray) -> bytes:
+    magic = 0x803 if array.ndim == 3 else 0x801
+    return magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape) + (
+        array.astype(np.uint8).tobytes()
+    )
+
+
+def tiny_dataset(name: str = "tiny", *, hash_of: str = "raw"):
+    """(spec with the right checksums, {file.gz: bytes served}, {stem: raw bytes})."""
+    tr_x, tr_y = synthetic_digits(64, 1)
+    te_x, te_y = synthetic_digits(32, 2)
+    raw = dict(zip(STEMS, (_idx(tr_x), _idx(tr_y), _idx(te_x), _idx(te_y)), strict=True))
+    gz = {stem: gzip.compress(b, mtime=0) for stem, b in raw.items()}
+    files = tuple(
+        IdxFile(stem, hashlib.sha256(raw[stem] if hash_of == "raw" else gz[stem]).hexdigest(),
+                hash_of, len(raw[stem]) if hash_of == "raw" else None)  # fmt: skip
+        for stem in STEMS
+    )
+    spec = DatasetSpec(name=name, mirrors=(), files=files)
+    return spec, {f"{s}.gz": b for s, b in gz.items()}, raw
+
+
+def _cache_files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("hash_of", ["raw", "gz"])
+def test_fetch_verifies_caches_and_reuses(serve, tmp_path, hash_of):
+    spec, served, raw = tiny_dataset(hash_of=hash_of)
+    srv = serve(served)
+    events = []
+    d = download.fetch_dataset("tiny", spec=spec, mirrors=(srv.url,), callback=events.append)
+    assert d == tmp_path / "cache" / "tiny"
+    for stem in STEMS:
+        assert (d / stem).read_bytes() == raw[stem]
+    assert sorted(srv.requests) == sorted(served)
+    kinds = [e.kind for e in events]
+    assert kinds.count("done") == 4 and kinds[-1] == "end" and "failed" not in kinds
+    assert any(e.kind == "progress" and e.done == e.total for e in events)
+    leftovers = [n for n in _cache_files(tmp_path / "cache") if ".part" in n]
+    assert leftovers == []
+    # Second run: served from the cache, no request at all.
+    srv.requests.clear()
+    assert download.fetch_dataset("tiny", spec=spec, mirrors=(srv.url,)) == d
+    assert srv.requests == []
+    assert all(s.verified for s in download.dataset_status("tiny", spec=spec))
+
+
+def test_mirror_env_and_load_dataset_read_the_cache(serve, monkeypatch):
+    from lottery_jax.data import load_dataset
+
+    spec, served, raw = tiny_dataset("mnist")
+    srv = serve(served)
+    monkeypatch.setitem(download.DATASETS, "mnist", spec)
+    monkeypatch.setenv(download.ENV_MIRROR, srv.url)
+    d = load_dataset(None, dataset="mnist", inputs="unit")
+    assert d.train_images.shape == (64, 28, 28, 1) and d.test_labels.shape == (32,)
+    want = np.frombuffer(raw[STEMS[3]], np.uint8, offset=8)
+    np.testing.assert_array_equal(np.asarray(d.test_labels), want)
+    assert d.name.startswith("cache:mnist")
+
+
+def test_corrupt_file_is_never_cached_and_next_mirror_is_tried(serve, tmp_path):
+    spec, served, _ = tiny_dataset()
+    bad = dict(served)
+    name = f"{STEMS[0]}.gz"
+    body = bytearray(gzip.decompress(served[name]))
+    body[-1] ^= 0xFF  # one flipped pixel: a valid gzip, a valid IDX, the wrong data
+    bad[name] = gzip.compress(bytes(body))
+    corrupt = serve(bad)
+    with pytest.raises(download.DownloadError) as e:
+        download.fetch_dataset("tiny", spec=spec, mirrors=(corrupt.url,))
+    msg = str(e.value)
+    assert "checksum mismatch" in msg and corrupt.url + name in msg and "--data-dir" in msg
+    assert "\n" not in msg
+    assert not (tmp_path / "cache" / "tiny" / STEMS[0]).exists()
+    assert not [n for n in _cache_files(tmp_path / "cache") if ".part" in n]
+    # The corrupt mirror first, a good one second: the good copy lands.
+    good = serve(served)
+    events = []
+    download.fetch_dataset("tiny", spec=spec, mirrors=(corrupt.url, good.url), callback=events.append)
+    assert any(e.kind == "failed" and "checksum" in e.message for e in events)
+    assert all(s.verified for s in download.dataset_status("tiny", spec=spec))
+
+
+def test_cached_file_damaged_later_is_fetched_again(serve):
+    spec, served, raw = tiny_dataset()
+    srv = serve(served)
+    d = download.fetch_dataset("tiny", spec=spec, mirrors=(srv.url,))
+    (d / STEMS[2]).write_bytes(raw[STEMS[2]][:-1] + b"\x00")
+    status = {s.stem: s for s in download.dataset_status("tiny", spec=spec)}
+    assert status[STEMS[2]].present and not status[STEMS[2]].verified
+    srv.requests.clear()
+    download.fetch_dataset("tiny", spec=spec, mirrors=(srv.url,))
+    assert srv.requests == [f"{STEMS[2]}.gz"]
+    assert (d / STEMS[2]).read_bytes() == raw[STEMS[2]]
+
+
+def test_truncated_transfer(serve, tmp_path):
+    spec, served, _ = tiny_dataset()
+    srv = serve(served)
+    srv.truncate.add(f"{STEMS[0]}.gz")
+    with pytest.raises(download.DownloadError, match="cut short|not a complete gzip") as e:
+        download.fetch_dataset("tiny", spec=spec, mirrors=(srv.url,))
+    assert "tiny" in str(e.value)
+    assert not (tmp_path / "cache" / "tiny" / STEMS[0]).exists()
+    assert not [n for n in _cache_files(tmp_path / "cache") if ".part" in n]
+
+
+def test_http_error_names_status(serve):
+    spec, served, _ = tiny_dataset()
+    srv = serve({k: v for k, v in served.items() if not k.startswith(STEMS[1])})
+    with pytest.raises(download.DownloadError, match="HTTP 404"):
+        download.fetch_dataset("tiny", spec=spec, mirrors=(srv.url,))
+    # The files before the missing one are cached and verified; nothing else is.
+    status = {s.stem: s.verified for s in download.dataset_status("tiny", spec=spec)}
+    assert status == {STEMS[0]: True, STEMS[1]: False, STEMS[2]: False, STEMS[3]: False}
+
+
+def test_server_down_fails_fast_with_one_line(serve):
+    spec, served, _ = tiny_dataset()
+    srv = serve(served)
+    url = srv.url
+    srv.shutdown()
+    srv.server_close()  # nothing listens on that port any more
+    t0 = time.perf_counter()
+    with pytest.raises(download.DownloadError) as e:
+        download.fetch_dataset("tiny", spec=spec, mirrors=(url, url))
+    assert time.perf_counter() - t0 < 10
+    msg = str(e.value)
+    assert msg.startswith("cannot download tiny") and url in msg and "connection refused" in msg
+    assert "--data-dir" in msg and "\n" not in msg
+
+
+def test_offline_builtin_mirrors_fail_fast(monkeypatch, tmp_path):
+    """The built-in mirrors, on a machine without network: a clear error well within 10 s."""
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    t0 = time.perf_counter()
+    with pytest.raises(download.DownloadError) as e:
+        download.fetch_dataset("mnist")
+    assert time.perf_counter() - t0 < 10
+    msg = str(e.value)
+    assert "mnist" in msg and download.DATASETS["mnist"].mirrors[-1] in msg
+    assert "offline" in msg and "--data-dir" in msg
+    assert not [n for n in _cache_files(tmp_path / "cache") if ".part" in n]
+
+
+def test_concurrent_fetches_leave_one_valid_copy(serve, tmp_path):
+    spec, served, raw = tiny_dataset()
+    srv = serve(served)
+    srv.delay = 0.05  # long enough for the two fetches to overlap
+    errors: list[BaseException] = []
+
+    def fetch():
+        try:
+            download.fetch_dataset("tiny", spec=spec, mirrors=(srv.url,))
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=fetch) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert sorted(srv.requests) == sorted(served)  # each file downloaded once, under the lock
+    d = tmp_path / "cache" / "tiny"
+    assert sorted(p.name for p in d.iterdir() if not p.name.startswith(".")) == sorted(STEMS)
+    for stem in STEMS:
+        assert (d / stem).read_bytes() == raw[stem]
+
+
+def test_concurrent_processes(serve, tmp_path):
+    """Two processes fetching at once: one downloads, the other waits and reads its copy."""
+    import subprocess
+    import sys
+
+    spec, served, raw = tiny_dataset()
+    srv = serve(served)
+    srv.delay = 0.1
+    code = (
+        "import sys, json; from lottery_jax import download as d\n"
+        "spec = d.DatasetSpec('tiny', (), tuple(d.IdxFile(**f) for f in json.loads(sys.argv[1])))\n"
+        "d.fetch_dataset('tiny', spec=spec, mirrors=(sys.argv[2],))\n"
+    )
+    import dataclasses
+    import json
+
+    arg = json.dumps([dataclasses.asdict(f) for f in spec.files])
+    env = {**os.environ, download.ENV_CACHE: str(tmp_path / "cache"), "JAX_PLATFORMS": "cpu"}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, arg, srv.url], env=env) for _ in range(2)
+    ]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    assert sorted(srv.requests) == sorted(served)
+    for stem in STEMS:
+        assert (tmp_path / "cache" / "tiny" / stem).read_bytes() == raw[stem]
+
+
+def test_unknown_dataset_and_cache_rules(monkeypatch, tmp_path):
+    with pytest.raises(UserError, match="no download source for dataset 'emnist'"):
+        download.fetch_dataset("emnist")
+    monkeypatch.delenv(download.ENV_CACHE)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert download.cache_root() == tmp_path / "xdg" / "lottery-jax"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert download.cache_root() == tmp_path / "home" / ".cache" / "lottery-jax"
+    monkeypatch.setenv(download.ENV_MIRROR, "http://a/ http://b/")
+    assert download.mirrors_for(download.DATASETS["mnist"]) == ("http://a/", "http://b/")
+
+
+# --- the real MNIST, served from the loopback mirror -------------------------------------------
+
+
+@pytest.fixture
+def mnist_mirror(serve, mnist_dir):
+    files = {p.name: p.read_bytes() for p in Path(mnist_dir).glob("*-ubyte.gz")}
+    if len(files) != 4:
+        pytest.skip("the real MNIST as .gz files is not at hand")
+    return serve(files)
+
+
+def test_real_mnist_verifies_with_the_builtin_checksums(mnist_mirror, monkeypatch, tmp_path):
+    monkeypatch.setenv(download.ENV_MIRROR, mnist_mirror.url)
+    d = download.fetch_dataset("mnist")
+    assert d == tmp_path / "cache" / "mnist"
+    assert all(s.verified for s in download.dataset_status("mnist"))
+    mnist_mirror.requests.clear()
+    download.fetch_dataset("mnist")
+    assert mnist_mirror.requests == []
