@@ -4,7 +4,8 @@ A file holds one array per parameter, keyed like a PyTorch state dict (``fc1.wei
 (out, in), ``conv1.weight`` of shape (out, in, kh, kw)), plus an optional ``__meta__`` entry: a JSON
 string with the model name and the configuration that made it. Files without ``__meta__`` (such as
 the paper's own target ``fc2_e10_h500.npz``) load too. Training state for resuming (optimizer
-leaves, epoch) is kept in a separate ``resume.npz`` beside it.
+leaves, epoch) is kept in a separate ``resume.npz`` beside it; :mod:`lottery_jax.runs` commits the
+three files of a training run together.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
 from lottery_jax.errors import UserError
@@ -24,14 +24,32 @@ META_KEY = "__meta__"
 WEIGHT_PREFIX = "weights/"
 
 
+def weights_arrays(
+    model_name: str, state: dict[str, np.ndarray], meta: dict | None = None
+) -> dict[str, np.ndarray]:
+    """The arrays of a weight file: ``state`` (PyTorch layout) and ``{"model": model_name, **meta}``.
+
+    ``meta`` should name the input preprocessing (``"inputs"``: ``unit`` or ``normalized``), so
+    that ``evaluate`` scores the weights on the inputs they were made for.
+    """
+    meta = {"model": model_name, **(meta or {})}
+    arrays = {k: np.asarray(v) for k, v in state.items()}
+    arrays[META_KEY] = np.asarray(json.dumps(meta))
+    return arrays
+
+
+def weights_bytes(model_name: str, state: dict[str, np.ndarray], meta: dict | None = None) -> bytes:
+    """The bytes of a weight file (for :meth:`lottery_jax.rundir.RunDir.commit`)."""
+    from lottery_jax.rundir import npz_bytes
+
+    return npz_bytes(weights_arrays(model_name, state, meta))
+
+
 def save_weights(
     path: str | os.PathLike, model_name: str, state: dict[str, np.ndarray], meta: dict | None = None
 ) -> Path:
     """Write ``state`` (PyTorch layout) and ``{"model": model_name, **meta}`` atomically."""
-    meta = {"model": model_name, **(meta or {})}
-    arrays = {k: np.asarray(v) for k, v in state.items()}
-    arrays[META_KEY] = np.asarray(json.dumps(meta))
-    return save_npz_atomic(path, arrays)
+    return save_npz_atomic(path, weights_arrays(model_name, state, meta))
 
 
 def read_npz(path: str | os.PathLike, what: str = "weight file") -> dict[str, np.ndarray]:
@@ -62,6 +80,21 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[s
     return arrays, meta
 
 
+def resume_arrays(
+    opt_state: Any, epoch: int, meta: dict, weights: dict[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """Everything to resume exactly: optimizer state leaves (``state/leaf00000``..., the one
+    format of every resumable command, :func:`lottery_jax.rundir.pack_tree`), the number of
+    finished epochs, ``meta`` and the model ``weights`` (PyTorch layout) of that epoch."""
+    from lottery_jax.rundir import pack_tree
+
+    arrays = pack_tree(opt_state)
+    arrays.update({f"{WEIGHT_PREFIX}{k}": np.asarray(v) for k, v in (weights or {}).items()})
+    arrays["epoch"] = np.asarray(epoch)
+    arrays[META_KEY] = np.asarray(json.dumps(meta))
+    return arrays
+
+
 def save_resume(
     path: str | os.PathLike,
     opt_state: Any,
@@ -69,43 +102,44 @@ def save_resume(
     meta: dict,
     weights: dict[str, np.ndarray] | None = None,
 ) -> Path:
-    """Everything to resume exactly, in one atomically written file: optimizer state leaves, the
-    number of finished epochs, ``meta`` and the model ``weights`` (PyTorch layout) of that epoch."""
-    leaves = jax.tree.leaves(opt_state)
-    arrays = {f"leaf{i:04d}": np.asarray(x) for i, x in enumerate(leaves)}
-    arrays.update({f"{WEIGHT_PREFIX}{k}": np.asarray(v) for k, v in (weights or {}).items()})
-    arrays["epoch"] = np.asarray(epoch)
-    arrays[META_KEY] = np.asarray(json.dumps(meta))
-    return save_npz_atomic(path, arrays)
+    """:func:`resume_arrays` in one atomically written file."""
+    return save_npz_atomic(path, resume_arrays(opt_state, epoch, meta, weights))
+
+
+def parse_resume(
+    arrays: dict[str, np.ndarray], like_opt_state: Any, config: dict | None = None, *, source=""
+) -> tuple[Any, int, dict, dict[str, np.ndarray]]:
+    """Inverse of :func:`resume_arrays`: (opt_state, epoch, meta, weights); ``like_opt_state``
+    gives the tree structure. Files of the first release (leaves ``leaf0000``...) load too.
+
+    With ``config``, the file must have been written by a run of that same configuration (checked
+    before its optimizer state is read, since another model's state has another structure).
+    """
+    from lottery_jax.rundir import LEAF_PREFIX, unpack_tree
+
+    try:
+        meta = json.loads(str(arrays[META_KEY]))
+        epoch = int(arrays["epoch"])
+    except (KeyError, ValueError, json.JSONDecodeError):
+        raise UserError(f"{source} is not a resume file; delete it to restart") from None
+    if config is not None and meta.get("config") != config:
+        raise UserError(
+            f"{Path(source).parent} holds a run with a different configuration; "
+            "use another --out or delete it"
+        )
+    leaves = {k: v for k, v in arrays.items() if k.startswith(LEAF_PREFIX)}
+    if not leaves:  # the first release: leaf0000, leaf0001, ...
+        leaves = {f"{LEAF_PREFIX}{int(k[4:]):05d}": v for k, v in arrays.items()
+                  if k.startswith("leaf") and k[4:].isdigit()}  # fmt: skip
+    state = unpack_tree(leaves, like_opt_state)
+    if state is None:
+        raise UserError(f"{source}: optimizer state does not fit this model; delete it to restart")
+    weights = {k[len(WEIGHT_PREFIX) :]: v for k, v in arrays.items() if k.startswith(WEIGHT_PREFIX)}
+    return state, epoch, meta, weights
 
 
 def load_resume(
     path: str | os.PathLike, like_opt_state: Any, config: dict | None = None
 ) -> tuple[Any, int, dict, dict[str, np.ndarray]]:
-    """Inverse of :func:`save_resume`: (opt_state, epoch, meta, weights); ``like_opt_state`` gives
-    the tree structure.
-
-    With ``config``, the file must have been written by a run of that same configuration (checked
-    before its optimizer state is read, since another model's state has another structure).
-    """
-    arrays = read_npz(Path(path))
-    try:
-        meta = json.loads(str(arrays[META_KEY]))
-        epoch = int(arrays["epoch"])
-    except (KeyError, ValueError, json.JSONDecodeError):
-        raise UserError(f"{path} is not a resume file; delete it to restart") from None
-    if config is not None and meta.get("config") != config:
-        raise UserError(
-            f"{Path(path).parent} holds a run with a different configuration; "
-            "use another --out or delete it"
-        )
-    treedef = jax.tree.structure(like_opt_state)
-    like = jax.tree.leaves(like_opt_state)
-    keys = [f"leaf{i:04d}" for i in range(treedef.num_leaves)]
-    if any(k not in arrays for k in keys) or any(
-        arrays[k].shape != np.shape(b) for k, b in zip(keys, like, strict=True)
-    ):
-        raise UserError(f"{path}: optimizer state does not fit this model; delete it to restart")
-    state = jax.tree.unflatten(treedef, [jax.numpy.asarray(arrays[k]) for k in keys])
-    weights = {k[len(WEIGHT_PREFIX) :]: v for k, v in arrays.items() if k.startswith(WEIGHT_PREFIX)}
-    return state, epoch, meta, weights
+    """:func:`parse_resume` of the file at ``path``."""
+    return parse_resume(read_npz(Path(path), "resume file"), like_opt_state, config, source=path)

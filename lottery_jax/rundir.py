@@ -1,0 +1,601 @@
+"""Run directories: how every command persists its work, and why a rerun can trust what it finds.
+
+One module owns it, so that ``train``, ``approximate``, ``prune`` and ``sweep`` behave alike:
+
+- **Up front.** :func:`prepare_dir` creates the output directory and proves it writable (it
+  writes and removes a probe file) before any work, so a bad ``--out`` is a one-line error, not a
+  traceback after an epoch of training.
+- **One writer.** A run holds an exclusive lock (``.lock``, an OS file lock from :mod:`filelock`)
+  while it writes; the holder (pid, host, command, start time) is recorded beside it in
+  ``.lock.json``, so a second run is refused with one line naming the holder. The OS drops the lock
+  when its process dies, so a killed run never blocks the next one.
+- **Same arguments.** ``run.json`` records the run's arguments and their fingerprint (sha256 of the
+  canonical JSON). A rerun with other arguments is refused, naming the first setting that differs.
+- **Files that belong together commit together.** :meth:`RunDir.commit` writes every file to a
+  temporary sibling, then writes the journal ``.commit.json`` (each file's sha256 and temporary name)
+  atomically: that rename is the commit point. The temporaries are then renamed into place; a run
+  killed in between is completed (rolled forward) by the next one, and a run killed before the
+  journal leaves the previous commit untouched. A rerun therefore finds the files of one commit,
+  never a mix of two epochs.
+- **Sealed pieces.** Chunks (``approximate``) and partial states (``prune``/``sweep``) are single
+  ``.npz`` files that carry the fingerprint of the run that wrote them and a sha256 of their
+  contents (:func:`write_sealed`). A truncated, bit-flipped or foreign piece is detected on reading
+  (:func:`read_sealed`), deleted and recomputed; it is never reused and never raises a zip error.
+- **No litter.** Temporary files (``.NAME.*.tmp``) that an interrupted writer left are removed the
+  next time the directory is opened under its lock.
+
+Tree-shaped state (optimizer state) is stored as ``state/leaf00000``... arrays
+(:func:`pack_tree`/:func:`unpack_tree`), one format for every resumable command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import secrets
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock, Timeout
+
+from lottery_jax.errors import UserError
+
+RUN_FORMAT = "lottery-jax-run/1"
+LOCK_NAME = ".lock"
+HOLDER_NAME = ".lock.json"
+RUN_NAME = "run.json"
+JOURNAL_NAME = ".commit.json"
+TMP_SUFFIX = ".tmp"
+SEAL_KEY = "__seal__"
+LEAF_PREFIX = "state/leaf"
+
+#: Called with one line of news (recovered commit, recomputed chunk, removed leftovers).
+Log = Callable[[str], None]
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+# ----------------------------------------------------------------------------- canonical forms
+
+
+def canonical_json(obj: Any) -> str:
+    """The canonical JSON text of ``obj`` (sorted keys, no spaces; paths and numpy scalars
+    converted); equal arguments give equal text."""
+    return json.dumps(_plain(obj), sort_keys=True, separators=(",", ":"), allow_nan=True)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+def fingerprint(args: Any) -> str:
+    """sha256 (hex) of the canonical JSON of ``args``."""
+    return hashlib.sha256(canonical_json(args).encode()).hexdigest()
+
+
+def first_difference(old: Any, new: Any, key: str = "") -> tuple[str, Any, Any] | None:
+    """The first setting (dotted key, old value, new value) where two argument records differ."""
+    old, new = _plain(old), _plain(new)
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in [*old, *(k for k in new if k not in old)]:
+            sub = f"{key}.{k}" if key else str(k)
+            if k not in old:
+                return sub, "(unset)", new[k]
+            if k not in new:
+                return sub, old[k], "(unset)"
+            found = first_difference(old[k], new[k], sub)
+            if found:
+                return found
+        return None
+    if old == new or (_is_nan(old) and _is_nan(new)):
+        return None
+    return key or "arguments", old, new
+
+
+def _is_nan(v: Any) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+def _show(v: Any) -> str:
+    return json.dumps(v) if isinstance(v, str | dict | list) or v is None else str(v)
+
+
+# ----------------------------------------------------------------------------- bytes of files
+
+
+def npz_bytes(arrays: Mapping[str, Any]) -> bytes:
+    """``np.savez_compressed`` of ``arrays`` into memory."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    return buf.getvalue()
+
+
+def json_bytes(obj: Any) -> bytes:
+    """Indented JSON text of ``obj`` (numpy/jax scalars and arrays converted), newline-terminated."""
+    from lottery_jax.results import _to_jsonable
+
+    return (json.dumps(_to_jsonable(obj), indent=2) + "\n").encode()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _file_sha256(path: Path) -> str | None:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}")
+
+
+def _write_new(path: Path, data: bytes, sync: bool) -> None:
+    """Create ``path`` (must not exist) with ``data``; the usual file mode (0666 & ~umask)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _sync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, *, sync: bool = False) -> Path:
+    """Write ``data`` to a temporary sibling, then rename it onto ``path``."""
+    path = Path(path)
+    tmp = _tmp_name(path)
+    _write_new(tmp, data, sync)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ----------------------------------------------------------------------------- the directory
+
+
+def prepare_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
+    """Create ``path`` (and parents) and prove it writable; a one-line UserError otherwise.
+
+    The check writes and removes a probe file rather than asking ``os.access`` (which says yes to
+    root on a read-only mount and cannot see every ACL).
+    """
+    path = Path(path)
+    for parent in (path, *path.parents):
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"{what} {path}: {parent} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {what} {path}: {e.strerror or e}") from None
+    probe = path / f".write-probe.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}"
+    try:
+        _write_new(probe, b"", sync=False)
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to {what} {path}: {e.strerror or e}") from None
+    return path
+
+
+def clean_leftovers(directory: Path, *, names: Iterable[str] | None = None,
+                    recursive: bool = True) -> int:  # fmt: skip
+    """Remove temporary files (``.NAME.*.tmp``) an interrupted writer left in ``directory``.
+
+    ``names`` limits it to the temporaries of those file names. Subdirectories that are run
+    directories of their own (they hold a ``.lock``) are left to their own runs. Call it only while
+    holding the lock that covers those files.
+    """
+    if not directory.is_dir():
+        return 0
+    prefixes = None if names is None else tuple(f".{n}." for n in names)
+    removed = 0
+    for p in list(directory.iterdir()):
+        if p.is_dir():
+            if recursive and not (p / LOCK_NAME).exists():
+                removed += clean_leftovers(p, names=names, recursive=True)
+            continue
+        if not (p.name.startswith(".") and p.name.endswith(TMP_SUFFIX)):
+            continue
+        if prefixes and not p.name.startswith(prefixes):
+            continue
+        with contextlib.suppress(OSError):
+            p.unlink()
+            removed += 1
+    return removed
+
+
+class RunLocked(UserError):
+    """Another live process holds the run directory (or run) this one wants to write."""
+
+
+def _holder_record(command: str) -> dict[str, Any]:
+    return {
+        "pid": os.getpid(),
+        "host": platform.node(),
+        "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _describe_holder(holder_path: Path) -> str:
+    try:
+        h = json.loads(holder_path.read_text())
+        return (
+            f"pid {h.get('pid')} on {h.get('host')} ({h.get('command')}), "
+            f"since {h.get('started')}"
+        )
+    except (OSError, ValueError, AttributeError):
+        return "another process"
+
+
+class Lock:
+    """An exclusive, non-reentrant lock on ``path`` (an OS file lock) with a holder record.
+
+    ``wait``: False refuses at once when held, True waits for the holder, a number waits that many
+    seconds. A dead holder's lock is free again (the OS releases it with the process).
+    """
+
+    def __init__(self, path: Path, what: str, command: str = "", wait: bool | float = False):
+        self.path = Path(path)
+        self.holder = self.path.with_name(self.path.name + ".json")
+        self.what = what
+        self.command = command
+        self.wait = wait
+        self._lock = FileLock(str(self.path), timeout=self._timeout())
+
+    def _timeout(self) -> float:
+        if self.wait is True:
+            return -1
+        return 0 if self.wait is False else float(self.wait)
+
+    def acquire(self) -> Lock:
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise RunLocked(
+                f"{self.what} is in use by {_describe_holder(self.holder)}; wait for it to "
+                "finish or write elsewhere"
+            ) from None
+        except OSError as e:
+            raise UserError(f"cannot lock {self.what}: {e.strerror or e}") from None
+        with contextlib.suppress(OSError):
+            write_atomic(self.holder, json.dumps(_holder_record(self.command)).encode())
+        return self
+
+    def release(self) -> None:
+        if self._lock.is_locked:
+            with contextlib.suppress(OSError):
+                self.holder.unlink()
+            self._lock.release()
+
+    def __enter__(self) -> Lock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+@contextlib.contextmanager
+def claim(out: Path, names: Iterable[str], command: str = "", wait: bool | float = False):
+    """Hold the lock of every run ``out/<name>`` (for results directories that many runs share,
+    ``prune``/``sweep``); refused with one line naming the holder when another process has one.
+    Leftover temporaries in those run folders are removed once held."""
+    locks: list[Lock] = []
+    try:
+        for name in sorted(set(names)):
+            prepare_dir(out / name)
+            locks.append(Lock(out / name / LOCK_NAME, f"run {out / name}", command, wait).acquire())
+            clean_leftovers(out / name, recursive=False)
+        yield locks
+    finally:
+        for lock in reversed(locks):
+            lock.release()
+
+
+class RunDir:
+    """A run directory held by this process: lock, fingerprint, commits and sealed pieces.
+
+    Use as a context manager (or :meth:`open`/:meth:`close`)::
+
+        with RunDir(out, command="train", args=config) as run:
+            state = run.committed()            # the last commit (None: nothing yet)
+            ...
+            run.commit({"model.npz": npz_bytes(...), "results.json": json_bytes(...)},
+                       state={"epochs_done": 3})
+
+    ``args`` (optional, also later through :meth:`require`) are the settings that define the run:
+    a directory holding a run of other settings is refused.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        command: str = "",
+        args: Any = None,
+        wait: bool | float = False,
+        log: Log = _quiet,
+    ):
+        self.path = Path(path)
+        self.command = command
+        self.log = log
+        self._args = args
+        self._fp: str | None = None
+        self._lock = Lock(self.path / LOCK_NAME, f"{self.path}", command, wait)
+        self._open = False
+
+    # -- life cycle
+    def open(self) -> RunDir:
+        prepare_dir(self.path)
+        self._lock.acquire()
+        self._open = True
+        try:
+            self._recover()
+            if self._args is not None:
+                self.require(self._args)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self._lock.release()
+
+    def __enter__(self) -> RunDir:
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- identity
+    @property
+    def fingerprint(self) -> str | None:
+        """The fingerprint of the run's arguments (after :meth:`require`)."""
+        return self._fp
+
+    def require(self, args: Any) -> str:
+        """Record ``args`` as this run's settings, or refuse when the directory holds a run of
+        other settings (naming the first that differs). Returns the fingerprint."""
+        fp = fingerprint(args)
+        path = self.path / RUN_NAME
+        old = _read_json(path)
+        if old is not None and old.get("fingerprint") != fp:
+            diff = first_difference(old.get("args"), _plain(args))
+            if diff is None:  # (same arguments, older fingerprint rule)
+                diff = ("fingerprint", old.get("fingerprint"), fp)
+            key, was, now = diff
+            raise UserError(
+                f"{self.path} holds a run with {key}={_show(was)}; this run has "
+                f"{key}={_show(now)} (a different configuration: use another output directory "
+                "or delete it)"
+            )
+        if old is None:
+            record = {"format": RUN_FORMAT, "command": self.command, "fingerprint": fp,
+                      "args": _plain(args)}  # fmt: skip
+            write_atomic(path, (json.dumps(record, indent=2) + "\n").encode(), sync=True)
+        self._args, self._fp = args, fp
+        return fp
+
+    # -- commits
+    def commit(self, files: Mapping[str, bytes], state: Any = None) -> None:
+        """Replace ``files`` (names relative to the directory) and ``state`` together.
+
+        Every file is written to a temporary sibling first; the journal that names them is the
+        commit point; then they are renamed into place. See the module docstring.
+        """
+        self._check_open()
+        entries = {}
+        pending: list[tuple[Path, Path]] = []
+        try:
+            for name, data in files.items():
+                final = self.path / name
+                final.parent.mkdir(parents=True, exist_ok=True)
+                tmp = _tmp_name(final)
+                _write_new(tmp, data, sync=True)
+                pending.append((tmp, final))
+                entries[name] = {"sha256": _sha256(data), "pending": tmp.name}
+            journal = {"format": RUN_FORMAT, "fingerprint": self._fp, "state": _plain(state),
+                       "files": entries}  # fmt: skip
+            write_atomic(self.path / JOURNAL_NAME, json.dumps(journal, indent=1).encode(),
+                         sync=True)  # fmt: skip
+        except BaseException:
+            for tmp, _ in pending:
+                tmp.unlink(missing_ok=True)
+            raise
+        _sync_dir(self.path)
+        for tmp, final in pending:  # (an interrupt here is completed by the next run)
+            os.replace(tmp, final)
+
+    def committed(self) -> Any:
+        """The ``state`` of the last commit whose files are all present and intact, else None
+        (with a line to the log saying what is wrong)."""
+        self._check_open()
+        journal = _read_json(self.path / JOURNAL_NAME)
+        if journal is None:
+            return None
+        if self._fp is not None and journal.get("fingerprint") != self._fp:
+            self.log(f"{self.path}: the last commit belongs to other arguments; starting over")
+            return None
+        for name, entry in (journal.get("files") or {}).items():
+            if _file_sha256(self.path / name) != entry.get("sha256"):
+                self.log(f"{self.path / name} does not match its commit record; starting over")
+                return None
+        return journal.get("state")
+
+    def _recover(self) -> None:
+        """Finish a commit that was interrupted after its journal; drop leftovers."""
+        journal = _read_json(self.path / JOURNAL_NAME)
+        if journal is not None:
+            for name, entry in (journal.get("files") or {}).items():
+                final = self.path / name
+                tmp = final.with_name(str(entry.get("pending", "")))
+                ok = entry.get("pending") and tmp.is_file()
+                if ok and _file_sha256(tmp) == entry.get("sha256"):  # (else: a leftover)
+                    os.replace(tmp, final)
+                    self.log(f"completed the interrupted commit of {final}")
+        removed = clean_leftovers(self.path)
+        if removed:
+            self.log(f"removed {removed} temporary file(s) left by an interrupted run in {self.path}")
+
+    # -- sealed pieces (chunks, partial states)
+    def save_chunk(self, name: str, arrays: Mapping[str, Any]) -> Path:
+        """Write ``chunks/<name>.npz`` sealed with this run's fingerprint."""
+        self._check_open()
+        return write_sealed(self.chunk_path(name), arrays, self._seal_id(name))
+
+    def load_chunk(self, name: str, expect_shapes: Mapping[str, tuple] | None = None):
+        """The arrays of ``chunks/<name>.npz`` if it is intact, of this run and of the expected
+        shapes; else None (a bad chunk is deleted, so it is recomputed)."""
+        self._check_open()
+        return read_sealed(self.chunk_path(name), self._seal_id(name), expect_shapes, self.log)
+
+    def chunk_path(self, name: str) -> Path:
+        return self.path / "chunks" / f"{name}.npz"
+
+    def _seal_id(self, name: str) -> str:
+        if self._fp is None:
+            raise RuntimeError("RunDir.require(args) must come before chunks are used")
+        return f"{self._fp}/{name}"
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise RuntimeError(f"run directory {self.path} is not open")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------------------- sealed files
+
+
+def _seal(arrays: Mapping[str, np.ndarray], seal_id: str) -> str:
+    h = hashlib.sha256(seal_id.encode())
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"\0{k}\0{a.dtype.str}\0{a.shape}\0".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def write_sealed(path: str | os.PathLike, arrays: Mapping[str, Any], seal_id: str) -> Path:
+    """One ``.npz`` holding ``arrays`` plus a seal: sha256 over ``seal_id`` (the writer's
+    fingerprint and the piece's name) and every array; written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plain = {k: np.asarray(v) for k, v in arrays.items()}
+    if SEAL_KEY in plain:
+        raise ValueError(f"{SEAL_KEY} is reserved")
+    plain[SEAL_KEY] = np.asarray(_seal(plain, seal_id))
+    return write_atomic(path, npz_bytes(plain))
+
+
+def read_sealed(
+    path: str | os.PathLike,
+    seal_id: str,
+    expect_shapes: Mapping[str, tuple] | None = None,
+    log: Log = _quiet,
+) -> dict[str, np.ndarray] | None:
+    """The arrays of a sealed file, or None when it is absent, unreadable, damaged, written by
+    another run or of other shapes; a bad file is deleted (and the reason logged)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    reason = None
+    try:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as e:  # zip, zlib, CRC, .npy header errors: damaged
+        arrays, reason = None, f"unreadable ({type(e).__name__})"
+    if arrays is not None:
+        seal = arrays.pop(SEAL_KEY, None)
+        if seal is None:
+            reason = "not sealed"
+        elif str(seal) != _seal(arrays, seal_id):
+            reason = "written by another run or damaged (seal mismatch)"
+        elif expect_shapes:
+            for k, shape in expect_shapes.items():
+                if k not in arrays or tuple(arrays[k].shape) != tuple(shape):
+                    reason = f"{k} is not of shape {tuple(shape)}"
+                    break
+    if reason is None:
+        return arrays
+    log(f"{path}: {reason}; recomputing it")
+    with contextlib.suppress(OSError):
+        path.unlink()
+    return None
+
+
+# ----------------------------------------------------------------------------- trees
+
+
+def pack_tree(tree: Any, prefix: str = LEAF_PREFIX) -> dict[str, np.ndarray]:
+    """The leaves of a pytree (an optimizer state) as ``state/leaf00000``... arrays."""
+    import jax
+
+    return {f"{prefix}{i:05d}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(tree))}
+
+
+def unpack_tree(arrays: Mapping[str, np.ndarray], like: Any, prefix: str = LEAF_PREFIX) -> Any:
+    """Inverse of :func:`pack_tree`; ``like`` gives the structure. None when the stored leaves do
+    not fit it (count or shapes)."""
+    import jax
+    import jax.numpy as jnp
+
+    like_leaves, treedef = jax.tree.flatten(like)
+    keys = [f"{prefix}{i:05d}" for i in range(len(like_leaves))]
+    stored = sorted(k for k in arrays if k.startswith(prefix))
+    if stored != keys:
+        return None
+    if any(arrays[k].shape != np.shape(b) for k, b in zip(keys, like_leaves, strict=True)):
+        return None
+    return jax.tree.unflatten(treedef, [jnp.asarray(arrays[k]) for k in keys])

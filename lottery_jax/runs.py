@@ -1,0 +1,201 @@
+"""Training a target network into a run directory: the one "train a target and save it" path.
+
+``lottery-jax train``, ``approximate`` (when it trains its own target first) and ``sweep`` (its
+baselines) all call :func:`train_target`. The run directory (:mod:`lottery_jax.rundir`) holds::
+
+    model.npz      # the weights of the last finished epoch (PyTorch layout, __meta__ = config)
+    results.json   # the history so far (test accuracy per epoch, losses, timings, device)
+    resume.npz     # optimizer state + weights of that epoch (exact resume)
+    run.json       # the configuration and its fingerprint
+
+The three files are committed together after every epoch, so a run interrupted anywhere (Ctrl-C,
+SIGKILL, power) is found again at one finished epoch: the rerun resumes after it, exactly, or
+reports the run finished. Another configuration in the same directory is refused, naming the first
+setting that differs; a second process writing it is refused, naming the holder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lottery_jax import checkpoint, rundir
+from lottery_jax.data import Dataset
+from lottery_jax.errors import UserError
+from lottery_jax.results import device_summary
+
+HISTORY_KEYS = ("test_accuracy", "train_loss", "epoch_seconds")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_target` leaves: the run directory, its weight file and record."""
+
+    path: Path
+    weights: Path
+    state: dict[str, np.ndarray]  # the final weights, PyTorch layout
+    results: dict[str, Any]  # results.json
+    start_epoch: int  # epochs finished before this call (0: a fresh run)
+    already_finished: bool  # nothing was trained: the directory held the finished run
+
+
+def train_config(
+    *,
+    model: str,
+    epochs: int,
+    lr: float | None = None,
+    batch_size: int = 64,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    schedule: str = "epoch",
+    hidden: int | None = None,
+    bias: bool = False,
+    seed: int = 0,
+    inputs: str = "normalized",
+    data: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The settings that define a training run (its fingerprint), defaults filled in.
+
+    ``data`` names the data (``{"data_dir": ..., "dataset": ...}`` or ``{"data": name}``)."""
+    from lottery_jax.training import DEFAULT_LR
+
+    if model not in DEFAULT_LR:
+        raise UserError(f"unknown model {model!r} (choose from {', '.join(DEFAULT_LR)})")
+    return {
+        "model": model,
+        "epochs": int(epochs),
+        "lr": DEFAULT_LR[model] if lr is None else float(lr),
+        "batch_size": int(batch_size),
+        "momentum": float(momentum),
+        "weight_decay": float(weight_decay),
+        "schedule": schedule,
+        "hidden": hidden,
+        "bias": bool(bias),
+        "seed": int(seed),
+        "inputs": inputs,
+        **dict(data or {}),
+    }
+
+
+def _results(path: Path, config: dict, history: dict, compile_seconds: float, net) -> dict:
+    from lottery_jax.nets import targets as models
+
+    accs = history["test_accuracy"]
+    return {
+        "command": "train",
+        "name": path.name,
+        "config": config,
+        "seed": config["seed"],
+        "device": device_summary(),
+        "epochs_done": len(accs),
+        "test_accuracy": accs,
+        "final_test_accuracy": accs[-1] if accs else None,
+        "train_loss": history["train_loss"],
+        "epoch_seconds": history["epoch_seconds"],
+        "compile_seconds": compile_seconds,
+        "trainable_params": models.count_params(net),
+        "frozen_params": models.count_params(net, models.Frozen),
+    }
+
+
+def train_target(
+    out: str | os.PathLike,
+    config: Mapping[str, Any],
+    data: Dataset | Callable[[], Dataset],
+    *,
+    on_chunk: Callable[[int, int, int, float], None] | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    log: Callable[[str], None] = lambda msg: None,
+    wait: bool | float = False,
+    command: str = "",
+) -> TrainResult:
+    """Train (or resume, or find finished) the target network ``config`` (:func:`train_config`)
+    in the run directory ``out``.
+
+    ``data`` is the dataset or a function that loads it (called only when there is training to
+    do). ``on_chunk`` goes to :func:`lottery_jax.training.fit` (progress within an epoch);
+    ``on_epoch(epoch, results)`` runs after each committed epoch (``results``: results.json); ``log`` gets one line per
+    event (resuming, finished, recovered). ``wait``: what to do when another process holds ``out``
+    (False: refuse; True: wait for it; seconds: wait that long).
+    A resumed run reproduces the uninterrupted one exactly (same weights, same accuracies).
+    """
+    from flax import nnx
+
+    from lottery_jax.nets import targets as models
+    from lottery_jax.training import fit, make_optimizer, steps_per_epoch
+
+    config = dict(config)
+    epochs = config["epochs"]
+    if not isinstance(epochs, int) or epochs <= 0:
+        raise UserError(f"epochs must be positive, got {epochs}")
+    net = models.build_model(config["model"], seed=config["seed"], hidden=config["hidden"],
+                             bias=config["bias"])  # fmt: skip
+    path = Path(out)
+    weights_path = path / "model.npz"
+    with rundir.RunDir(path, command=command or "train", args=config, wait=wait, log=log) as run:
+        state = run.committed()
+        start, past = 0, {k: [] for k in HISTORY_KEYS}
+        resume_arrays = None
+        if state is not None:
+            resume_arrays = checkpoint.read_npz(path / "resume.npz", "resume file")
+            start = int(state["epochs_done"])
+            past = {k: list(state["history"][k]) for k in HISTORY_KEYS}
+        if start >= epochs:
+            log(f"{path} is already finished: {path / 'results.json'}")
+            weights, _ = checkpoint.load_weights(weights_path)
+            return TrainResult(path, weights_path, weights,
+                               rundir._read_json(path / "results.json"), start, True)  # fmt: skip
+        dataset = data() if callable(data) else data
+        opt_state = None
+        if resume_arrays is not None:
+            spe = steps_per_epoch(int(dataset.train_images.shape[0]), config["batch_size"])
+            like = make_optimizer(
+                config["lr"], epochs, spe, config["momentum"], config["weight_decay"],
+                config["schedule"],
+            ).init(nnx.state(net, nnx.Param))  # fmt: skip
+            opt_state, _, _, weights = checkpoint.parse_resume(
+                resume_arrays, like, source=path / "resume.npz"
+            )
+            models.load_torch_state(net, weights, source=str(path / "resume.npz"))
+            log(f"resuming {path} after epoch {start}/{epochs}")
+        last: dict[str, Any] = {}
+
+        def committed_epoch(epoch: int, history: dict, net_now: Any, opt_now: Any) -> None:
+            hist = {k: past[k] + list(history[k]) for k in HISTORY_KEYS}
+            weights = models.torch_state(net_now)
+            res = _results(path, config, hist, history["compile_seconds"], net_now)
+            run.commit(
+                {
+                    "resume.npz": rundir.npz_bytes(
+                        checkpoint.resume_arrays(opt_now, epoch + 1, {"config": config}, weights)
+                    ),
+                    "model.npz": checkpoint.weights_bytes(config["model"], weights, config),
+                    "results.json": rundir.json_bytes(res),
+                },
+                state={"epochs_done": epoch + 1, "history": hist},
+            )
+            last.update(weights=weights, results=res)
+            if on_epoch is not None:
+                on_epoch(epoch, res)
+
+        fit(
+            net,
+            dataset,
+            lr=config["lr"],
+            epochs=epochs,
+            batch_size=config["batch_size"],
+            seed=config["seed"],
+            momentum=config["momentum"],
+            weight_decay=config["weight_decay"],
+            schedule=config["schedule"],
+            start_epoch=start,
+            opt_state=opt_state,
+            on_chunk=on_chunk,
+            on_epoch=committed_epoch,
+        )
+        return TrainResult(path, weights_path, last["weights"], last["results"], start, False)
