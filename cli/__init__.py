@@ -7,10 +7,12 @@ import sys
 from typer import Abort, Exit
 from typer.exceptions import TyperException
 
+from lottery_jax import download
 from lottery_jax.errors import UserError
 
 # Importing a command module registers its commands on ``app``.
 from . import approximate as _approximate  # noqa: E402,F401
+from . import data as _data  # noqa: E402,F401
 from . import prune as _prune  # noqa: E402,F401
 from . import train as _train  # noqa: E402,F401,I001
 from .app import app
@@ -18,12 +20,29 @@ from .app import app
 __all__ = ["app", "main"]
 
 
+def _one_line_summaries(typer_app) -> None:
+    """List each command with the first paragraph of its docstring on one line (Typer's rich
+    help keeps the docstring's line breaks there)."""
+    import inspect
+
+    for info in typer_app.registered_commands:
+        doc = info.help or (info.callback.__doc__ if info.callback else None)
+        if info.short_help is None and doc:
+            info.short_help = " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
+    for group in typer_app.registered_groups:
+        _one_line_summaries(group.typer_instance)
+
+
+_one_line_summaries(app)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point. Returns (and exits with) the command's status."""
     try:
         # Without standalone mode Typer returns the code of an Exit (130 for Ctrl-C) instead of
         # exiting, and raises usage errors for us to print on one line.
-        status = app(args=argv, standalone_mode=False, prog_name="lottery-jax")
+        with download.reporting(_data.DownloadBar()):  # a bar whenever a dataset downloads
+            status = app(args=argv, standalone_mode=False, prog_name="lottery-jax")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -25,6 +25,29 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"lottery-jax {version('lottery-jax')}")
+        except PackageNotFoundError:  # pragma: no cover - running from a source tree
+            typer.echo("lottery-jax (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Optimal lottery tickets via SubsetSum (Pensia et al., NeurIPS 2020) in JAX."""
+
+
 class Inputs(StrEnum):
     """Input preprocessing: ``unit`` = pixels in [0, 1] (Experiment 1); ``normalized`` = mean/std."""
 
@@ -35,6 +58,7 @@ class Inputs(StrEnum):
 class DatasetName(StrEnum):
     mnist = "mnist"
     fashion_mnist = "fashion_mnist"
+    kmnist = "kmnist"
 
 
 DataDirOpt = Annotated[
@@ -42,14 +66,15 @@ DataDirOpt = Annotated[
     typer.Option(
         "--data-dir",
         envvar="LOTTERY_JAX_DATA",
-        help="Directory with the four IDX files (raw or .gz). Without it, tensorflow-datasets loads "
-        "--dataset.",
+        help="Directory with the four IDX files (raw or .gz). Without it, --dataset is read from a "
+        "tensorflow-datasets copy if prepared, else from the cache (downloaded and verified on first "
+        "use; see `lottery-jax data info`).",
         show_default=True,
     ),
 ]
 DatasetOpt = Annotated[
     DatasetName,
-    typer.Option("--dataset", help="tensorflow-datasets name, used when no --data-dir is given."),
+    typer.Option("--dataset", help="Dataset to use when no --data-dir is given."),
 ]
 SEED_MAX = 2**32 - 1
 SeedOpt = Annotated[

@@ -155,7 +155,8 @@ class DownloadEvent:
 
     ``kind``: ``"start"`` (a file's download from ``url`` begins; ``total`` bytes when the server
     says), ``"progress"`` (``done`` bytes so far), ``"done"`` (the file verified and is cached),
-    ``"failed"`` (this mirror failed for this file, ``message`` says why; the next is tried),
+    ``"failed"`` (this mirror failed for this file, ``message`` says why, and the next one is
+    tried; the last mirror's failure is the :class:`DownloadError` instead),
     ``"end"`` (the fetch is over, whatever its outcome: stop drawing).
     """
 
@@ -378,7 +379,7 @@ def _fetch_file(
 ) -> Path:
     """Download one file from the first mirror that gives a verified copy; atomically cache it."""
     last_url, last_reason = "", "no mirror configured"
-    for base in mirrors:
+    for i, base in enumerate(mirrors):
         url = _join(base, f.stem + ".gz")
         last_url = url
         total: list[int | None] = [None]
@@ -404,7 +405,7 @@ def _fetch_file(
                         f"checksum mismatch: sha256 of the .gz is {sink.sha.hexdigest()[:12]}..., "
                         f"expected {f.sha256[:12]}..."
                     )
-                raw_sha, raw_n = _decompress(Path(gz_tmp), Path(raw_tmp))
+                raw_sha, _ = _decompress(Path(gz_tmp), Path(raw_tmp))
                 if f.hash_of == "raw" and raw_sha != f.sha256:
                     raise OSError(
                         f"checksum mismatch: sha256 of the decompressed file is {raw_sha[:12]}..., "
@@ -415,7 +416,9 @@ def _fetch_file(
                     last_reason = f"not a complete gzip file ({e})"
                 else:
                     last_reason = _reason(e)
-                report(DownloadEvent("failed", spec.name, f.stem, url, message=last_reason))
+                if i < len(mirrors) - 1:
+                    message = f"{last_reason}; trying the next mirror"
+                    report(DownloadEvent("failed", spec.name, f.stem, url, message=message))
                 continue
             final = directory / f.stem
             if f.hash_of == "gz":
@@ -425,7 +428,7 @@ def _fetch_file(
                 os.replace(side_tmp, side)
             os.chmod(raw_tmp, 0o644)
             os.replace(raw_tmp, final)
-            report(DownloadEvent("done", spec.name, f.stem, url, raw_n, raw_n))
+            report(DownloadEvent("done", spec.name, f.stem, url, sink.done, sink.done))
             return final
         finally:
             for p in (gz_tmp, raw_tmp, directory / f".{f.stem}.sha256.part"):
