@@ -15,6 +15,7 @@ from lottery_jax import checkpoint
 from lottery_jax.data import load_dataset
 from lottery_jax.errors import UserError
 from lottery_jax.nets import targets as models
+from lottery_jax.paper import resolve_weights
 from lottery_jax.results import device_summary, ensure_dir, write_json_atomic
 from lottery_jax.training import DEFAULT_LR, fit, make_optimizer, steps_per_epoch
 from lottery_jax.training import evaluate as evaluate_model
@@ -172,10 +173,15 @@ def train(
 @app.command()
 def evaluate(
     weights: Annotated[
-        Path, typer.Option(help="Weight file (.npz, PyTorch layout: fc1.weight is (out, in)).")
+        Path,
+        typer.Option(
+            help="Weight file (.npz, PyTorch layout: fc1.weight is (out, in)), or a network built "
+            "in: paper-fc2 (the paper's Experiment 1 target), paper-lenet5 (its trained LeNet5)."
+        ),
     ],
     model: Annotated[
-        ModelName | None, typer.Option(help="Network \\[default: from the file's metadata]")
+        ModelName | None,
+        typer.Option(help="Network \\[default: from the file's metadata, else its array shapes]"),
     ] = None,
     inputs: Annotated[
         Inputs | None,
@@ -185,11 +191,12 @@ def evaluate(
     dataset: DatasetOpt = DatasetName.mnist,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/evaluate"),
 ) -> None:
-    """Test accuracy of a weight file (e.g. the paper's target fc2_e10_h500.npz)."""
+    """Test accuracy of a weight file, or of the paper's own networks (--weights paper-fc2)."""
+    weights = resolve_weights(weights)
     state, meta = checkpoint.load_weights(weights)
-    name = model.value if model is not None else meta.get("model")
+    name = model.value if model is not None else meta.get("model") or checkpoint.infer_model(state)
     if name is None:
-        raise UserError(f"{weights} has no metadata naming its model; pass --model")
+        raise UserError(f"{weights}: its arrays fit none of fc2, fc4, lenet5; pass --model")
     net = models.model_from_state(name, state, source=str(weights))
     inputs = Inputs(inputs or meta.get("inputs") or Inputs.normalized)
     data = load_dataset(data_dir, dataset=dataset.value, inputs=inputs.value)

@@ -1,0 +1,122 @@
+"""The paper's networks built in, and the small things a new user meets first (--version, --help)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from lottery_jax.cli import main
+
+from lottery_jax import checkpoint, paper
+from lottery_jax.errors import UserError
+from lottery_jax.nets.targets import build_model, torch_state
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_builtin_networks_carry_their_origin():
+    for name, model in paper.MODELS.items():
+        state, meta = checkpoint.load_weights(paper.paper_weights(name))
+        assert meta["model"] == model and checkpoint.infer_model(state) == model
+        assert meta["licence"] == "Apache-2.0"
+        assert meta["source"] == "https://github.com/acnagle/optimal-lottery-tickets"
+        assert meta["published_test_accuracy"] == paper.PUBLISHED_ACCURACY[name]
+        assert all(v.dtype == np.float32 for v in state.values())
+    assert checkpoint.load_weights(paper.paper_weights("paper-fc2"))[1]["inputs"] == "unit"
+    assert checkpoint.load_weights(paper.paper_weights("paper-lenet5"))[1]["inputs"] == "normalized"
+    state, _ = checkpoint.load_weights(paper.paper_weights("paper-fc2"))
+    lo = min(float(v.min()) for v in state.values())
+    hi = max(float(v.max()) for v in state.values())
+    assert (lo, hi) == (np.float32(-0.46423155), np.float32(0.54070216))  # the published range
+    folder = paper.paper_weights("paper-fc2").parent
+    notice = (folder / "NOTICE").read_text()
+    assert "Apache License, Version 2.0" in notice and "acnagle/optimal-lottery-tickets" in notice
+    assert "Apache License" in (folder / "LICENSE").read_text()
+
+
+def test_resolve_weights():
+    assert paper.resolve_weights("paper-lenet5").name == "lenet5_e50_h500.npz"
+    assert str(paper.resolve_weights("runs/x/model.npz")) == "runs/x/model.npz"
+    with pytest.raises(UserError, match="unknown built-in network 'paper-fc4'"):
+        paper.paper_weights("paper-fc4")
+
+
+@pytest.mark.parametrize(
+    ("model", "hidden"), [("fc2", 8), ("fc4", 6), ("lenet5", 12), ("fc2", 500)]
+)
+def test_infer_model_from_shapes(model, hidden):
+    state = torch_state(build_model(model, seed=0, hidden=hidden))
+    assert checkpoint.infer_model(state) == model
+
+
+def test_infer_model_refuses_what_fits_nothing():
+    state = torch_state(build_model("fc2", seed=0, hidden=8))
+    assert checkpoint.infer_model({**state, "fc2.weight": np.zeros((9, 8), np.float32)}) is None
+    assert checkpoint.infer_model({**state, "extra": np.zeros(1)}) is None
+    fc4 = torch_state(build_model("fc4", seed=0, hidden=8))
+    del fc4["fc3.weight"]
+    assert checkpoint.infer_model(fc4) is None
+
+
+def test_evaluate_without_metadata_infers_the_model(capsys, tmp_path, tiny_idx_dir):
+    state = torch_state(build_model("fc4", seed=0, hidden=8))
+    path = tmp_path / "bare.npz"
+    np.savez(path, **state)  # no __meta__
+    code, out, err = cli(
+        capsys, "evaluate", "--weights", path, "--data-dir", tiny_idx_dir, "--out", tmp_path / "o"
+    )
+    assert code == 0, err
+    assert "(fc4, normalized inputs)" in out
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **{"fc1.weight": np.zeros((3, 5), np.float32)})
+    code, _, err = cli(capsys, "evaluate", "--weights", bad, "--data-dir", tiny_idx_dir)
+    assert code == 2 and "fit none of fc2, fc4, lenet5; pass --model" in err
+
+
+@pytest.mark.parametrize(("name", "inputs", "want"), [
+    ("paper-fc2", "unit", "97.19%"),
+    ("paper-lenet5", None, "98.44%"),
+])  # fmt: skip
+def test_evaluate_builtin_networks_give_the_published_accuracy(
+    capsys, tmp_path, mnist_dir, name, inputs, want
+):
+    extra = ["--inputs", inputs] if inputs else []
+    code, out, err = cli(
+        capsys, "evaluate", "--weights", name, *extra, "--data-dir", mnist_dir, "--out", tmp_path
+    )
+    assert code == 0, err
+    assert f"test accuracy {want}" in out
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["config"]["weights_meta"]["name"] == name
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    code, out, _ = cli(capsys, "--version")
+    assert code == 0 and out.strip() == f"lottery-jax {version('lottery-jax')}"
+
+
+def test_command_list_has_one_line_per_command(capsys, monkeypatch):
+    """No stray line breaks: every row of the Commands panel starts with a command's name."""
+    monkeypatch.setenv("COLUMNS", "250")
+    code, out, _ = cli(capsys, "--help")
+    assert code == 0
+    lines = out.splitlines()
+    first = next(i for i, line in enumerate(lines) if "Commands" in line and line.startswith("╭"))
+    rows = []
+    for line in lines[first + 1 :]:
+        if line.startswith("╰"):
+            break
+        rows.append(line)
+    names = [row[2:].split()[0] for row in rows]
+    assert all(row[2] != " " for row in rows), rows
+    assert {"approximate", "prune", "sweep", "export-ticket", "data"} <= set(names)
