@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from lottery_jax import pruning
 from lottery_jax.data import load_dataset
 from lottery_jax.errors import UserError
+from lottery_jax.nets.pruned import PRUNE_MODELS
+from lottery_jax.nets.supermask import METHODS
 from lottery_jax.pruning import sweep
+from lottery_jax.pruning.batched import MEMBER_MODES
 from lottery_jax.results import device_summary, write_json_atomic
 
 from .app import DataDirOpt, DatasetName, DatasetOpt, app
@@ -35,11 +39,16 @@ RedundancyOpt = Annotated[int, typer.Option(help="Redundancy r of the redundant 
 LrOpt = Annotated[
     float | None, typer.Option(help="Learning rate \\[default: 0.1 fc nets, 0.01 LeNet5]")
 ]
+# Choices listed in --help, kept in step with the library's names.
+PruneModel = StrEnum("PruneModel", {m.replace("-", "_"): m for m in PRUNE_MODELS})
+Family = StrEnum("Family", {f: f for f in sweep.FAMILIES})
+MaskMethod = StrEnum("MaskMethod", {m: m for m in METHODS})
+Members = StrEnum("Members", {m: m for m in MEMBER_MODES})
 MaskOpt = Annotated[
-    str, typer.Option(help="Top-k selection: auto, radix (CPU) or bisect (accelerators).")
+    MaskMethod, typer.Option(help="Exact top-k selection (auto picks by device and tensor size).")
 ]
 MembersOpt = Annotated[
-    str, typer.Option(help="Batched runs: auto, unroll (CPU) or vmap (accelerators).")
+    Members, typer.Option(help="Batched runs: auto, unroll (CPU) or vmap (accelerators).")
 ]
 ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar.")]
 
@@ -89,6 +98,13 @@ class _Bar:
         self._epoch = None
 
 
+def _conv_source(conv_from: Path | None) -> Path | None:
+    """``--conv-from paper`` names the paper's trained LeNet5 (built in: ``paper-lenet5``)."""
+    if conv_from is not None and str(conv_from) in ("paper", "paper-lenet5"):
+        return Path("paper-lenet5")
+    return conv_from
+
+
 def _load_conv(conv_from: Path | None, model: str):
     if conv_from is None:
         return None
@@ -100,8 +116,8 @@ def _load_conv(conv_from: Path | None, model: str):
 @app.command()
 def prune(
     model: Annotated[
-        str, typer.Option(help="red-fc2, red-fc4, red-lenet5, wide-fc2, wide-fc4 or wide-lenet5.")
-    ] = "red-fc2",
+        PruneModel, typer.Option(help="Redundant (red-) or wide network to prune.")
+    ] = PruneModel.red_fc2,
     redundancy: RedundancyOpt = 5,
     sparsity: SparsityOpt = None,
     relu: Annotated[bool, typer.Option(help="The extra ReLU inside the redundant layers.")] = False,
@@ -110,7 +126,12 @@ def prune(
     seed: SeedsOpt = None,
     batch_size: Annotated[int, typer.Option(help="Mini-batch size.")] = 64,
     conv_from: Annotated[
-        Path | None, typer.Option(help="Trained LeNet5 weight file (from `train`) for the convs.")
+        Path | None,
+        typer.Option(
+            help="Frozen conv weights of the LeNet5 variants: paper (the paper's trained LeNet5, "
+            "as in the published runs) or a LeNet5 weight file (from `train`). Without it they "
+            "are random."
+        ),
     ] = None,
     data_dir: DataDirOpt = None,
     dataset: DatasetOpt = DatasetName.mnist,
@@ -118,18 +139,24 @@ def prune(
         "runs/prune"
     ),
     force: Annotated[bool, typer.Option(help="Re-run runs that are already finished.")] = False,
-    mask_method: MaskOpt = "auto",
-    members: MembersOpt = "auto",
+    mask_method: MaskOpt = MaskMethod.auto,
+    members: MembersOpt = Members.auto,
     progress: ProgressOpt = True,
 ) -> None:
     """Prune a random network (train only its supermask scores); several sparsities and seeds
     train together in one compiled program. Writes OUT/<run>/results.json and ticket.npz."""
+    model, mask_method, members = model.value, mask_method.value, members.value
+    conv_from = _conv_source(conv_from)
+    if conv_from is None and model.endswith("lenet5"):
+        console.print(
+            f"warning: {model} without --conv-from has random conv layers (the published runs "
+            "use the paper's trained LeNet5: --conv-from paper)",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
     pruning.parse_model(model)
     sparsities = sweep.parse_floats(sparsity, "--sparsity") or [0.5]
     seeds = sweep.parse_ints(seed, "--seed") or [0]
     sweep.check_sparsities(sparsities)
-    if mask_method not in ("auto", "radix", "bisect"):
-        raise UserError(f"unknown --mask-method {mask_method!r} (auto, radix, bisect)")
     pruning.member_mode(members)
     cfg = pruning.PruneConfig(
         model=model, redundancy=redundancy, relu=relu, epochs=epochs, lr=lr,
@@ -153,7 +180,7 @@ def prune(
 
 @app.command(name="sweep")
 def sweep_cmd(
-    family: Annotated[str, typer.Option(help="Model family: fc2, fc4 or lenet5.")] = "fc2",
+    family: Annotated[Family, typer.Option(help="Model family.")] = Family.fc2,
     epochs: Annotated[
         list[str] | None, typer.Option(help="Epoch budgets \\[default: 30,50,100,125,150]")
     ] = None,
@@ -169,21 +196,30 @@ def sweep_cmd(
     baseline: Annotated[bool, typer.Option(help="Also train the baseline net.")] = True,
     conv_from: Annotated[
         Path | None,
-        typer.Option(help="LeNet5 conv weights \\[default: the baseline trained in the sweep]"),
+        typer.Option(
+            help="LeNet5 conv weights: paper (the paper's trained LeNet5, as in the published "
+            "runs), baseline (the baseline trained in this sweep) or a weight file \\[default: "
+            "paper for lenet5]"
+        ),
     ] = None,
     lr: LrOpt = None,
     max_members: Annotated[int, typer.Option(help="Runs per compiled program.")] = 14,
     data_dir: DataDirOpt = None,
     dataset: DatasetOpt = DatasetName.mnist,
     out: Annotated[Path, typer.Option(help="Results directory.")] = Path("runs/sweep"),
-    mask_method: MaskOpt = "auto",
-    members: MembersOpt = "auto",
+    mask_method: MaskOpt = MaskMethod.auto,
+    members: MembersOpt = Members.auto,
     progress: ProgressOpt = True,
 ) -> None:
     """Run the published grid (or a sub-grid) for one family; finished runs are skipped, so the
     same command resumes after an interruption."""
-    if family not in sweep.FAMILIES:
-        raise UserError(f"unknown family {family!r} (choose from {', '.join(sweep.FAMILIES)})")
+    family, mask_method, members = family.value, mask_method.value, members.value
+    if conv_from is None and family == "lenet5":
+        conv_from = Path("paper-lenet5")  # as the published scripts: the paper's trained LeNet5
+    elif conv_from is not None and str(conv_from) == "baseline":
+        conv_from = None  # (the library takes the convs of the baseline it trains)
+    else:
+        conv_from = _conv_source(conv_from)
     eps = sweep.parse_ints(epochs, "--epochs") or list(pruning.PUBLISHED_EPOCHS)
     sps = sweep.parse_floats(sparsity, "--sparsity") or list(pruning.PUBLISHED_SPARSITIES)
     vs = [v.strip() for x in (variants or list(sweep.VARIANTS)) for v in x.split(",") if v.strip()]

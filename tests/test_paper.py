@@ -120,3 +120,70 @@ def test_command_list_has_one_line_per_command(capsys, monkeypatch):
     names = [row[2:].split()[0] for row in rows]
     assert all(row[2] != " " for row in rows), rows
     assert {"approximate", "prune", "sweep", "export-ticket", "data"} <= set(names)
+
+
+def test_prune_lenet5_without_conv_from_warns_and_paper_convs_are_used(
+    capsys, tmp_path, tiny_idx_dir
+):
+    from lottery_jax import pruning
+
+    base = ["prune", "--model", "wide-lenet5", "--epochs", "0", "--data-dir", tiny_idx_dir]
+    code, _, err = cli(capsys, *base, "--out", tmp_path / "random", "--no-progress")
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: wide-lenet5 without --conv-from has random conv layers (the published runs use "
+        "the paper's trained LeNet5: --conv-from paper)"
+    ]
+    code, _, err = cli(
+        capsys, *base, "--conv-from", "paper", "--out", tmp_path / "paper", "--no-progress"
+    )
+    assert code == 0, err
+    assert "warning:" not in err
+    (ticket,) = (tmp_path / "paper").rglob("ticket.npz")
+    t = pruning.load_ticket(ticket)
+    state, _ = checkpoint.load_weights(paper.paper_weights("paper-lenet5"))
+    for k in ("conv1.weight", "conv2.weight"):
+        np.testing.assert_array_equal(np.asarray(t["conv"][k]), state[k])
+    assert t["config"]["conv_from"] == "paper-lenet5"
+    code, _, err = cli(capsys, "prune", "--model", "red-fc2", "--conv-from", "paper")
+    assert code == 2 and "LeNet5 variants only" in err
+
+
+@pytest.mark.parametrize(("extra", "want"), [
+    ([], "paper-lenet5"),
+    (["--conv-from", "paper"], "paper-lenet5"),
+    (["--conv-from", "baseline"], None),
+])  # fmt: skip
+def test_sweep_lenet5_takes_the_paper_convs_by_default(
+    capsys, monkeypatch, tmp_path, tiny_idx_dir, extra, want
+):
+    seen = {}
+
+    def fake_run_sweep(family, **kw):
+        seen.update(kw, family=family)
+        return {"runs": 0}
+
+    monkeypatch.setattr("lottery_jax.cli.prune.sweep.run_sweep", fake_run_sweep)
+    code, _, err = cli(
+        capsys, "sweep", "--family", "lenet5", "--epochs", "1", "--data-dir", tiny_idx_dir,
+        "--out", tmp_path, "--no-progress", *extra,
+    )  # fmt: skip
+    assert code == 0, err
+    assert seen["family"] == "lenet5"
+    assert (str(seen["conv_from"]) if seen["conv_from"] else None) == want
+
+
+@pytest.mark.parametrize(("command", "option", "choices"), [
+    ("prune", "--model", "red-fc2|red-fc4|red-lenet5|wide-fc2|wide-fc4|wide-lenet5"),
+    ("sweep", "--family", "fc2|fc4|lenet5"),
+    ("prune", "--mask-method", "auto|radix|bisect|sort"),
+    ("sweep", "--members", "auto|unroll|vmap"),
+    ("train", "--dataset", "mnist|fashion_mnist|kmnist"),
+])  # fmt: skip
+def test_help_lists_the_choices(capsys, monkeypatch, command, option, choices):
+    monkeypatch.setenv("COLUMNS", "250")
+    code, out, _ = cli(capsys, command, "--help")
+    assert code == 0
+    (line,) = [row for row in out.splitlines() if row.split()[1:2] == [option]]
+    assert f"<{choices}>" in line

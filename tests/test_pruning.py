@@ -303,7 +303,7 @@ def _cli(args, capsys):
 @pytest.mark.parametrize(
     ("args", "match"),
     [
-        (["--model", "red-fc9"], "unknown model"),
+        (["--model", "red-fc9"], "'red-fc9' is not one of 'red-fc2'"),
         (["--sparsity", "1.0"], "sparsity"),
         (["--sparsity", "0.5,-0.1"], "sparsity"),
         (["--sparsity", "abc"], "not a number"),

@@ -180,8 +180,10 @@ def export_dense(net: PrunedNet, path: str | Path, meta: dict | None = None) -> 
 
 
 def load_conv_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
-    """Conv weights from a ``train``-made LeNet5 weight file (UserError on the wrong shapes)."""
+    """Conv weights from a ``train``-made LeNet5 weight file, or ``paper-lenet5`` (the paper's
+    trained LeNet5, built in); UserError on the wrong shapes."""
     from lottery_jax.checkpoint import load_weights
+    from lottery_jax.paper import resolve_weights
 
-    state, _ = load_weights(path)
+    state, _ = load_weights(resolve_weights(path))
     return conv_state_from(state, str(path))
