@@ -271,7 +271,8 @@ def test_scip_worker_processes_match_serial():
 @pytest.mark.shared_data
 def test_cli_trains_a_target_first(tmp_path, mnist_dir):
     out = tmp_path / "trained"
-    args = ["approximate", "--data-dir", str(mnist_dir), "--epochs", "1", "--c", "1"]
+    args = ["approximate", "--target", "train", "--data-dir", str(mnist_dir), "--epochs", "1"]
+    args += ["--c", "1"]
     code = run_cli([*args, "--no-progress", "--out", str(out)])
     r = json.loads((out / "results.json").read_text())
     assert code == (ap.EXIT_INFEASIBLE if r["infeasible"] else 0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
+import json
 import os
 import threading
 import time
@@ -75,7 +76,9 @@ def serve():
 
     def start(files: dict[str, bytes]) -> _Server:
         srv = _Server(files)
-        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        threading.Thread(
+            target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         servers.append(srv)
         return srv
 
@@ -91,12 +94,15 @@ def _isolated_cache(monkeypatch, tmp_path):
     monkeypatch.delenv("LOTTERY_JAX_DATA", raising=False)
     monkeypatch.delenv(download.ENV_MIRROR, raising=False)
     monkeypatch.setenv(download.ENV_CACHE, str(tmp_path / "cache"))
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "no-tfds"))  # no prepared TFDS copy
 
 
 def _idx(array: np.ndarray) -> bytes:
     magic = 0x803 if array.ndim == 3 else 0x801
-    return magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape) + (
-        array.astype(np.uint8).tobytes()
+    return (
+        magic.to_bytes(4, "big")
+        + b"".join(d.to_bytes(4, "big") for d in array.shape)
+        + (array.astype(np.uint8).tobytes())
     )
 
 
@@ -107,8 +113,12 @@ def tiny_dataset(name: str = "tiny", *, hash_of: str = "raw"):
     raw = dict(zip(STEMS, (_idx(tr_x), _idx(tr_y), _idx(te_x), _idx(te_y)), strict=True))
     gz = {stem: gzip.compress(b, mtime=0) for stem, b in raw.items()}
     files = tuple(
-        IdxFile(stem, hashlib.sha256(raw[stem] if hash_of == "raw" else gz[stem]).hexdigest(),
-                hash_of, len(raw[stem]) if hash_of == "raw" else None)  # fmt: skip
+        IdxFile(
+            stem,
+            hashlib.sha256(raw[stem] if hash_of == "raw" else gz[stem]).hexdigest(),
+            hash_of,
+            len(raw[stem]) if hash_of == "raw" else None,
+        )  # fmt: skip
         for stem in STEMS
     )
     spec = DatasetSpec(name=name, mirrors=(), files=files)
@@ -173,7 +183,9 @@ def test_corrupt_file_is_never_cached_and_next_mirror_is_tried(serve, tmp_path):
     # The corrupt mirror first, a good one second: the good copy lands.
     good = serve(served)
     events = []
-    download.fetch_dataset("tiny", spec=spec, mirrors=(corrupt.url, good.url), callback=events.append)
+    download.fetch_dataset(
+        "tiny", spec=spec, mirrors=(corrupt.url, good.url), callback=events.append
+    )
     assert any(e.kind == "failed" and "checksum" in e.message for e in events)
     assert all(s.verified for s in download.dataset_status("tiny", spec=spec))
 
@@ -329,3 +341,104 @@ def test_real_mnist_verifies_with_the_builtin_checksums(mnist_mirror, monkeypatc
     mnist_mirror.requests.clear()
     download.fetch_dataset("mnist")
     assert mnist_mirror.requests == []
+
+
+# --- a fresh machine: no data directory, nothing cached, the mirror stands in for the network ----
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    from lottery_jax.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_fresh_machine_evaluate_builtin_target(mnist_mirror, monkeypatch, tmp_path, capsys):
+    """The fast representative of the fresh-machine run: download, verify, 97.19%."""
+    monkeypatch.setenv(download.ENV_MIRROR, mnist_mirror.url)
+    code, out, err = cli(capsys, "evaluate", "--weights", "paper-fc2", "--out", tmp_path / "ev")
+    assert code == 0, err
+    assert "test accuracy 97.19% (fc2, unit inputs)" in out
+    assert sorted(mnist_mirror.requests) == sorted(f"{s}.gz" for s in STEMS)
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert res["config"]["data_dir"] is None and res["test_accuracy"] == pytest.approx(97.19)
+
+
+def test_approximate_defaults_to_the_paper_target(monkeypatch, capsys, tmp_path):
+    from lottery_jax import checkpoint
+    from lottery_jax.paper import paper_weights
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake(state, cfg, run, **kw):
+        seen["state"] = state
+        raise Stop
+
+    monkeypatch.setattr("lottery_jax.cli.approximate.ap.approximate_network", fake)
+    with pytest.raises(Stop):
+        cli(capsys, "approximate", "--no-evaluate", "--no-progress", "--out", tmp_path / "o")
+    want, _ = checkpoint.load_weights(paper_weights("paper-fc2"))
+    assert set(seen["state"]) == set(want)
+    for k in want:
+        np.testing.assert_array_equal(seen["state"][k], want[k])
+
+
+def test_approximate_without_data_still_writes_its_ticket(monkeypatch, capsys, tmp_path):
+    """No data to be had: solve, write the ticket, say why accuracy is missing, exit 5."""
+    from lottery_jax.checkpoint import save_weights
+
+    rng = np.random.default_rng(0)
+    target = {"fc1.weight": rng.normal(0, 0.05, (4, 784)).astype(np.float32),
+              "fc2.weight": rng.normal(0, 0.2, (10, 4)).astype(np.float32)}  # fmt: skip
+    path = save_weights(tmp_path / "t.npz", "fc2", target)
+    monkeypatch.setenv(download.ENV_MIRROR, "http://127.0.0.1:9/")  # refused at once
+    out = tmp_path / "o"
+    code, _, err = cli(
+        capsys, "approximate", "--target", path, "--epsilon", "0.05", "--c", "3",
+        "--no-progress", "--out", out,
+    )  # fmt: skip
+    assert code == 5, err
+    lines = [line for line in err.splitlines() if line.startswith("accuracy not measured")]
+    assert len(lines) == 1 and "http://127.0.0.1:9/" in lines[0] and "--data-dir" in lines[0]
+    res = json.loads((out / "results.json").read_text())
+    assert res["target_accuracy"] is None and res["approx_accuracy"] is None
+    assert "connection refused" in res["accuracy_not_measured"] and res["exit_status"] == 5
+    assert (out / "ticket.npz").is_file() and res["all_within_epsilon"]
+    assert not [n for n in _cache_files(tmp_path / "cache") if ".part" in n]
+
+
+def test_approximate_target_train_needs_the_data(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv(download.ENV_MIRROR, "http://127.0.0.1:9/")
+    code, _, err = cli(capsys, "approximate", "--target", "train", "--out", tmp_path / "o")
+    assert code == 2 and err.startswith("error: cannot download mnist") and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_fresh_machine_reproduces_the_paper_table(mnist_mirror, tmp_path):
+    """The README's quickstart on a fresh machine: no data directory, an empty cache, the
+    loopback mirror for the network; `approximate --target paper` gives 97.19% both ways."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "LOTTERY_JAX_DATA"}
+    env.update({download.ENV_CACHE: str(tmp_path / "cache"), download.ENV_MIRROR: mnist_mirror.url,
+                "HOME": str(tmp_path / "home"), "TFDS_DATA_DIR": str(tmp_path / "tfds")})  # fmt: skip
+    exe = Path(sys.executable).with_name("lottery-jax")
+    run = subprocess.run(
+        [str(exe), "approximate", "--target", "paper", "--epsilon", "0.01", "--no-progress",
+         "--out", str(tmp_path / "out")],
+        env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["target_accuracy"] == pytest.approx(97.19)
+    assert res["approx_accuracy"] == pytest.approx(97.19)
+    assert res["all_within_epsilon"] and res["initial_params"] == 8_337_000
+    assert "97.19%" in run.stdout
