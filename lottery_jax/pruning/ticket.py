@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lottery_jax.checkpoint import read_npz, save_weights
+from lottery_jax.checkpoint import save_weights
 from lottery_jax.errors import UserError
 from lottery_jax.nets.pruned import PrunedNet, build_pruned, conv_state_from, masked_entries
 from lottery_jax.nets.supermask import (
@@ -24,8 +24,10 @@ from lottery_jax.nets.supermask import (
 from lottery_jax.nets.targets import Frozen
 from lottery_jax.pruning.batched import PruneConfig, _batched_correct
 from lottery_jax.results import save_npz_atomic
+from lottery_jax.tickets import SUPERMASK_FORMAT, open_ticket
 
-TICKET_FORMAT = "lottery-jax-ticket/1"
+#: Format id of the supermask ticket (files of the first release, ``lottery-jax-ticket/1``, load too).
+TICKET_FORMAT = SUPERMASK_FORMAT
 
 
 # ----------------------------------------------------------------------------- tickets
@@ -60,8 +62,9 @@ def make_ticket(net: PrunedNet, config: PruneConfig, seed: int, sparsity: float)
 
 
 def save_ticket(path: str | Path, ticket: dict[str, Any], extra: dict | None = None) -> Path:
-    """``.npz``: ``__meta__`` JSON, ``mask:<tensor>`` = ``np.packbits`` of the flat mask, shapes in
-    the metadata, and ``conv:<key>`` = the frozen conv weights of LeNet5 variants."""
+    """``.npz``: ``__meta__`` JSON (``format`` = ``lottery-jax-supermask-ticket/2``),
+    ``mask:<tensor>`` = ``np.packbits`` of the flat mask, shapes in the metadata, and
+    ``conv:<key>`` = the frozen conv weights of LeNet5 variants."""
     meta = {
         "format": TICKET_FORMAT,
         "config": ticket["config"],
@@ -78,27 +81,31 @@ def save_ticket(path: str | Path, ticket: dict[str, Any], extra: dict | None = N
 
 
 def load_ticket(path: str | Path) -> dict[str, Any]:
-    """Inverse of :func:`save_ticket` (UserError for a missing or malformed file)."""
-    path = Path(path)
-    arrays = read_npz(path, "ticket file")
+    """Inverse of :func:`save_ticket`; reads first-release files (``lottery-jax-ticket/1``) too.
+
+    UserError (one line) for a missing or malformed file or a SubsetSum ticket.
+    """
+    t = open_ticket(path, "supermask")
+    path, arrays, meta = t.path, t.arrays, t.meta
     try:
-        meta = json.loads(str(arrays.pop("__meta__")))
-    except (KeyError, ValueError) as e:
-        raise UserError(f"cannot read ticket {path}: {e}") from None
-    if meta.get("format") != TICKET_FORMAT:
-        raise UserError(f"{path} is not a lottery-jax ticket (format {meta.get('format')!r})")
+        shapes = {str(k): [int(d) for d in v] for k, v in meta["shapes"].items()}
+        head = (meta["config"], int(meta["seed"]), float(meta["sparsity"]))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"ticket {path}: malformed metadata ({type(e).__name__}: {e})") from None
+    if not isinstance(head[0], dict):
+        raise UserError(f"ticket {path}: malformed metadata (config is not an object)")
     masks = {}
-    for key, shape in meta["shapes"].items():
+    for key, shape in shapes.items():
         size = int(np.prod(shape))
         bits = arrays.get(f"mask:{key}")
-        if bits is None or bits.size != (size + 7) // 8:
+        if bits is None or bits.dtype != np.uint8 or bits.size != (size + 7) // 8:
             raise UserError(f"{path}: mask {key} is missing or has the wrong length")
         masks[key] = np.unpackbits(bits, count=size).astype(bool).reshape(shape)
     conv = {k[len("conv:") :]: v for k, v in arrays.items() if k.startswith("conv:")} or None
     return {
-        "config": meta["config"],
-        "seed": int(meta["seed"]),
-        "sparsity": float(meta["sparsity"]),
+        "config": head[0],
+        "seed": head[1],
+        "sparsity": head[2],
         "masks": masks,
         "conv": conv,
         "meta": meta,
