@@ -8,17 +8,33 @@ The min-count variant minimizes ``sum_i x_i + z / (2 eps)`` under the same const
 
 Builders return the model and its variables; :func:`solve_mip` sets the time limit and gap, hides
 SCIP's output, adds the JAX incumbent as a start solution and returns a :class:`MipResult` with a
-status string. :func:`solve_many` runs instances in parallel worker processes (spawn context).
+status string. :func:`solve_many` runs instances in worker processes (:class:`ScipPool`).
 Library code never exits the process.
+
+Worker processes are fresh interpreters running :mod:`lottery_jax.subsetsum.scip_worker` by path
+(never a fork of the caller, never a re-import of its ``__main__``), so the pool works the same from
+the CLI, a script without an ``if __name__ == "__main__":`` guard, or a notebook. They talk JSON
+lines over pipes (floats round-trip exactly), ignore SIGINT (SCIP's own Ctrl-C handler is off) and
+run in their own session: on Ctrl-C (or any exception) the caller kills their process groups and
+reaps them before the exception goes on, so nothing outlives the run; they also die with their
+parent (Linux ``PR_SET_PDEATHSIG``) and exit when their pipe closes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-from multiprocessing import get_context
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 from pyscipopt import Model, quicksum
@@ -85,6 +101,7 @@ def solve_mip(
     model.setParam("limits/gap", float(gap))
     model.setParam("numerics/feastol", FEASTOL)
     model.setParam("parallel/maxnthreads", int(threads))
+    model.setParam("misc/catchctrlc", False)  # the caller handles Ctrl-C (SCIP would print)
     coefs = np.asarray(coefs, np.float64)
     if start_mask is not None:
         bits = [(int(start_mask) >> i) & 1 for i in range(len(x))]
@@ -146,9 +163,337 @@ def solve_task(task: MipTask) -> MipResult:
         model.freeProb()
 
 
-def solve_many(tasks: Sequence[MipTask], workers: int = 1) -> list[MipResult]:
-    """Solve ``tasks`` in order; ``workers > 1`` uses that many spawned processes."""
-    if workers <= 1 or len(tasks) <= 1:
-        return [solve_task(t) for t in tasks]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        return list(pool.map(solve_task, tasks, chunksize=max(1, len(tasks) // (4 * workers))))
+class ScipWorkerError(RuntimeError):
+    """A SCIP worker process failed (crashed, or raised while solving)."""
+
+
+#: The worker script, run by path (``-P``: its folder is not put on ``sys.path``).
+_WORKER = Path(__file__).resolve().with_name("scip_worker.py")
+
+
+def _worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["JAX_PLATFORMS"] = "cpu"  # (the worker does not import JAX; should anything, no GPU)
+    return env
+
+
+class ScipPool:
+    """``workers`` SCIP worker processes, each solving one :class:`MipTask` at a time.
+
+    Use as a context manager. Leaving it normally closes the pipes and waits for the workers;
+    leaving it by an exception (``KeyboardInterrupt`` included) kills them at once (SIGKILL to each
+    worker's process group) and reaps them, so no child is left behind.
+    """
+
+    def __init__(self, workers: int = 1):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.workers = int(workers)
+        self._procs: list[subprocess.Popen] = []
+        self._logs: list = []
+
+    def __enter__(self) -> ScipPool:
+        try:
+            for _ in range(self.workers):
+                log = tempfile.TemporaryFile()
+                self._logs.append(log)
+                self._procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-P", str(_WORKER), str(os.getpid())],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=log,
+                        env=_worker_env(),
+                        start_new_session=True,
+                        close_fds=True,
+                    )
+                )
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.kill()
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs]
+
+    def kill(self) -> None:
+        """Kill every worker (and anything it started) and reap it."""
+        for p in self._procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(p.pid, signal.SIGKILL)
+        self._reap(timeout=10.0)
+
+    def close(self) -> None:
+        """Close the pipes (workers exit at end of input) and wait; kill stragglers."""
+        for p in self._procs:
+            with contextlib.suppress(OSError):
+                p.stdin.close()
+        deadline = time.monotonic() + 10.0
+        for p in self._procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(p.pid, signal.SIGKILL)
+        self._reap(timeout=10.0)
+
+    def _reap(self, timeout: float) -> None:
+        for p in self._procs:
+            for f in (p.stdin, p.stdout):
+                with contextlib.suppress(OSError):
+                    f.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=timeout)
+        for log in self._logs:
+            log.close()
+        self._procs, self._logs = [], []
+
+    def _stderr_tail(self, i: int) -> str:
+        log = self._logs[i]
+        with contextlib.suppress(OSError):
+            log.seek(0)
+            text = log.read().decode(errors="replace").strip().splitlines()
+            return text[-1] if text else ""
+        return ""
+
+    def run(
+        self,
+        tasks: Sequence[MipTask],
+        on_result: Callable[[int, MipResult], None],
+        order: Sequence[int] | None = None,
+    ) -> None:
+        """Solve ``tasks[i]`` for every ``i`` of ``order`` (default: all), calling
+        ``on_result(i, result)`` in the calling thread as each finishes (in completion order)."""
+        if not self._procs:
+            raise RuntimeError("ScipPool is not started (use it as a context manager)")
+        queue = deque(range(len(tasks)) if order is None else order)
+        busy: dict[int, int] = {}  # worker -> task index
+        sel = selectors.DefaultSelector()
+        try:
+            for w, p in enumerate(self._procs):
+                sel.register(p.stdout, selectors.EVENT_READ, w)
+
+            def send(w: int) -> None:
+                if queue:
+                    i = queue.popleft()
+                    line = json.dumps({"id": i, "task": asdict(tasks[i])}) + "\n"
+                    try:
+                        self._procs[w].stdin.write(line.encode())
+                        self._procs[w].stdin.flush()
+                    except OSError:
+                        raise self._died(w) from None
+                    busy[w] = i
+
+            for w in range(len(self._procs)):
+                send(w)
+            while busy:
+                for key, _ in sel.select(timeout=1.0):
+                    w = key.data
+                    line = self._procs[w].stdout.readline()
+                    if not line:
+                        raise self._died(w)
+                    msg = json.loads(line)
+                    i = busy.pop(w)
+                    if msg.get("id") != i:
+                        raise ScipWorkerError(f"SCIP worker {w} answered task {msg.get('id')}, not {i}")
+                    if "error" in msg:
+                        raise ScipWorkerError(f"SCIP worker failed on task {i}: {msg['error']}")
+                    on_result(i, MipResult(**msg["result"]))
+                    send(w)
+                for w, p in enumerate(self._procs):
+                    if w in busy and p.poll() is not None:
+                        raise self._died(w)
+        finally:
+            sel.close()
+
+    def _died(self, w: int) -> ScipWorkerError:
+        p = self._procs[w]
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(timeout=2.0)
+        tail = self._stderr_tail(w)
+        return ScipWorkerError(
+            f"SCIP worker {p.pid} exited unexpectedly (status {p.returncode})"
+            + (f": {tail}" if tail else "")
+        )
+
+
+def solve_many(
+    tasks: Sequence[MipTask],
+    workers: int = 1,
+    *,
+    on_result: Callable[[int, MipResult], None] | None = None,
+) -> list[MipResult]:
+    """Solve ``tasks`` in ``workers`` worker processes (:class:`ScipPool`); results in task order.
+
+    ``on_result(i, result)`` is called as each finishes. Ctrl-C kills the workers and raises
+    ``KeyboardInterrupt`` within about a second.
+    """
+    results: list[MipResult | None] = [None] * len(tasks)
+    if not tasks:
+        return []
+
+    def keep(i: int, r: MipResult) -> None:
+        results[i] = r
+        if on_result is not None:
+            on_result(i, r)
+
+    with ScipPool(min(max(1, int(workers)), len(tasks))) as pool:
+        pool.run(tasks, keep)
+    return results  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------------------ progress, resume
+
+
+@dataclass
+class ScipProgress:
+    """Progress of the SCIP tier of one layer, for the ``on_scip`` callback.
+
+    Reported once before the first instance is sent (``done == resumed``: the caller warns then)
+    and after each finished instance. ``resumed``: instances whose results an earlier, interrupted
+    run had saved.
+    """
+
+    layer: str
+    done: int
+    total: int
+    resumed: int
+    workers: int
+    time_limit: float
+
+    @property
+    def worst_case_seconds(self) -> float:
+        """Time left if every remaining instance ran to its time limit."""
+        left = max(0, self.total - self.done)
+        return -(-left // max(1, self.workers)) * self.time_limit
+
+
+#: Codes of :attr:`MipResult.status` in the saved result chunks.
+MIP_STATUSES = ("optimal", "feasible", "infeasible", "unknown")
+
+
+class ChunkDir:
+    """Sealed chunk files ``out/chunks/<name>.npz`` of the run with fingerprint ``fingerprint``
+    (the same files :meth:`lottery_jax.rundir.RunDir.save_chunk` writes; for callers without a
+    :class:`~lottery_jax.rundir.RunDir`)."""
+
+    def __init__(self, out: str | os.PathLike, fingerprint: str):
+        self.path = Path(out)
+        self.fingerprint = str(fingerprint)
+
+    def chunk_path(self, name: str) -> Path:
+        return self.path / "chunks" / f"{name}.npz"
+
+    def save_chunk(self, name: str, arrays) -> Path:
+        from lottery_jax.rundir import write_sealed
+
+        return write_sealed(self.chunk_path(name), arrays, f"{self.fingerprint}/{name}")
+
+    def load_chunk(self, name: str, expect_shapes=None):
+        from lottery_jax.rundir import read_sealed
+
+        return read_sealed(self.chunk_path(name), f"{self.fingerprint}/{name}", expect_shapes)
+
+
+def tasks_key(tasks: Sequence[MipTask]) -> str:
+    """A short hash of everything the tasks ask (coefficients, weights, eps, objective, limits,
+    start solutions): saved results are reused only for the very same tasks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in tasks:
+        h.update(json.dumps(asdict(t), sort_keys=True).encode())
+        h.update(b"\n")
+    return h.hexdigest()[:16]
+
+
+class SavedResults:
+    """Finished MIP results of one layer's tasks, saved as they come in sealed chunk files
+    ``<layer>.scip-<tasks key>-<k>`` through ``store`` (a :class:`ChunkDir` or a
+    :class:`~lottery_jax.rundir.RunDir`), and loaded again by a rerun.
+
+    Results are written in batches: every ``every`` results or ``seconds`` seconds, and by
+    :meth:`flush` (call it in a ``finally``: an interrupted run keeps everything it finished).
+    A damaged or foreign chunk is dropped (deleted) and its instances are solved again.
+    """
+
+    def __init__(self, store, layer: str, tasks: Sequence[MipTask], n: int, *,
+                 every: int | None = None, seconds: float = 10.0):  # fmt: skip
+        self.store = store
+        self.n = int(n)
+        self.prefix = f"{layer}.scip-{tasks_key(tasks)}-"
+        self.total = len(tasks)
+        self.every = every or max(8, min(512, self.total // 50))
+        self.seconds = seconds
+        self._buffer: list[tuple[int, MipResult]] = []
+        self._last = time.monotonic()
+        self._next = 0
+
+    def load(self) -> dict[int, MipResult]:
+        """The results saved by earlier runs (index -> result)."""
+        found: dict[int, MipResult] = {}
+        if self.store is None:
+            return found
+        folder = self.store.chunk_path(self.prefix + "0").parent
+        names = sorted(p.name[: -len(".npz")] for p in folder.glob(f"{self.prefix}*.npz"))
+        for name in names:
+            with contextlib.suppress(ValueError):
+                self._next = max(self._next, int(name[len(self.prefix) :]) + 1)
+            arrays = self.store.load_chunk(name)
+            if arrays is None:
+                continue
+            try:
+                found.update(self._decode(arrays))
+            except (KeyError, ValueError, IndexError):
+                continue
+        return found
+
+    def _decode(self, a) -> dict[int, MipResult]:
+        idx, status, has = a["index"], a["status"], a["has_mask"]
+        bits = np.unpackbits(a["mask"], axis=-1, count=self.n, bitorder="little")
+        if idx.ndim != 1 or idx.size and (idx.min() < 0 or idx.max() >= self.total):
+            raise ValueError("index out of range")
+        out = {}
+        weights = [1 << i for i in range(self.n)]
+        for k, i in enumerate(idx.tolist()):
+            mask = sum(w for w, b in zip(weights, bits[k], strict=True) if b) if has[k] else None
+            err = float(a["error"][k])
+            gap = float(a["gap"][k])
+            out[int(i)] = MipResult(MIP_STATUSES[int(status[k])], mask,
+                                    None if np.isnan(err) else err, float(a["seconds"][k]),
+                                    None if np.isnan(gap) else gap)  # fmt: skip
+        return out
+
+    def add(self, i: int, r: MipResult) -> None:
+        self._buffer.append((i, r))
+        if len(self._buffer) >= self.every or time.monotonic() - self._last >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.store is None or not self._buffer:
+            self._buffer.clear()
+            return
+        buf, self._buffer = self._buffer, []
+        bits = np.zeros((len(buf), self.n), bool)
+        for k, (_, r) in enumerate(buf):
+            if r.mask is not None:
+                bits[k] = [(r.mask >> b) & 1 for b in range(self.n)]
+        arrays = {
+            "index": np.array([i for i, _ in buf], np.int64),
+            "status": np.array([MIP_STATUSES.index(r.status) for _, r in buf], np.uint8),
+            "has_mask": np.array([r.mask is not None for _, r in buf], bool),
+            "mask": np.packbits(bits, axis=-1, bitorder="little"),
+            "error": np.array([np.nan if r.error is None else r.error for _, r in buf]),
+            "seconds": np.array([r.seconds for _, r in buf]),
+            "gap": np.array([np.nan if r.gap is None else r.gap for _, r in buf]),
+        }
+        self.store.save_chunk(f"{self.prefix}{self._next:05d}", arrays)
+        self._next += 1
+        self._last = time.monotonic()
