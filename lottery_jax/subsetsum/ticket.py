@@ -2,47 +2,76 @@
 
 A ticket records, for every approximated tensor, the target weights, the chosen subsets (packed bits),
 each weight's status and float64 error, and how to regenerate the coefficients (see
-:func:`save_ticket`). :func:`verify_ticket` recomputes everything that can be recomputed.
+:func:`save_ticket`). :func:`verify_ticket` recomputes everything that can be recomputed and trusts
+nothing the file says about itself.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+import numbers
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lottery_jax.checkpoint import read_npz
 from lottery_jax.errors import UserError
 from lottery_jax.results import save_npz_atomic
 from lottery_jax.subsetsum import search as ss
 from lottery_jax.subsetsum.network import (
+    COEFFICIENT_MODES,
     EXIT_INFEASIBLE,
     EXIT_MISMATCH,
+    OBJECTIVES,
     STATUSES,
-    TICKET_FORMAT,
+    WITHIN_STATUSES,
     ApproxResult,
+    target_fingerprint,
 )
+from lottery_jax.tickets import META_KEY, SUBSETSUM_FORMAT, open_ticket
+
+KEY_SCHEME = (
+    "layer i: jax.random.fold_in(jax.random.key(seed), i) (threefry); "
+    "low + (high - low) * jax.random.uniform(key, shape + (n,), float64); "
+    "shape = (out,) per-row or (out, in) per-weight"
+)
+#: Recorded and recomputed errors are computed by the same float64 operations; this only absorbs
+#: a different summation order on another machine.
+ERROR_ATOL = 1e-12
+#: ``infeasible`` claims are proved again by an independent numpy meet-in-the-middle search for n
+#: up to this, within :data:`PROOF_BUDGET` half-sum lookups in all.
+PROOF_MAX_N = 36
+PROOF_BUDGET = 2e8
+
+
+def _target_array(w: np.ndarray) -> np.ndarray:
+    """The ticket's copy of a target matrix: float64 kept as it is (the run solved against it),
+    anything else as float32 (the file formats' weight type)."""
+    w = np.asarray(w)
+    return w if w.dtype == np.float64 else w.astype(np.float32)
 
 
 def save_ticket(path: Path, res: ApproxResult, target: dict[str, np.ndarray]) -> Path:
     """Write ``ticket.npz``.
 
-    Keys: ``meta`` (JSON string: format, epsilon, c, n, rounding, objective, coefficients mode,
-    seed, low, high, layers, statuses, bit_order, coefficients_stored, key_scheme) and per layer
-    ``L`` (e.g. ``fc1.weight``): ``L.target`` float32 (out, in) the target's weights;
+    Keys: ``__meta__`` (JSON string: ``format`` = ``lottery-jax-subsetsum-ticket/2``, epsilon, c,
+    n, rounding, objective, coefficients mode, zero_small, seed, low, high, range_source
+    (``target`` or ``fixed``), layers, shapes, weights, target_sha256, statuses, bit_order,
+    coefficients_stored, key_scheme) and per layer ``L`` (e.g. ``fc1.weight``): ``L.target``
+    (out, in) the target's weights (float32, or float64 when the target was float64);
     ``L.subsets`` uint8 (out, in, ceil(n/8)): ``np.packbits(bits, axis=-1, bitorder="little")`` of
-    the chosen subsets, so coefficient ``i`` is bit ``i % 8`` of byte ``i // 8``; ``L.status`` uint8
-    (out, in) index into ``meta.statuses``; ``L.error`` float64 (out, in) the float64 error;
+    the chosen subsets, so coefficient ``i`` is bit ``i % 8`` of byte ``i // 8``; ``L.status``
+    uint8 (out, in) index into ``meta.statuses``; ``L.error`` float64 (out, in) the float64 error;
     ``L.coefficients`` float64 (out, n) per row (per-weight runs omit them: (out, in, n) would be
     large; they are regenerated exactly from the seed as described by ``meta.key_scheme``).
     """
     cfg = res.cfg
     stored = cfg.coefficients == "per-row"
+    copies = {k: _target_array(target[k]) for k in res.layers}
     meta = {
-        "format": TICKET_FORMAT,
+        "format": SUBSETSUM_FORMAT,
         "epsilon": cfg.epsilon,
         "c": cfg.c,
         "n": cfg.n,
@@ -53,28 +82,44 @@ def save_ticket(path: Path, res: ApproxResult, target: dict[str, np.ndarray]) ->
         "seed": cfg.seed,
         "low": res.low,
         "high": res.high,
-        "layers": res.layers,
+        "range_source": "target" if cfg.coef_range is None else "fixed",
+        "layers": list(res.layers),
+        "layer_patterns": list(getattr(cfg, "layers", None) or []) or None,
+        "shapes": {k: list(copies[k].shape) for k in res.layers},
+        "weights": int(sum(v.size for v in copies.values())),
+        "target_sha256": target_fingerprint(copies, list(res.layers)),
         "statuses": list(STATUSES),
         "bit_order": "little",
         "coefficients_stored": stored,
-        "key_scheme": "layer i: jax.random.fold_in(jax.random.key(seed), i) (threefry); "
-        "low + (high - low) * jax.random.uniform(key, shape + (n,), float64); "
-        "shape = (out,) per-row or (out, in) per-weight",
+        "key_scheme": KEY_SCHEME,
     }
-    arrays: dict[str, Any] = {"meta": np.asarray(json.dumps(meta))}
-    for k, r in res.results.items():
+    arrays: dict[str, Any] = {META_KEY: np.asarray(json.dumps(meta))}
+    for k in res.layers:
+        r = res.results[k]
         bits = ss.mask_to_bits(r.masks, cfg.n)
-        arrays[f"{k}.target"] = np.asarray(target[k], np.float32)
+        arrays[f"{k}.target"] = copies[k]
         arrays[f"{k}.subsets"] = np.packbits(bits, axis=-1, bitorder="little")
-        arrays[f"{k}.status"] = r.status
-        arrays[f"{k}.error"] = r.errors
+        arrays[f"{k}.status"] = np.asarray(r.status, np.uint8)
+        arrays[f"{k}.error"] = np.asarray(r.errors, np.float64)
         if stored:
-            arrays[f"{k}.coefficients"] = res.coefficients[k]
+            arrays[f"{k}.coefficients"] = np.asarray(res.coefficients[k], np.float64)
     return save_npz_atomic(path, arrays)
+
+
+# ------------------------------------------------------------------------------------ verifying
 
 
 @dataclass
 class VerifyReport:
+    """What :func:`verify_ticket` found.
+
+    ``mismatches``: one line per kind of disagreement, in the order found (the first names the
+    first bad entry); ``bad_entries``: how many entries disagree in all. ``epsilon`` is the
+    tolerance the checker demanded (``--epsilon``, or the ticket's own); ``within`` counts the
+    weights within it. ``infeasible_proved``: ``infeasible`` claims confirmed by the checker's own
+    exhaustive search; ``infeasible_unchecked``: those beyond its budget.
+    """
+
     layers: list[str]
     weights: int
     within: int
@@ -84,6 +129,12 @@ class VerifyReport:
     mismatches: list[str]
     status_counts: dict[str, int]
     epsilon: float
+    ticket_epsilon: float | None = None
+    bad_entries: int = 0
+    infeasible_proved: int = 0
+    infeasible_unchecked: int = 0
+    format: str = SUBSETSUM_FORMAT
+    not_within: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -91,67 +142,337 @@ class VerifyReport:
             return EXIT_MISMATCH
         return 0 if self.within == self.weights else EXIT_INFEASIBLE
 
+    @property
+    def summary_line(self) -> str:
+        """One line: the first mismatch and the count of bad entries (empty when none)."""
+        if not self.mismatches:
+            return ""
+        more = f"; {self.bad_entries:,} bad entries in all" if self.bad_entries > 1 else ""
+        return f"{self.mismatches[0]}{more}"
 
-def verify_ticket(path: Path, target: dict[str, np.ndarray] | None = None) -> VerifyReport:
-    """Recompute every approximation of a ticket in float64 and check it against the target (the
-    ticket's copy, or ``target`` when given) and eps; compare with the ticket's own records."""
-    path = Path(path)
-    arrays = read_npz(path, "ticket")
-    try:
-        meta = json.loads(str(arrays["meta"]))
-    except (KeyError, ValueError) as e:
-        raise UserError(f"cannot read ticket {path}: {e}") from None
-    if meta.get("format") != TICKET_FORMAT:
-        raise UserError(f"{path} is not a {TICKET_FORMAT} ticket")
-    n, eps = int(meta["n"]), float(meta["epsilon"])
-    mismatches: list[str] = []
-    weights = within = remaining = 0
-    max_error = 0.0
-    counts = dict.fromkeys(meta["statuses"], 0)
-    for li, k in enumerate(meta["layers"]):
-        try:
-            packed = arrays[f"{k}.subsets"]
-            w_ticket = arrays[f"{k}.target"]
-            status = arrays[f"{k}.status"]
-            rec_err = arrays[f"{k}.error"]
-        except KeyError as e:
-            raise UserError(f"ticket {path} lacks {e}") from None
-        w = np.asarray(w_ticket if target is None else target.get(k), np.float64)
-        if target is not None and (k not in target or w.shape != w_ticket.shape):
-            raise UserError(f"target {k} does not match the ticket's shape {w_ticket.shape}")
-        bits = np.unpackbits(packed, axis=-1, count=n, bitorder="little").astype(bool)
-        if meta["coefficients_stored"]:
-            coefs = arrays[f"{k}.coefficients"][:, None, :]
+
+class _Found:
+    """Mismatches in the order found, with how many entries each covers."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.count = 0
+
+    def add(self, line: str, count: int = 1) -> None:
+        self.lines.append(line)
+        self.count += int(count)
+
+    def where(self, name: str, bad: np.ndarray, what: str, detail) -> None:
+        """Record the entries of ``name`` where ``bad`` holds; ``detail(index)`` describes the
+        first one."""
+        k = int(np.count_nonzero(bad))
+        if k:
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            more = detail(idx)
+            self.add(f"{name}[{', '.join(map(str, idx))}]: {what}{': ' + more if more else ''}", k)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+_META_CHECKS: dict[str, tuple[Any, str]] = {
+    "epsilon": (lambda v: _is_real(v) and 0 < v < 1, "a number in (0, 1)"),
+    "c": (lambda v: _is_real(v) and v > 0, "a positive number"),
+    "n": (lambda v: _is_int(v) and 1 <= v <= 1024, "an integer in [1, 1024]"),
+    "rounding": (lambda v: v in ("published", "readme"), "published or readme"),
+    "objective": (lambda v: v in OBJECTIVES, f"one of {', '.join(OBJECTIVES)}"),
+    "coefficients": (lambda v: v in COEFFICIENT_MODES, f"one of {', '.join(COEFFICIENT_MODES)}"),
+    "seed": (lambda v: _is_int(v) and 0 <= v < 2**63, "a non-negative integer"),
+    "low": (_is_real, "a finite number"),
+    "high": (_is_real, "a finite number"),
+    "layers": (
+        lambda v: isinstance(v, list)
+        and len(v) > 0
+        and all(isinstance(x, str) and x for x in v)
+        and len(set(v)) == len(v),
+        "a non-empty list of distinct layer names",
+    ),
+    "statuses": (
+        lambda v: isinstance(v, list) and len(v) > 0 and all(x in STATUSES for x in v)
+        and len(set(v)) == len(v),
+        f"a list of distinct statuses from {', '.join(STATUSES)}",
+    ),
+    "bit_order": (lambda v: v == "little", "little"),
+    "coefficients_stored": (lambda v: isinstance(v, bool), "true or false"),
+    "zero_small": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _check_meta(meta: dict[str, Any], found: _Found) -> None:
+    for key, (ok, want) in _META_CHECKS.items():
+        if key not in meta:
+            found.add(f"meta.{key}: missing")
+        elif not ok(meta[key]):
+            found.add(f"meta.{key}: {meta[key]!r} is not {want}")
+    if found.lines:
+        return
+    if meta["low"] > meta["high"]:
+        found.add(f"meta.low: {meta['low']} above meta.high {meta['high']}")
+    n = ss.n_coefficients(meta["c"], meta["epsilon"], meta["rounding"])
+    if n != meta["n"]:
+        found.add(
+            f"meta.n: {meta['n']}, but c={meta['c']}, epsilon={meta['epsilon']} and "
+            f"{meta['rounding']} rounding give n={n}"
+        )
+    if meta["coefficients_stored"] != (meta["coefficients"] == "per-row"):
+        found.add(
+            f"meta.coefficients_stored: {meta['coefficients_stored']} for {meta['coefficients']}"
+            " coefficients (save_ticket stores exactly the per-row ones)"
+        )
+
+
+def _array(arrays, name, found: _Found, dtypes, shape) -> np.ndarray | None:
+    a = arrays.get(name)
+    if a is None:
+        found.add(f"{name}: missing")
+        return None
+    if a.dtype not in dtypes:
+        want = " or ".join(str(np.dtype(d)) for d in dtypes)
+        found.add(f"{name}: dtype {a.dtype}, expected {want}")
+        return None
+    if shape is not None and a.shape != tuple(shape):
+        found.add(f"{name}: shape {a.shape}, expected {tuple(shape)}")
+        return None
+    return a
+
+
+def _all_sums(coefs: np.ndarray) -> np.ndarray:
+    """All ``2^k`` subset sums of ``coefs (..., k)``, index = mask, in float64."""
+    sums = np.zeros((*coefs.shape[:-1], 1))
+    for i in range(coefs.shape[-1]):
+        sums = np.concatenate([sums, sums + coefs[..., i : i + 1]], axis=-1)
+    return sums
+
+
+def _min_errors(coefs: np.ndarray, ws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Independent exhaustive search (numpy meet in the middle): for one coefficient vector
+    ``coefs (n,)`` and weights ``ws (k,)``, the smallest ``|w - sum|`` over all ``2^n`` subsets
+    (up to float64 rounding of the split sums) and a mask attaining it."""
+    n = coefs.shape[0]
+    a = n // 2
+    lo = _all_sums(coefs[:a])  # (2^a,)
+    hi = _all_sums(coefs[a:])  # (2^(n-a),)
+    order = np.argsort(hi, kind="stable")
+    hs = hi[order]
+    best_err = np.full(ws.shape, np.inf)
+    best_mask = np.zeros(ws.shape, np.int64)
+    step = max(1, (1 << 22) // max(1, lo.size))
+    for s in range(0, ws.size, step):
+        q = ws[s : s + step, None] - lo[None, :]  # (k, 2^a): what the high half must supply
+        pos = np.searchsorted(hs, q)
+        for p in (np.clip(pos - 1, 0, hs.size - 1), np.clip(pos, 0, hs.size - 1)):
+            e = np.abs(q - hs[p])
+            j = np.argmin(e, axis=1)
+            ej = e[np.arange(e.shape[0]), j]
+            better = ej < best_err[s : s + step]
+            m = (order[p[np.arange(e.shape[0]), j]].astype(np.int64) << a) | j
+            best_err[s : s + step] = np.where(better, ej, best_err[s : s + step])
+            best_mask[s : s + step] = np.where(better, m, best_mask[s : s + step])
+    return best_err, best_mask
+
+
+def verify_ticket(
+    path: Path, target: dict[str, np.ndarray] | None = None, *, epsilon: float | None = None
+) -> VerifyReport:
+    """Check a SubsetSum ticket against everything that can be recomputed.
+
+    * n from (c, epsilon, rounding); the coefficient range from the target when the run took it
+      from the target; the coefficients from (seed, range, key scheme), compared with the stored
+      ones; the layer list, shapes and weight count against the target (``target`` when given,
+      else the ticket's own copy, checked against its recorded fingerprint);
+    * every chosen subset summed again in float64 and compared with the recorded error;
+    * every status against that error: the ``optimal-*``/``feasible`` statuses claim
+      ``error <= eps``, ``infeasible``/``unsolved`` claim ``error > eps``, and every ``infeasible``
+      claim (no subset at all within eps) is proved again by an independent exhaustive search
+      where ``n <= PROOF_MAX_N`` (within a budget; the rest are counted as unchecked).
+
+    ``epsilon``: the tolerance the checker demands (default: the ticket's); ``within`` counts the
+    weights within it. Structural damage (missing or ill-typed entries, an empty layer list) is a
+    mismatch, never an exception. Raises UserError only for a file that cannot be read at all, is
+    not a ticket, or is a supermask ticket.
+    """
+    if epsilon is not None and not (_is_real(epsilon) and epsilon > 0):
+        raise UserError(f"epsilon must be a positive number, got {epsilon}")
+    t = open_ticket(path, "subsetsum")
+    meta, arrays = t.meta, t.arrays
+    found = _Found()
+    _check_meta(meta, found)
+    eps_file = float(meta["epsilon"]) if _is_real(meta.get("epsilon")) else None
+    eps = float(epsilon) if epsilon is not None else eps_file
+    report = VerifyReport([], 0, 0, 0.0, 0, 0, [], {}, eps or 0.0, eps_file, format=t.format)
+    if found.lines:  # nothing below can be trusted without the metadata
+        report.mismatches, report.bad_entries = found.lines, found.count
+        return report
+    n, layers, statuses = int(meta["n"]), list(meta["layers"]), list(meta["statuses"])
+    code = {s: i for i, s in enumerate(statuses)}
+    within_codes = [code[s] for s in statuses if s in WITHIN_STATUSES]
+    infeasible_code = code.get("infeasible", -1)
+    report.layers = layers
+    report.status_counts = dict.fromkeys(STATUSES, 0)
+
+    # The layer list against the target.
+    if target is not None:
+        from lottery_jax.subsetsum.network import target_layers
+
+        patterns = meta.get("layer_patterns") or None
+        want = target_layers(target, patterns) if patterns else target_layers(target)
+        if want != layers:
+            found.add(f"meta.layers: {layers}, but the target's tensors to approximate are {want}")
+    known = {f"{k}.{s}" for k in layers for s in ("target", "subsets", "status", "error")}
+    known |= {f"{k}.coefficients" for k in layers}
+    extra = sorted(set(arrays) - known)
+    if extra:
+        found.add(f"{extra[0]}: an entry of no layer in meta.layers", len(extra))
+
+    # The target copies, their fingerprint and the coefficient range.
+    shapes_meta = meta.get("shapes") if isinstance(meta.get("shapes"), dict) else None
+    ws: dict[str, np.ndarray] = {}
+    for k in layers:
+        shape = shapes_meta.get(k) if shapes_meta else None
+        wt = _array(arrays, f"{k}.target", found, (np.float32, np.float64), shape)
+        if wt is None:
+            continue
+        if wt.ndim < 1 or wt.size == 0:
+            found.add(f"{k}.target: shape {wt.shape} is not a non-empty tensor")
+            continue
+        if not np.all(np.isfinite(wt)):
+            found.where(f"{k}.target", ~np.isfinite(wt), "not finite", lambda i: "")
+            continue
+        if target is not None and k in target:
+            given = np.asarray(target[k])
+            if given.shape != wt.shape:
+                found.add(f"{k}.target: shape {wt.shape}, but the target's is {given.shape}")
+                continue
+            diff = given.astype(wt.dtype) != wt  # (compared in the copy's precision)
+            found.where(f"{k}.target", diff, "differs from the given target", lambda i: "")
+            ws[k] = np.asarray(given, np.float64)
         else:
-            shape = w.shape[:1] if meta["coefficients"] == "per-row" else w.shape
-            key = ss.layer_key(int(meta["seed"]), li)
-            coefs = ss.draw_coefficients(key, shape, n, float(meta["low"]), float(meta["high"]))
-            if coefs.ndim == 2:
-                coefs = coefs[:, None, :]
-        approx = np.where(bits, coefs, 0.0).sum(-1)
-        err = np.abs(w - approx)
-        ok = err <= eps
-        weights += int(err.size)
-        within += int(ok.sum())
-        remaining += int(bits.sum())
-        max_error = max(max_error, float(err.max()))
-        for i, s in enumerate(meta["statuses"]):
-            counts[s] += int((status == i).sum())
-        if not np.allclose(err, rec_err, rtol=0, atol=1e-12):
-            mismatches.append(f"{k}: recorded errors differ from the recomputed ones")
-        claims = status != STATUSES.index("infeasible")
-        if np.any(claims & ~ok):
-            mismatches.append(
-                f"{k}: {int((claims & ~ok).sum())} weights claimed within eps are not"
+            ws[k] = np.asarray(wt, np.float64)
+    if len(ws) == len(layers):
+        total = sum(w.size for w in ws.values())
+        if "weights" in meta and meta["weights"] != total:
+            found.add(f"meta.weights: {meta['weights']}, but the target has {total} weights")
+        if target is None and "target_sha256" in meta:
+            copies = {k: arrays[f"{k}.target"] for k in layers}
+            if target_fingerprint(copies, layers) != meta["target_sha256"]:
+                found.add("meta.target_sha256: does not match the ticket's target weights")
+        low, high = ss.coefficient_range(list(ws.values()))
+        source = meta.get("range_source")
+        if source == "target" and (low, high) != (meta["low"], meta["high"]):
+            found.add(
+                f"meta.low/high: [{meta['low']}, {meta['high']}], but the target gives "
+                f"[{low}, {high}]"
             )
-    return VerifyReport(
-        list(meta["layers"]),
-        weights,
-        within,
-        max_error,
-        remaining,
-        n * weights,
-        mismatches,
-        counts,
-        eps,
-    )
+        elif source not in (None, "target", "fixed"):
+            found.add(f"meta.range_source: {source!r} is not target or fixed")
+
+    # Every layer: coefficients, subsets, errors, statuses.
+    nbytes = (n + 7) // 8
+    max_error = 0.0
+    budget = PROOF_BUDGET
+    per_row = meta["coefficients"] == "per-row"
+    for li, k in enumerate(layers):
+        if k not in ws:
+            continue
+        w = ws[k]
+        packed = _array(arrays, f"{k}.subsets", found, (np.uint8,), (*w.shape, nbytes))
+        status = _array(arrays, f"{k}.status", found, (np.uint8,), w.shape)
+        rec_err = _array(arrays, f"{k}.error", found, (np.float64,), w.shape)
+        draw_shape = w.shape[:1] if per_row else w.shape
+        coefs = ss.draw_coefficients(
+            ss.layer_key(int(meta["seed"]), li), draw_shape, n, float(meta["low"]),
+            float(meta["high"]),
+        )  # fmt: skip
+        if meta["coefficients_stored"] or f"{k}.coefficients" in arrays:
+            stored = _array(arrays, f"{k}.coefficients", found, (np.float64,), coefs.shape)
+            if stored is not None:
+                bad = (stored != coefs).any(axis=-1)
+                found.where(
+                    f"{k}.coefficients", bad, f"differ from the draw of seed {meta['seed']}",
+                    lambda i, s=stored, c=coefs: f"stored {s[i][0]:.17g}, drawn {c[i][0]:.17g}",
+                )  # fmt: skip
+        if packed is None or status is None or rec_err is None:
+            continue
+        bits = np.unpackbits(packed, axis=-1, bitorder="little")
+        if nbytes * 8 > n:
+            pad = bits[..., n:].any(axis=-1)
+            found.where(f"{k}.subsets", pad, f"bits set beyond n={n}", lambda i: "")
+        bits = bits[..., :n].astype(bool)
+        c3 = coefs.reshape(w.shape[0], *(1,) * (w.ndim - 1), n) if per_row else coefs
+        err = np.abs(w - np.where(bits, c3, 0.0).sum(-1))
+        report.weights += int(err.size)
+        report.remaining_params += int(bits.sum())
+        max_error = max(max_error, float(err.max()))
+        ok = err <= eps
+        report.within += int(ok.sum())
+        for i, s in enumerate(statuses):
+            report.status_counts[s] += int((status == i).sum())
+        if len(report.not_within) < 20:
+            for idx in np.argwhere(~ok)[: 20 - len(report.not_within)]:
+                ix = tuple(int(x) for x in idx)
+                at = ", ".join(map(str, ix))
+                report.not_within.append(f"{k}[{at}] w={w[ix]:.6g} error={err[ix]:.3g}")
+        # Records against the recomputation.
+        found.where(
+            f"{k}.error", ~(np.abs(err - rec_err) <= ERROR_ATOL), "recorded error differs",
+            lambda i, r=rec_err, e=err: f"recorded {r[i]:.6g}, the subset gives {e[i]:.6g}",
+        )  # fmt: skip
+        found.where(
+            f"{k}.status", status >= len(statuses), "not a status index",
+            lambda i, s=status: f"{int(s[i])} (the ticket lists {len(statuses)} statuses)",
+        )  # fmt: skip
+        claims_within = np.isin(status, within_codes)
+        found.where(
+            f"{k}", claims_within & ~(err <= eps_file), f"claims within epsilon={eps_file}",
+            lambda i, s=status, e=err: f"status {statuses[s[i]]}, error {e[i]:.6g}",
+        )  # fmt: skip
+        claims_not = (status < len(statuses)) & ~claims_within
+        found.where(
+            f"{k}", claims_not & (err <= eps_file), f"claims no subset within epsilon={eps_file}",
+            lambda i, s=status, e=err: f"status {statuses[s[i]]}, but its subset has error "
+            f"{e[i]:.6g}",
+        )  # fmt: skip
+        # Prove every "infeasible" again: no subset at all within eps.
+        inf = np.argwhere((status == infeasible_code) & (err > eps_file))
+        if len(inf) and n <= PROOF_MAX_N:
+            refuted = np.zeros(w.shape, bool)
+            cost = float(2 ** (n // 2)) * max(1.0, n - n // 2)
+            groups: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
+            for idx in inf:
+                ix = tuple(int(x) for x in idx)
+                groups.setdefault(ix[:1] if per_row else ix, []).append(ix)
+            for key, members in groups.items():
+                if budget < cost * len(members):
+                    report.infeasible_unchecked += len(members)
+                    continue
+                budget -= cost * len(members)
+                best, masks = _min_errors(coefs[key], np.array([w[m] for m in members]))
+                for b, m, ix in zip(best, masks, members, strict=True):
+                    if b > eps_file + 1e-12:
+                        report.infeasible_proved += 1
+                        continue
+                    exact = abs(w[ix] - ss.subset_sums(coefs[key], np.array(m)))
+                    if exact <= eps_file:
+                        refuted[ix] = True
+                    else:  # within 1e-12 of eps: left undecided
+                        report.infeasible_unchecked += 1
+            found.where(
+                f"{k}", refuted, f"claims infeasible, but a subset is within epsilon={eps_file}",
+                lambda i: "found by exhaustive search",
+            )  # fmt: skip
+        elif len(inf):
+            report.infeasible_unchecked += len(inf)
+    report.max_error = max_error
+    report.initial_params = n * report.weights
+    report.mismatches, report.bad_entries = found.lines, found.count
+    return report
