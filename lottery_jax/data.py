@@ -20,7 +20,7 @@ import numpy as np
 
 from lottery_jax.errors import UserError
 
-#: Mean and std of the MNIST training pixels after scaling to [0, 1] (REFERENCE.md, Experiment 2).
+#: Mean and std of the MNIST training pixels after scaling to [0, 1] (the paper's Experiment 2).
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 INPUT_MODES = ("unit", "normalized")

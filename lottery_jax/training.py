@@ -1,6 +1,6 @@
 """Training: the published recipe as one compiled loop over an on-device dataset.
 
-Recipe (REFERENCE.md): SGD with momentum 0.9, weight decay 5e-4 added to the gradient (PyTorch
+Recipe (the published code): SGD with momentum 0.9, weight decay 5e-4 added to the gradient (PyTorch
 style), cosine annealing stepped once per EPOCH (lr_e = lr (1 + cos(pi e / epochs)) / 2), batch 64,
 cross-entropy of log-softmax outputs. Batches are gathered on the device from a seeded permutation;
 the last partial batch is kept (padded and masked), as PyTorch's DataLoader does without drop_last.
@@ -25,7 +25,7 @@ from flax import nnx
 from lottery_jax.data import Dataset
 from lottery_jax.errors import UserError
 
-#: Published learning rates: 0.1 for the fully connected nets, 0.01 for LeNet5 (REFERENCE.md).
+#: Published learning rates: 0.1 for the fully connected nets, 0.01 for LeNet5 (the published code).
 DEFAULT_LR = {"fc2": 0.1, "fc4": 0.1, "lenet5": 0.01}
 #: Steps per compiled call between progress-bar updates.
 PROGRESS_CHUNK = 100

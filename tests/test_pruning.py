@@ -54,7 +54,7 @@ def test_redundant_parameter_counts(model, total):
 def test_wide_widths_from_the_formulas():
     widths = {f: pruning.wide_width(f, pruning.redundant_param_count(f)) for f in pruning.FC_SIZES}
     assert widths == {"fc2": 2508, "fc4": 1314, "lenet5": 378}
-    # The formulas themselves (REFERENCE.md), not only their results.
+    # The formulas themselves (as published), not only their results.
     assert widths["fc2"] == round(1_991_420 / 794)
     assert widths["fc4"] == round((math.sqrt(8 * 4_496_420 + 794**2) - 794) / 4)
     assert widths["lenet5"] == round((math.sqrt(410**2 + 4 * 297_620) - 410) / 2)
@@ -351,7 +351,7 @@ def test_prune_epochs_zero_cli_counts_and_evaluates(tmp_path, capsys):
 @pytest.mark.shared_data
 @pytest.mark.skipif(mnist_dir() is None, reason="MNIST IDX files not found")
 def test_redundant_fc2_one_epoch_quality(tmp_path):
-    """REFERENCE quality bar: redundant FC2 (linear, r = 5, s = 0.5) >= 85% after one epoch."""
+    """Quality bar: redundant FC2 (linear, r = 5, s = 0.5) >= 85% after one epoch."""
     from lottery_jax.data import load_dataset
 
     data = load_dataset(mnist_dir())

@@ -1,6 +1,6 @@
 """Experiment 2: pruning random networks with supermasks (no weight training, only masks).
 
-Networks (REFERENCE.md, Experiment 2):
+Networks (the paper's Experiment 2 and its published code):
 
 * redundant layer ("our structure"), in -> out with redundancy r: frozen ``weight1`` (r, in) ~ N(0, 2)
   and ``weight2`` (out, in r) ~ N(0, 2/in) (variances), scores uniform on (-sqrt 2, sqrt 2) and
@@ -150,7 +150,7 @@ class RedundantLinear(nnx.Module):
 
 
 def wide_width(family: str, total: int) -> int:
-    """Hidden width of the wide net whose fc parameter count matches ``total`` (REFERENCE.md)."""
+    """Hidden width of the wide net whose fc parameter count matches ``total`` (as published)."""
     if family == "fc2":  # 784 h + 10 h = P
         return round(total / (784 + 10))
     if family == "fc4":  # 784 h + 2 h^2 + 10 h = P
@@ -289,7 +289,7 @@ def masked_entries(net: PrunedNet) -> list[tuple[str, nnx.Module, str, str, str]
 
 
 def set_sparsity(net: PrunedNet, sparsity: float) -> None:
-    """Remove ``int(sparsity * size)`` entries from every masked tensor (REFERENCE.md)."""
+    """Remove ``int(sparsity * size)`` entries from every masked tensor (as published)."""
     try:
         s = check_sparsity(sparsity)
     except ValueError as e:

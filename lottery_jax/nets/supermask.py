@@ -1,7 +1,7 @@
 """Supermasks: trainable scores choose which frozen random weights to keep (edge-popup).
 
 Per tensor, exactly ``int(s * size)`` entries with the smallest ``|score|`` are masked to 0 and the
-rest to 1 (s = fraction REMOVED, REFERENCE.md Experiment 2); ties are broken by flat index, lower
+rest to 1 (s = fraction REMOVED, the paper's Experiment 2); ties are broken by flat index, lower
 index removed first. The gradient passes straight through the mask to ``|scores|`` and from there
 to the scores (Ramanujan et al. 2020, "What's hidden in a randomly weighted neural network?"; the
 published code applies ``GetSubnet`` to ``scores.abs()``).

@@ -3,7 +3,7 @@
 Weights are stored in PyTorch layout (linear: (out, in), applied as ``x @ W.T``; conv: (out, in, kh,
 kw)) so that a PyTorch state dict maps onto them key for key (``fc1.weight`` ...). Initialisation is
 PyTorch's default for ``nn.Linear``/``nn.Conv2d`` (uniform on +-1/sqrt(fan_in)), as in the published
-code. In LeNet5 the conv weights are :class:`Frozen`: they stay at their random init (REFERENCE.md).
+code. In LeNet5 the conv weights are :class:`Frozen`: they stay at their random init (as in the published code).
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ class FC4(nnx.Module):
 
 
 class LeNet5(nnx.Module):
-    """LeNet5 with frozen random conv weights; only fc 400-120-84-10 train (REFERENCE.md).
+    """LeNet5 with frozen random conv weights; only fc 400-120-84-10 train (the paper's Experiment 2).
 
     ``features`` uses only the modules in ``feature_modules`` (all :class:`Frozen`), so training
     may compute it once per dataset and train ``head`` on the result (see ``train.fit``).

@@ -34,7 +34,7 @@ from lottery_jax.training import (
     steps_per_epoch,
 )
 
-#: Published grids (REFERENCE.md).
+#: The published grids (the paper's Experiment 2 scripts).
 PUBLISHED_EPOCHS = (30, 50, 100, 125, 150)
 PUBLISHED_SPARSITIES = (
     0.0, 0.01, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975, 0.98, 0.99
