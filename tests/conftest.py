@@ -32,11 +32,10 @@ def mnist_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def paper_target() -> Path:
-    """The paper's own FC2 target network (Experiment 1)."""
-    path = SHARED_DATA / "paper-fc2" / "fc2_e10_h500.npz"
-    if not path.exists():
-        pytest.skip("paper target ../shared/data/paper-fc2/fc2_e10_h500.npz not found")
-    return path
+    """The paper's own FC2 target network (Experiment 1), built into the package."""
+    from lottery_jax.paper import paper_weights
+
+    return paper_weights("paper-fc2")
 
 
 @pytest.fixture(scope="session")

@@ -297,7 +297,7 @@ def test_resume_file_round_trip(tmp_path):
 @pytest.mark.shared_data
 def test_paper_target_loads(paper_target):
     state, meta = checkpoint.load_weights(paper_target)
-    assert meta == {}
+    assert meta["model"] == "fc2" and meta["inputs"] == "unit"
     assert {k: v.shape for k, v in state.items()} == SHAPES["fc2"]
     assert all(v.dtype == np.float32 for v in state.values())
     lo = min(float(v.min()) for v in state.values())
