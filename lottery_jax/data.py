@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import os
+import sys
 import zlib
 from pathlib import Path
 from typing import NamedTuple
@@ -116,8 +117,13 @@ def read_idx_dir(data_dir: str | os.PathLike) -> dict[str, np.ndarray]:
 def _tfds_source(name: str, split: str, data_dir: str | None):
     """``tfds.data_source`` of a copy a user prepared with tensorflow-datasets, or ``None`` (never
     downloads: TFDS would need TensorFlow to prepare it; :mod:`lottery_jax.download` does without)."""
-    if importlib.util.find_spec("tensorflow_datasets") is None:
-        return None
+    if "tensorflow_datasets" not in sys.modules:  # (imported already: a test's mock data, say)
+        default = str(Path.home() / "tensorflow_datasets")
+        root = data_dir or os.environ.get("TFDS_DATA_DIR") or default
+        if "://" not in root and not (Path(root) / name).is_dir():
+            return None  # nothing prepared there: spare the import of tensorflow-datasets
+        if importlib.util.find_spec("tensorflow_datasets") is None:
+            return None
     import tensorflow_datasets as tfds
     from absl import logging as absl_logging
 

@@ -442,3 +442,45 @@ def test_fresh_machine_reproduces_the_paper_table(mnist_mirror, tmp_path):
     assert res["approx_accuracy"] == pytest.approx(97.19)
     assert res["all_within_epsilon"] and res["initial_params"] == 8_337_000
     assert "97.19%" in run.stdout
+
+
+def test_data_fetch_and_info_commands(serve, monkeypatch, capsys, tmp_path):
+    spec, served, _ = tiny_dataset("mnist")
+    srv = serve(served)
+    monkeypatch.setitem(download.DATASETS, "mnist", spec)
+    monkeypatch.setenv(download.ENV_MIRROR, srv.url)
+    code, out, _ = cli(capsys, "data", "info", "--dataset", "mnist")
+    assert code == 0
+    assert f"mnist: {tmp_path / 'cache' / 'mnist'} (0 of 4 files verified)" in out
+    assert "not downloaded" in out and srv.url in out and "lottery-jax data fetch" in out
+    code, out, err = cli(capsys, "data", "fetch", "--dataset", "mnist")
+    assert code == 0, err
+    assert out.strip() == f"mnist: verified in {tmp_path / 'cache' / 'mnist'}"
+    assert "mnist/train-images-idx3-ubyte" in err  # the download bar
+    code, out, _ = cli(capsys, "data", "info", "--dataset", "mnist")
+    assert "(4 of 4 files verified)" in out and "not downloaded" not in out
+    srv.requests.clear()
+    code, _, err = cli(capsys, "data", "fetch", "--dataset", "mnist", "--force")
+    assert code == 0, err
+    assert len(srv.requests) == 4
+    srv.files.pop(f"{STEMS[3]}.gz")
+    (tmp_path / "cache" / "mnist" / STEMS[3]).unlink()
+    code, out, err = cli(capsys, "data", "fetch", "--dataset", "mnist")
+    assert code == 2 and err.startswith("error: cannot download mnist") and "HTTP 404" in err
+    assert err.count("\n") == 1
+
+
+def test_download_bar_draws_every_event(capsys):
+    from lottery_jax.cli.data import DownloadBar
+
+    bar = DownloadBar()
+    for kind, kw in [
+        ("start", {"total": 100}), ("progress", {"done": 50, "total": 100}),
+        ("failed", {"message": "transfer cut short; trying the next mirror"}),
+        ("start", {"total": 100}), ("progress", {"done": 100, "total": 100}),
+        ("done", {"done": 100, "total": 100}), ("end", {}),
+    ]:  # fmt: skip
+        bar(download.DownloadEvent(kind, "mnist", "f", "http://127.0.0.1:1/f.gz", **kw))
+    assert bar.progress is None and bar.tasks == {}
+    err = capsys.readouterr().err
+    assert "http://127.0.0.1:1/f.gz: transfer cut short; trying the next mirror" in err
