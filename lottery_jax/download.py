@@ -467,7 +467,10 @@ def fetch_dataset(
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create the data cache {directory}: {e.strerror}") from None
+        raise UserError(
+            f"cannot create the data cache {directory}: {e.strerror or e}; set {ENV_CACHE} to a "
+            "writable folder or pass --data-dir"
+        ) from None
     from filelock import FileLock, Timeout
 
     lock = FileLock(str(directory / ".lock"), timeout=LOCK_TIMEOUT)
@@ -481,8 +484,13 @@ def fetch_dataset(
                 _fetch_file(spec, f, directory, mirrors or mirrors_for(spec), report)
     except Timeout:
         raise UserError(
-            f"another process has been fetching {spec.name} into {directory} for over "
-            f"{LOCK_TIMEOUT:.0f} s; remove {directory / '.lock'} if it is gone"
+            f"another process is still fetching {spec.name} into {directory} after "
+            f"{LOCK_TIMEOUT:.0f} s of waiting; try again when it is done"
+        ) from None
+    except OSError as e:  # the cache itself (downloads' own errors are handled per mirror)
+        raise UserError(
+            f"cannot write the data cache {directory}: {e.strerror or e}; set {ENV_CACHE} to a "
+            "writable folder or pass --data-dir"
         ) from None
     finally:
         report(DownloadEvent("end", spec.name))

@@ -484,3 +484,12 @@ def test_download_bar_draws_every_event(capsys):
     assert bar.progress is None and bar.tasks == {}
     err = capsys.readouterr().err
     assert "http://127.0.0.1:1/f.gz: transfer cut short; trying the next mirror" in err
+
+
+def test_cache_that_cannot_be_a_folder(monkeypatch, tmp_path):
+    spec, _, _ = tiny_dataset()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(download.ENV_CACHE, str(blocker))
+    with pytest.raises(UserError, match="cannot create the data cache .*LOTTERY_JAX_CACHE"):
+        download.fetch_dataset("tiny", spec=spec, mirrors=("http://127.0.0.1:9/",))
