@@ -50,6 +50,8 @@ READ_TIMEOUT = 30.0
 #: Seconds to wait for another process that is fetching the same dataset.
 LOCK_TIMEOUT = 900.0
 CHUNK = 1 << 16
+#: Largest decompressed file accepted when its size is not pinned (the IDX files are < 50 MB).
+MAX_RAW_BYTES = 1 << 27
 ENV_CACHE = "LOTTERY_JAX_CACHE"
 ENV_MIRROR = "LOTTERY_JAX_MIRROR"
 STEMS = (
@@ -359,8 +361,9 @@ def _download(url: str, dest, on_total, on_bytes) -> _Sink:
     return sink
 
 
-def _decompress(src: Path, dst: Path) -> tuple[str, int]:
-    """Gunzip ``src`` into ``dst`` (a file that is not gzip is copied as is): (sha256, bytes)."""
+def _decompress(src: Path, dst: Path, limit: int) -> tuple[str, int]:
+    """Gunzip ``src`` into ``dst`` (a file that is not gzip is copied as is): (sha256, bytes).
+    More than ``limit`` bytes is an error (a wrong file, not filling the disk)."""
     h = hashlib.sha256()
     n = 0
     with open(src, "rb") as f:
@@ -370,6 +373,8 @@ def _decompress(src: Path, dst: Path) -> tuple[str, int]:
         while chunk := fin.read(1 << 20):
             h.update(chunk)
             n += len(chunk)
+            if n > limit:
+                raise OSError(f"decompresses to more than the expected {limit} bytes")
             fout.write(chunk)
     return h.hexdigest(), n
 
@@ -405,7 +410,7 @@ def _fetch_file(
                         f"checksum mismatch: sha256 of the .gz is {sink.sha.hexdigest()[:12]}..., "
                         f"expected {f.sha256[:12]}..."
                     )
-                raw_sha, _ = _decompress(Path(gz_tmp), Path(raw_tmp))
+                raw_sha, _ = _decompress(Path(gz_tmp), Path(raw_tmp), f.size or MAX_RAW_BYTES)
                 if f.hash_of == "raw" and raw_sha != f.sha256:
                     raise OSError(
                         f"checksum mismatch: sha256 of the decompressed file is {raw_sha[:12]}..., "

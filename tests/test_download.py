@@ -493,3 +493,13 @@ def test_cache_that_cannot_be_a_folder(monkeypatch, tmp_path):
     monkeypatch.setenv(download.ENV_CACHE, str(blocker))
     with pytest.raises(UserError, match="cannot create the data cache .*LOTTERY_JAX_CACHE"):
         download.fetch_dataset("tiny", spec=spec, mirrors=("http://127.0.0.1:9/",))
+
+
+def test_file_larger_than_pinned_is_refused_early(serve, tmp_path):
+    spec, served, raw = tiny_dataset()
+    big = dict(served)
+    big[f"{STEMS[1]}.gz"] = gzip.compress(raw[STEMS[1]] + bytes(1 << 20))
+    srv = serve(big)
+    with pytest.raises(download.DownloadError, match="decompresses to more than the expected"):
+        download.fetch_dataset("tiny", spec=spec, mirrors=(srv.url,))
+    assert not [n for n in _cache_files(tmp_path / "cache") if ".part" in n]
