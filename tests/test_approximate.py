@@ -113,7 +113,9 @@ def test_scip_tier_agrees_with_enumeration():
     target = {"fc1.weight": small_target(5)["fc1.weight"][:2, :3], "fc2.weight": np.zeros((1, 2))}
     target["fc2.weight"] = np.array([[0.031, -0.12]], np.float32)
     exact = ap.approximate_network(target, ap.ApproxConfig(**SMALL))
-    mip = ap.approximate_network(target, ap.ApproxConfig(**SMALL, max_enum_n=5, scip_workers=1))
+    # Beyond the ceiling the feasibility tier settles them; --prove sends them to SCIP.
+    cfg = ap.ApproxConfig(**SMALL, max_enum_n=5, scip_workers=1, prove=True)
+    mip = ap.approximate_network(target, cfg)
     for k in target:
         a, b = exact.results[k], mip.results[k]
         np.testing.assert_allclose(a.errors, b.errors, rtol=0, atol=1e-8)
@@ -152,7 +154,7 @@ def test_resume_from_finished_chunks_and_refuse_other_arguments(tmp_path):
     assert again.resumed_chunks == len(chunks) - 1
     for k in target:
         np.testing.assert_array_equal(first.results[k].masks, again.results[k].masks)
-    with pytest.raises(UserError, match="different arguments"):
+    with pytest.raises(UserError, match="seed=0; this run has seed=1"):
         ap.approximate_network(target, ap.ApproxConfig(**SMALL, rows_per_chunk=2, seed=1), tmp_path)
 
 
@@ -167,7 +169,7 @@ def test_interrupted_run_leaves_only_whole_chunks(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         ap.approximate_network(target, cfg, tmp_path, on_chunk=interrupt)
     names = sorted(p.name for p in (tmp_path / "chunks").iterdir())
-    assert names == ["config.json", "fc1.weight-00000.npz", "fc1.weight-00001.npz"]
+    assert names == ["fc1.weight-00000.npz", "fc1.weight-00001.npz"]
     res = ap.approximate_network(target, cfg, tmp_path)
     assert res.resumed_chunks == 2
 

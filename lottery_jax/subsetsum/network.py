@@ -1,13 +1,29 @@
 """Experiment 1 per network: approximate every weight of a target by a SubsetSum (Pensia et al. 2020).
 
+Any tensor of a PyTorch-layout state dict can be approximated (linear and conv weights, biases,
+any key names): its rows are the slices along the leading axis (an output neuron of a linear layer,
+an output channel of a conv kernel, a single element of a bias), and per-row coefficients are one
+set per row.
+
 Tiers per weight:
 
-1. the exact JAX enumeration (:mod:`lottery_jax.subsetsum.search`) for ``n <= max_enum_n``: the result is
-   ``optimal-enumeration`` (the true optimum of the objective) or ``infeasible`` (proved: no subset is
-   within eps; the weight keeps its min-error approximation);
-2. beyond it, a JAX incumbent (exact over the first ``max_enum_n`` coefficients) and the per-weight
-   MIP in SCIP (:mod:`lottery_jax.subsetsum.scip`) with a time limit: ``optimal-scip``, ``feasible``
-   (within eps, optimality not proved) or ``infeasible``.
+1. exact: the JAX meet-in-the-middle enumeration (:mod:`lottery_jax.subsetsum.search`) while ``n`` is
+   at most the layer's ceiling (``max_enum_n``, by default :func:`search.exact_ceiling`: chosen per
+   layer from the measured cost of the search). The result is ``optimal-enumeration`` (the true
+   optimum of the objective) or ``infeasible`` (proved: no subset is within eps; the weight keeps its
+   min-error approximation);
+2. feasibility (beyond the ceiling): the same exact search over a group of ``k`` of the ``n``
+   coefficients (:func:`search.feasibility_bits`: ``2^k`` sums put tens within eps of a typical
+   weight), then other groups for the few weights left. A subset within eps is ``feasible`` (within
+   eps, its optimality over all ``n`` not proved). Weights outside ``[sum of negative coefficients,
+   sum of positive ones]`` (widened by eps) are ``infeasible`` at once (proved by that bound). In
+   min-count mode the group search minimises the count inside the group, and weights whose minimum
+   count over all ``n`` is 0, 1 or 2 get it exactly (``optimal-enumeration``);
+3. SCIP: only the weights no group settled (and, with ``prove``, the feasible ones too) become
+   per-weight MIPs (:mod:`lottery_jax.subsetsum.scip`), warm-started with the best subset found.
+
+Work and memory are estimated before anything runs (:func:`plan_approximation`); a run beyond the
+machine's memory or ``max_hours`` is refused with one line naming the estimate.
 
 ``--zero-small`` (the published ``check_w_lt_eps``) sets ``|w| <= eps`` to 0 with no coefficients;
 in min-error mode this is generally NOT the min-error optimum, so those weights get the status
@@ -16,16 +32,18 @@ in min-error mode this is generally NOT the min-error optimum, so those weights 
 Every chosen subset is summed again in float64 and its error checked against eps before anything is
 reported; a weight that fails the check is ``infeasible`` whatever the tier said.
 
-Files under ``out``: ``chunks/`` (one ``.npz`` per finished chunk, written atomically, plus
-``chunks/config.json``: an interrupted run started again with the same arguments resumes from its
-finished chunks, other arguments are refused), ``ticket.npz`` (see :func:`save_ticket`),
+Files under ``out`` (a run directory, :mod:`lottery_jax.rundir`: locked while a run writes it,
+``run.json`` holding the fingerprint of the arguments): ``chunks/`` (one ``.npz`` per finished
+chunk, sealed with that fingerprint and a checksum: an interrupted run started again with the same
+arguments resumes from its intact chunks and recomputes damaged or foreign ones; other arguments are
+refused, naming the first that differs), ``ticket.npz`` (see :func:`save_ticket`),
 ``approximated.npz`` (the approximated weights, PyTorch layout, float32) and ``results.json``.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import json
 import math
 import time
 from collections.abc import Callable
@@ -35,12 +53,19 @@ from typing import Any
 
 import numpy as np
 
+from lottery_jax import rundir
 from lottery_jax.errors import UserError
-from lottery_jax.results import save_npz_atomic, write_json_atomic
 from lottery_jax.subsetsum import search as ss
 
-STATUSES = ("optimal-enumeration", "optimal-scip", "feasible", "infeasible")
-OPT_ENUM, OPT_SCIP, FEASIBLE, INFEASIBLE = range(4)
+#: Status of each weight (the ticket stores an index into this tuple). Within eps:
+#: ``optimal-enumeration`` / ``optimal-scip`` (the objective's optimum, proved by that tier) and
+#: ``feasible`` (within eps, optimality not proved). Not within eps: ``infeasible`` (proved: no
+#: subset is within eps, by enumeration or by SCIP) and ``unsolved`` (SCIP hit its time limit
+#: without a subset within eps; one may exist). Both keep their best approximation found.
+STATUSES = ("optimal-enumeration", "optimal-scip", "feasible", "infeasible", "unsolved")
+OPT_ENUM, OPT_SCIP, FEASIBLE, INFEASIBLE, UNSOLVED = range(5)
+#: The statuses that claim ``|w - sum| <= eps``.
+WITHIN_STATUSES = frozenset({"optimal-enumeration", "optimal-scip", "feasible"})
 OBJECTIVES = ("min-error", "min-count")
 COEFFICIENT_MODES = ("per-row", "per-weight")
 TICKET_FORMAT = "lottery-jax-ticket/1"
@@ -62,10 +87,14 @@ class ApproxConfig:
     zero_small: bool = False
     seed: int = 0
     coef_range: tuple[float, float] | None = None  # None: the target's [min(0,min w), max(0,max w)]
-    max_enum_n: int = 30
+    max_enum_n: int | None = None  # None: per layer, ss.exact_ceiling(row width)
     scip_time_limit: float = 60.0
     scip_workers: int = 2
     rows_per_chunk: int | None = None
+    layers: tuple[str, ...] | None = None  # glob patterns; None: every weight and bias
+    feasibility_groups: int = 8
+    prove: bool = False
+    max_hours: float = 4.0  # budget (not part of the resume fingerprint)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.epsilon, int | float) and 0 < self.epsilon < 1):
@@ -80,8 +109,16 @@ class ApproxConfig:
             raise UserError(f"unknown rounding {self.rounding!r} (published or readme)")
         if self.coef_range is not None and not self.coef_range[0] < self.coef_range[1]:
             raise UserError(f"coefficient range must have low < high, got {self.coef_range}")
-        if not 1 <= self.max_enum_n <= ss.MAX_ENUM_N:
+        if self.max_enum_n is not None and not 1 <= self.max_enum_n <= ss.MAX_ENUM_N:
             raise UserError(f"max enumeration n must be in [1, {ss.MAX_ENUM_N}]")
+        if not 1 <= self.feasibility_groups <= 64:
+            raise UserError(f"feasibility groups must be in [1, 64], got {self.feasibility_groups}")
+        if not (math.isfinite(self.max_hours) and self.max_hours > 0):
+            raise UserError(f"--max-hours must be positive, got {self.max_hours}")
+        if self.layers is not None and (
+            not self.layers or not all(isinstance(p, str) and p for p in self.layers)
+        ):
+            raise UserError("layer patterns must be non-empty strings")
         if self.scip_time_limit <= 0 or self.scip_workers < 1:
             raise UserError("SCIP time limit and workers must be positive")
 
@@ -90,13 +127,38 @@ class ApproxConfig:
         return ss.n_coefficients(self.c, self.epsilon, self.rounding)
 
 
-def target_layers(target: dict[str, np.ndarray]) -> list[str]:
-    """The weight matrices to approximate: every 2-D ``*.weight`` (out, in), in file order."""
-    names = [k for k, v in target.items() if k.endswith("weight") and np.ndim(v) == 2]
+def target_layers(
+    target: dict[str, np.ndarray], patterns: tuple[str, ...] | list[str] | None = None
+) -> list[str]:
+    """The tensors to approximate, in file order: those whose name matches one of the glob
+    ``patterns`` (``fnmatch``, case-sensitive; e.g. ``fc*.weight``), by default every floating
+    ``*weight`` and ``*bias`` tensor. The others stay exact."""
+    from fnmatch import fnmatchcase
+
+    def floating(v) -> bool:
+        return np.issubdtype(np.asarray(v).dtype, np.floating)
+
+    if patterns:
+        names = [k for k in target if any(fnmatchcase(k, p) for p in patterns)]
+        if not names:
+            raise UserError(
+                f"--layers {','.join(patterns)} matches none of the target's tensors "
+                f"({', '.join(list(target)[:12])})"
+            )
+        bad = [k for k in names if not floating(target[k]) or np.ndim(target[k]) == 0]
+        if bad:
+            raise UserError(f"{bad[0]} is not a floating-point tensor and cannot be approximated")
+    else:
+        names = [
+            k
+            for k, v in target.items()
+            if k.endswith(("weight", "bias")) and floating(v) and np.ndim(v) >= 1
+        ]
+    names = [k for k in names if np.size(target[k]) > 0]
     if not names:
-        raise UserError("the target holds no 2-D weight matrix to approximate")
+        raise UserError("the target holds no weight or bias tensor to approximate")
     for k in names:
-        if not np.all(np.isfinite(target[k])):
+        if not np.all(np.isfinite(np.asarray(target[k], np.float64))):
             raise UserError(f"target {k} is not finite")
     return names
 
@@ -110,19 +172,21 @@ def target_fingerprint(target: dict[str, np.ndarray], layers: list[str]) -> str:
 
 
 def layer_coefficients(
-    cfg: ApproxConfig, index: int, shape: tuple[int, int], low: float, high: float
+    cfg: ApproxConfig, index: int, shape: tuple[int, ...], low: float, high: float
 ):
-    """Coefficients of layer ``index``: ``(out, n)`` per row or ``(out, in, n)`` per weight."""
-    draw_shape = shape[:1] if cfg.coefficients == "per-row" else shape
+    """Coefficients of layer ``index``: ``(out, n)`` per row (one set per leading-axis slice) or
+    ``shape + (n,)`` per weight."""
+    draw_shape = tuple(shape[:1]) if cfg.coefficients == "per-row" else tuple(shape)
     return ss.draw_coefficients(ss.layer_key(cfg.seed, index), draw_shape, cfg.n, low, high)
 
 
 def as_instances(coefs: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Instances ``(R, n)`` x ``(R, W)``: one per row (shared coefficients) or one per weight."""
-    if coefs.ndim == 2:
-        return coefs, weights
+    """Instances ``(R, n)`` x ``(R, W)``: one per row (shared coefficients: a row is the tensor's
+    leading-axis slice, flattened) or one per weight."""
     n = coefs.shape[-1]
-    return coefs.reshape(-1, n), weights.reshape(-1, 1)
+    if coefs.shape[:-1] == weights.shape:
+        return coefs.reshape(-1, n), weights.reshape(-1, 1)
+    return coefs, weights.reshape(weights.shape[0], -1)
 
 
 @dataclass
@@ -146,144 +210,327 @@ class ApproxResult:
     scip_seconds: float
     resumed_chunks: int
     counts: dict[str, int] = field(default_factory=dict)
+    plan: Any = None  # the Plan the run was estimated with
 
 
-def _chunk_path(out: Path, layer: str, i: int) -> Path:
-    return out / "chunks" / f"{layer}-{i:05d}.npz"
+def _chunk_name(layer: str, i: int) -> str:
+    return f"{layer}-{i:05d}"
 
 
-def _load_chunk(path: Path, rows: int, width: int):
-    try:
-        with np.load(path) as f:
-            out = {k: f[k] for k in ("masks", "errors", "tier", "seconds")}
-    except (OSError, ValueError, KeyError, EOFError):
-        return None
-    if out["masks"].shape != (rows, width):
-        return None
-    return out
+def _load_chunk(run: rundir.RunDir, name: str, rows: int, width: int) -> dict | None:
+    """A finished chunk of this run (sealed with its fingerprint, intact, of the expected shape);
+    None when absent, damaged or foreign (then deleted, so it is recomputed)."""
+    shape = (rows, width)
+    expect = {"masks": shape, "errors": shape, "tier": shape, "seconds": ()}
+    return run.load_chunk(name, expect)
 
 
-def _check_resume(out: Path, fingerprint: dict[str, Any]) -> None:
-    path = out / "chunks" / "config.json"
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            old = None
-        if old != fingerprint:
-            raise UserError(
-                f"{out} holds chunks of a run with different arguments; use another --out or delete it"
+def _check_resume(run: rundir.RunDir, fingerprint: dict[str, Any]) -> None:
+    """Record the run's fingerprint in its directory, or refuse other arguments (naming the first
+    that differs)."""
+    run.require(fingerprint)
+
+
+def _in_run_dir(fn):
+    """``out`` given as a path: hold it as a :class:`~lottery_jax.rundir.RunDir` (lock, leftovers
+    removed) for the duration of the call."""
+
+    @functools.wraps(fn)
+    def wrapper(target, cfg, out=None, **kwargs):
+        if out is None or isinstance(out, rundir.RunDir):
+            return fn(target, cfg, out, **kwargs)
+        with rundir.RunDir(out, command="approximate") as run:
+            return fn(target, cfg, run, **kwargs)
+
+    return wrapper
+
+
+#: Temporary tier code of a weight no JAX tier settled yet (never reported).
+_UNSETTLED = 255
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """How one tensor is solved: the exact tier (``k == n``) or feasibility groups of ``k``."""
+
+    name: str
+    shape: tuple[int, ...]
+    rows: int
+    width: int
+    exact: bool
+    k: int
+    ceiling: int
+    jax_seconds: float
+    expected_unsettled: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The up-front estimate of a run (see :func:`plan_approximation`)."""
+
+    layers: dict[str, LayerPlan]
+    memory_bytes: int
+    jax_seconds: float
+    scip_weights: float
+    scip_seconds: float
+
+    @property
+    def seconds(self) -> float:
+        return self.jax_seconds + self.scip_seconds
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "memory_gib": self.memory_bytes / 2**30,
+            "jax_seconds": self.jax_seconds,
+            "scip_weights": self.scip_weights,
+            "scip_seconds": self.scip_seconds,
+            "layers": {
+                k: {"exact": p.exact, "k": p.k, "ceiling": p.ceiling}
+                for k, p in self.layers.items()
+            },
+        }
+
+
+def plan_approximation(
+    target: dict[str, np.ndarray],
+    layers: list[str],
+    cfg: ApproxConfig,
+    low: float,
+    high: float,
+    *,
+    check: bool = True,
+) -> Plan:
+    """Estimate memory and work before any heavy work, and (``check``) refuse with one line.
+
+    Memory: the coefficients (per row or per weight), the per-weight results (mask, error, status,
+    approximation) and one solver chunk. Work: the exact or feasibility tier from the measured cost
+    model (:func:`search.exact_ops_per_weight`, CPU), and the SCIP tier as the expected number of
+    weights left to it (:func:`search.expected_unsettled`) times its time limit over its workers.
+    """
+    import jax
+
+    n = cfg.n
+    mask_bytes = 8 if not ss.packed_masks(n) else (n + 7) // 8
+    memory = 64 * 2**20 + ss.default_queries() * 48
+    jax_s = scip_w = 0.0
+    plans: dict[str, LayerPlan] = {}
+    cpu = jax.default_backend() == "cpu"
+    for name in layers:
+        shape = tuple(int(d) for d in np.shape(target[name]))
+        size = int(np.prod(shape))
+        rows, width = (shape[0], size // shape[0]) if cfg.coefficients == "per-row" else (size, 1)
+        if len(shape) == 1:
+            rows, width = size, 1
+        ncoef = rows * n if cfg.coefficients == "per-row" else size * n
+        memory += 8 * ncoef + size * (mask_bytes + 8 + 8 + 8 + 1)
+        ceiling = cfg.max_enum_n if cfg.max_enum_n is not None else ss.exact_ceiling(width)
+        exact = n <= ceiling
+        k = n if exact else ss.feasibility_bits(cfg.epsilon, low, high, n)
+        ops = ss.exact_ops_per_weight(k, width) * size
+        seconds = ops * ss.SECONDS_PER_OP if cpu else 0.0
+        unsettled = 0.0
+        if not exact:
+            w = np.asarray(target[name], np.float64)
+            inside = w[(w >= n * min(low, 0.0)) & (w <= n * max(high, 0.0))]
+            unsettled = ss.expected_unsettled(
+                inside, cfg.epsilon, low, high, k, cfg.feasibility_groups
             )
-    else:
-        write_json_atomic(path, fingerprint)
+            if cfg.prove:
+                unsettled = float(size)
+        jax_s += seconds
+        scip_w += unsettled
+        plans[name] = LayerPlan(name, shape, rows, width, exact, k, ceiling, seconds, unsettled)
+    scip_s = scip_w * cfg.scip_time_limit / max(1, cfg.scip_workers)
+    plan = Plan(plans, int(memory), jax_s, scip_w, scip_s)
+    if check:
+        from lottery_jax.resources import require_memory
+
+        weights = sum(int(np.size(target[k])) for k in layers)
+        require_memory(
+            plan.memory_bytes,
+            f"approximating {weights:,} weights with n={n} coefficients each",
+            "lower --c or raise --epsilon",
+        )
+        if plan.seconds > cfg.max_hours * 3600:
+            what = (
+                f"about {scip_w:,.0f} weights for SCIP at up to {cfg.scip_time_limit:g} s each"
+                if scip_s > jax_s
+                else "the JAX tiers"
+            )
+            raise UserError(
+                f"estimated {plan.seconds / 3600:,.1f} h ({what}, n={n}), over --max-hours "
+                f"{cfg.max_hours:g}; raise --max-hours, lower --scip-time-limit or raise --epsilon"
+            )
+    return plan
 
 
+def _lift(local: np.ndarray, cols: np.ndarray, n: int) -> np.ndarray:
+    """Masks over the coefficients ``cols`` (int64, ``len(cols) <= 34``) as masks over all ``n``."""
+    k = len(cols)
+    if not ss.packed_masks(n) and np.array_equal(cols, np.arange(k)):
+        return np.asarray(local, np.int64)
+    out = []
+    flat = np.asarray(local).reshape(-1)
+    step = max(1, 2**22 // max(n, 1))
+    for s0 in range(0, flat.size, step):
+        bits = np.zeros((min(step, flat.size - s0), n), bool)
+        bits[:, cols] = ss.mask_to_bits(flat[s0 : s0 + step], k)
+        out.append(ss.bits_to_mask(bits))
+    tail = out[0].shape[1:] if out else ((n + 7) // 8,) if ss.packed_masks(n) else ()
+    return (np.concatenate(out) if out else np.zeros((0, *tail), out_dtype(n))).reshape(
+        *np.shape(local), *tail
+    )
+
+
+def out_dtype(n: int):
+    return np.uint8 if ss.packed_masks(n) else np.int64
+
+
+def _small_counts(inst_c: np.ndarray, w: np.ndarray, eps: float):
+    """Exact min-count over all ``n`` coefficients where it is 0, 1 or 2 (ties by the error).
+
+    ``inst_c (K, n)``, ``w (K,)`` (one instance per weight). Returns ``(count, bits, error)`` with
+    ``count = -1`` where the minimum count is larger than 2.
+    """
+    K, n = inst_c.shape
+    count = np.full(K, -1)
+    bits = np.zeros((K, n), bool)
+    err = np.abs(w).astype(np.float64)
+    count[err <= eps] = 0
+    iu, ju = np.triu_indices(n, 1)
+    for s0 in range(0, K, 4096):
+        sl = slice(s0, min(K, s0 + 4096))
+        c, ws, todo = inst_c[sl], w[sl], count[sl] < 0
+        e1 = np.abs(ws[:, None] - c)
+        i1 = np.argmin(e1, axis=1)
+        b1 = e1[np.arange(len(ws)), i1]
+        one = todo & (b1 <= eps)
+        idx = np.nonzero(one)[0] + s0
+        count[idx], err[idx] = 1, b1[one]
+        bits[idx, i1[one]] = True
+        todo = todo & ~one
+        if n >= 2 and todo.any():
+            rows = np.nonzero(todo)[0]
+            e2 = np.abs(ws[rows, None] - (c[rows][:, iu] + c[rows][:, ju]))
+            p = np.argmin(e2, axis=1)
+            b2 = e2[np.arange(len(rows)), p]
+            two = b2 <= eps
+            idx = rows[two] + s0
+            count[idx], err[idx] = 2, b2[two]
+            bits[idx, iu[p[two]]] = True
+            bits[idx, ju[p[two]]] = True
+    return count, bits, err
+
+
+@_in_run_dir
 def approximate_network(
     target: dict[str, np.ndarray],
     cfg: ApproxConfig,
-    out: Path | None = None,
+    out: Path | rundir.RunDir | None = None,
     *,
     on_layer: Callable[[str, int], None] | None = None,
     on_chunk: Callable[[str, int], None] | None = None,
+    plan: Plan | None = None,
+    on_scip: Callable[[Any], None] | None = None,
 ) -> ApproxResult:
-    """Approximate every weight matrix of ``target`` (PyTorch layout) under ``cfg``.
+    """Approximate every selected tensor of ``target`` (PyTorch layout) under ``cfg``.
 
     With ``out`` given, finished chunks go to ``out/chunks`` and are reused by a later call with the
-    same arguments. ``on_layer(name, n_chunks)`` / ``on_chunk(name, rows_done)`` report progress.
+    same arguments. ``on_layer(name, rows)`` / ``on_chunk(name, rows_done)`` report progress.
+    The work is planned (and refused beyond the machine or ``cfg.max_hours``) before it starts.
     """
-    layers = target_layers(target)
+    layers = target_layers(target, cfg.layers)
     n = cfg.n
     low, high = cfg.coef_range or ss.coefficient_range([target[k] for k in layers])
+    plan = plan or plan_approximation(target, layers, cfg, low, high)
+    fp_config = {
+        k: v for k, v in config_dict(cfg).items() if k not in ("max_hours", "scip_workers")
+    }
     fp = {
-        "config": config_dict(cfg),
+        "config": fp_config,
         "n": n,
         "low": low,
         "high": high,
         "target_sha256": target_fingerprint(target, layers),
     }
     if out is not None:
-        _check_resume(Path(out), fp)
+        _check_resume(out, fp)
     mesh = ss.local_mesh()
     ndev = mesh.devices.size
-    n_enum = min(n, cfg.max_enum_n)
-    seconds = compile_seconds = scip_seconds = 0.0
+    stats = ss.SolveStats()
+    scip_seconds = 0.0
     resumed = 0
     results: dict[str, LayerResult] = {}
     coefficients: dict[str, np.ndarray] = {}
+    eps = cfg.epsilon
     for li, name in enumerate(layers):
+        lp = plan.layers[name]
         w = np.asarray(target[name], np.float64)
         coefs = layer_coefficients(cfg, li, w.shape, low, high)
         coefficients[name] = coefs
         inst_c, inst_w = as_instances(coefs, w)
         R, W = inst_w.shape
-        rows = cfg.rows_per_chunk or ss.default_rows_per_chunk(n_enum, W, ndev)
-        rows = -(-min(rows, R) // ndev) * ndev
+        k = lp.k
+        cols = ss.group_columns(n, k, 0, cfg.seed)
+        rows = cfg.rows_per_chunk or ss.default_rows_per_chunk(k, ss.bucket(W, 1), ndev)
+        rows = -(-min(rows, ss.bucket(R)) // ndev) * ndev
         n_chunks = -(-R // rows)
         if on_layer:
             on_layer(name, R)
-        solvers: dict[str, ss.CompiledSolver] = {}
-
-        def solver(kind: str, rows=rows, W=W, solvers=solvers) -> ss.CompiledSolver:
-            nonlocal compile_seconds
-            if kind not in solvers:
-                solvers[kind] = ss.compile_solver(
-                    kind, rows, W, n_enum, epsilon=cfg.epsilon, mesh=mesh
-                )
-                compile_seconds += solvers[kind].compile_seconds
-            return solvers[kind]
-
-        masks = np.zeros((R, W), np.int64)
+        local = np.zeros((R, W), np.int64)
         errors = np.zeros((R, W))
         tier = np.zeros((R, W), np.uint8)
         for i in range(n_chunks):
             s0, s1 = i * rows, min(R, (i + 1) * rows)
-            path = _chunk_path(Path(out), name, i) if out is not None else None
-            done = _load_chunk(path, s1 - s0, W) if path is not None and path.exists() else None
+            chunk = _chunk_name(name, i)
+            done = _load_chunk(out, chunk, s1 - s0, W) if out is not None else None
             if done is not None:
                 resumed += 1
-                seconds += float(done["seconds"])
+                stats.seconds += float(done["seconds"])
             else:
-                chunk_seconds = seconds
-                c_chunk, w_chunk = ss.pad_rows(inst_c[s0:s1, :n_enum], inst_w[s0:s1], rows)
+                before = stats.seconds
+                c_chunk, w_chunk = inst_c[s0:s1][:, cols], inst_w[s0:s1]
                 if cfg.objective == "min-count":
-                    fn = solver("min-count")
-                    t0 = time.perf_counter()
-                    m, e, _, feas = fn(c_chunk, w_chunk)
-                    seconds += time.perf_counter() - t0
-                    if not feas[: s1 - s0].all():  # keep the best approximation of the rest
-                        fe = solver("min-error")  # (compiled outside the timed region)
-                        t0 = time.perf_counter()
-                        me, ee = fe(c_chunk, w_chunk)
-                        seconds += time.perf_counter() - t0
+                    m, e, _, feas = ss.solve(
+                        "min-count", c_chunk, w_chunk, epsilon=eps, rows_per_chunk=rows,
+                        mesh=mesh, stats=stats,
+                    )  # fmt: skip
+                    if not feas.all():  # keep the best approximation of the rest
+                        me, ee = ss.solve(
+                            "min-error", c_chunk, w_chunk, rows_per_chunk=rows, mesh=mesh,
+                            stats=stats,
+                        )  # fmt: skip
                         m = np.where(feas, m, me)
                         e = np.where(feas, e, ee)
                 else:
-                    fn = solver("min-error")
-                    t0 = time.perf_counter()
-                    m, e = fn(c_chunk, w_chunk)
-                    seconds += time.perf_counter() - t0
-                k = s1 - s0
-                t = np.where(e[:k] <= cfg.epsilon, OPT_ENUM, INFEASIBLE).astype(np.uint8)
-                if n > n_enum:  # only an incumbent: SCIP decides below
-                    t[:] = FEASIBLE
-                chunk_seconds = seconds - chunk_seconds
-                done = {"masks": m[:k], "errors": e[:k], "tier": t, "seconds": chunk_seconds}
-                if path is not None:
-                    save_npz_atomic(path, done)
-            masks[s0:s1], errors[s0:s1], tier[s0:s1] = done["masks"], done["errors"], done["tier"]
+                    m, e = ss.solve(
+                        "min-error", c_chunk, w_chunk, rows_per_chunk=rows, mesh=mesh, stats=stats
+                    )
+                if lp.exact:
+                    t = np.where(e <= eps, OPT_ENUM, INFEASIBLE).astype(np.uint8)
+                else:  # a subset of the coefficients: within eps is feasible, the rest unsettled
+                    t = np.where(e <= eps, FEASIBLE, _UNSETTLED).astype(np.uint8)
+                done = {"masks": m, "errors": e, "tier": t, "seconds": stats.seconds - before}
+                if out is not None:
+                    out.save_chunk(chunk, done)
+            local[s0:s1], errors[s0:s1], tier[s0:s1] = done["masks"], done["errors"], done["tier"]
             if on_chunk:
                 on_chunk(name, s1)
-        if n > n_enum:
-            t0 = time.perf_counter()
-            masks, tier = _scip_tier(cfg, inst_c, inst_w, masks, tier)
-            scip_seconds += time.perf_counter() - t0
-        masks = masks.reshape(w.shape)
+        masks = _lift(local, cols, n)
+        del local
+        if not lp.exact:
+            masks, tier, secs = _settle(
+                cfg, inst_c, inst_w, masks, errors, tier, k, mesh, stats,
+                store=out, layer=name, on_scip=on_scip,
+            )  # fmt: skip
+            scip_seconds += secs
+        masks = masks.reshape(*w.shape, *masks.shape[2:])
         tier = tier.reshape(w.shape)
         if cfg.zero_small and cfg.objective == "min-error":
-            small = np.abs(w) <= cfg.epsilon
-            masks = np.where(small, 0, masks)
+            small = np.abs(w) <= eps
+            masks = np.where(small.reshape(*w.shape, *([1] * (masks.ndim - w.ndim))), 0, masks)
             tier = np.where(small, FEASIBLE, tier).astype(np.uint8)
-        results[name] = _recheck(coefs, w, masks, tier, cfg.epsilon)
+        results[name] = _recheck(coefs, w, masks, tier, eps, n)
     counts = {
         s: int(sum(int((r.status == i).sum()) for r in results.values()))
         for i, s in enumerate(STATUSES)
@@ -295,51 +542,184 @@ def approximate_network(
         high,
         results,
         coefficients,
-        seconds,
-        compile_seconds,
+        stats.seconds,
+        stats.compile_seconds,
         scip_seconds,
         resumed,
         counts,
+        plan,
     )
 
 
-def _scip_tier(cfg: ApproxConfig, inst_c, inst_w, masks, tier):
-    """Per-weight MIPs for n beyond enumeration, the JAX incumbent as start solution."""
+def _settle(cfg, inst_c, inst_w, masks, errors, tier, k, mesh, stats, **scip_kw):
+    """Beyond the exact ceiling: the bound proof, the other feasibility groups, small counts
+    (min-count) and SCIP for what is left. Arrays are ``(R, W)`` (masks ``(R, W[, bytes])``)."""
+    n, eps = cfg.n, cfg.epsilon
+    masks, errors, tier = masks.copy(), errors.copy(), tier.copy()
+    # Proved infeasible by the bound: w beyond the sum of the negative (positive) coefficients.
+    neg = np.minimum(inst_c, 0.0).sum(1)[:, None]
+    pos = np.maximum(inst_c, 0.0).sum(1)[:, None]
+    below = (tier == _UNSETTLED) & (inst_w < neg - eps)
+    above = (tier == _UNSETTLED) & (inst_w > pos + eps)
+    for sel, sign in ((below, -1), (above, 1)):
+        r, j = np.nonzero(sel)
+        if r.size:
+            bits = (inst_c[r] * sign) > 0
+            masks[r, j] = ss.bits_to_mask(bits)
+            errors[r, j] = np.abs(inst_w[r, j] - np.where(bits, inst_c[r], 0.0).sum(1))
+            tier[r, j] = INFEASIBLE
+    for g in range(1, cfg.feasibility_groups):
+        r, j = np.nonzero(tier == _UNSETTLED)
+        if not r.size:
+            break
+        cols = ss.group_columns(n, k, g, cfg.seed)
+        m, e = ss.solve(
+            "min-error", inst_c[r][:, cols], inst_w[r, j][:, None], mesh=mesh, stats=stats
+        )
+        m, e = m[:, 0], e[:, 0]
+        better = e < errors[r, j]
+        masks[r[better], j[better]] = _lift(m[better], cols, n)
+        errors[r[better], j[better]] = e[better]
+        tier[r[e <= eps], j[e <= eps]] = FEASIBLE
+    if cfg.objective == "min-count":
+        r, j = np.nonzero(tier != INFEASIBLE)
+        t0 = time.perf_counter()
+        cnt, bits, err = _small_counts(inst_c[r], inst_w[r, j], eps)
+        stats.seconds += time.perf_counter() - t0
+        ok = cnt >= 0
+        masks[r[ok], j[ok]] = ss.bits_to_mask(bits[ok])
+        errors[r[ok], j[ok]] = err[ok]
+        tier[r[ok], j[ok]] = OPT_ENUM
+    todo = (tier == _UNSETTLED) | ((tier == FEASIBLE) if cfg.prove else False)
+    r, j = np.nonzero(todo)
+    seconds = 0.0
+    if r.size:
+        budget = cfg.max_hours * 3600
+        need = r.size * cfg.scip_time_limit / max(1, cfg.scip_workers)
+        if need > budget:
+            raise UserError(
+                f"{r.size:,} weights need the SCIP tier: up to {need / 3600:,.1f} h at "
+                f"--scip-time-limit {cfg.scip_time_limit:g} with {cfg.scip_workers} workers, over "
+                f"--max-hours {cfg.max_hours:g}; raise --max-hours or lower --scip-time-limit"
+            )
+        start = masks[r, j]
+        start = ss.masks_to_ints(start, n) if ss.packed_masks(n) else start
+        t_in = np.where(tier[r, j] == _UNSETTLED, FEASIBLE, tier[r, j]).astype(np.uint8)
+        t0 = time.perf_counter()
+        m_out, t_out = _scip_tier(
+            cfg, inst_c[r], inst_w[r, j][:, None], start[:, None], t_in[:, None], **scip_kw
+        )
+        seconds = time.perf_counter() - t0
+        m_out = np.asarray(m_out)[:, 0]
+        masks[r, j] = ss.ints_to_masks(m_out, n) if ss.packed_masks(n) else m_out.astype(np.int64)
+        tier[r, j] = np.asarray(t_out)[:, 0]
+    return masks, tier, seconds
+
+
+def _scip_tier(
+    cfg: ApproxConfig,
+    inst_c,
+    inst_w,
+    masks,
+    tier,
+    *,
+    store: Any = None,
+    layer: str = "scip",
+    on_scip: Callable[[Any], None] | None = None,
+):
+    """Per-weight MIPs (:mod:`lottery_jax.subsetsum.scip`), each warm-started with its incumbent.
+
+    ``inst_c (R, n)``, ``inst_w (R, W)``; ``masks (R, W)`` the incumbents (int64, or Python ints in
+    an object array for any n); ``tier`` is not read (every weight given is solved). Returns
+    ``(masks, tier)``. Statuses, each checked in float64 here: ``optimal-scip`` / ``feasible`` for
+    a subset within eps (SCIP's, or the incumbent when SCIP found none), ``infeasible`` when SCIP
+    proved that no subset is within eps, ``unsolved`` when it ran out of time with nothing within
+    eps (the incumbent is kept).
+
+    ``store`` (a :class:`~lottery_jax.rundir.RunDir` or :class:`scip.ChunkDir`, optional) keeps the
+    finished results in sealed chunks as they come, so an interrupted run (Ctrl-C kills the workers
+    within about a second) resumes with them. ``on_scip(scip.ScipProgress)`` is called before the
+    first instance is sent and after each one.
+    """
     from lottery_jax.subsetsum import scip as scip_solver
 
     R, W = inst_w.shape
+    n = inst_c.shape[1]
+    eps = cfg.epsilon
+    pairs = [(r, j) for r in range(R) for j in range(W)]
     tasks = [
         scip_solver.MipTask(
             tuple(inst_c[r].tolist()),
             float(inst_w[r, j]),
-            cfg.epsilon,
+            eps,
             cfg.objective,
             cfg.scip_time_limit,
             0.0,
             int(masks[r, j]),
         )
-        for r in range(R)
-        for j in range(W)
+        for r, j in pairs
     ]
-    out = scip_solver.solve_many(tasks, cfg.scip_workers)
+    saved = scip_solver.SavedResults(store, layer, tasks, n)
+    results = saved.load()
+    todo = [i for i in range(len(tasks)) if i not in results]
+    workers = max(1, min(cfg.scip_workers, len(todo)))
+    progress = scip_solver.ScipProgress(
+        layer, len(results), len(tasks), len(results), workers, cfg.scip_time_limit
+    )
+    if on_scip:
+        on_scip(progress)
+    if todo:
+
+        def finished(i: int, res) -> None:
+            results[i] = res
+            saved.add(i, res)
+            progress.done += 1
+            if on_scip:
+                on_scip(progress)
+
+        try:
+            with scip_solver.ScipPool(workers) as pool:
+                pool.run(tasks, finished, todo)
+        finally:
+            saved.flush()  # (also on Ctrl-C: what finished is kept)
     masks = masks.copy()
-    tier = tier.copy()
-    code = {"optimal": OPT_SCIP, "feasible": FEASIBLE, "infeasible": INFEASIBLE}
-    for idx, res in enumerate(out):
-        r, j = divmod(idx, W)
-        if res.mask is not None:
+    tier = np.array(tier, np.uint8, copy=True)
+
+    def error(r: int, mask: int, w: float) -> float:
+        bits = np.array([(mask >> b) & 1 for b in range(n)], bool)
+        return abs(w - float(np.where(bits, inst_c[r], 0.0).sum()))
+
+    for i, (r, j) in enumerate(pairs):
+        res, w = results[i], float(inst_w[r, j])
+        start_ok = error(r, tasks[i].start_mask, w) <= eps
+        if res.mask is not None and error(r, res.mask, w) <= eps:
             masks[r, j] = res.mask
-        tier[r, j] = code.get(res.status, FEASIBLE)
+            tier[r, j] = OPT_SCIP if res.status == "optimal" else FEASIBLE
+        elif start_ok:  # (SCIP found nothing better within eps in float64: keep the incumbent)
+            tier[r, j] = FEASIBLE
+        elif res.status == "infeasible":
+            tier[r, j] = INFEASIBLE
+        else:
+            tier[r, j] = UNSOLVED
     return masks, tier
 
 
-def _recheck(coefs: np.ndarray, w: np.ndarray, masks: np.ndarray, tier: np.ndarray, eps: float):
-    """Float64 sums of the chosen subsets; anything not within eps becomes ``infeasible``."""
-    c = coefs if coefs.ndim == 3 else coefs[:, None, :]
-    approx = ss.subset_sums(c, masks)
+def _recheck(
+    coefs: np.ndarray, w: np.ndarray, masks: np.ndarray, tier: np.ndarray, eps: float, n: int
+):
+    """Float64 sums of the chosen subsets; anything not within eps is ``infeasible`` (or stays
+    ``unsolved``). Summed in row blocks so memory stays bounded at any n."""
+    c = ss.broadcast_coefficients(coefs, w.shape)
+    approx = np.empty(w.shape, np.float64)
+    rows = max(1, 2**23 // max(1, n * max(1, int(np.prod(w.shape[1:])))))
+    for s0 in range(0, w.shape[0], rows):
+        approx[s0 : s0 + rows] = ss.subset_sums(c[s0 : s0 + rows], masks[s0 : s0 + rows], n)
     errors = np.abs(w - approx)
-    status = np.where(errors <= eps, tier, INFEASIBLE).astype(np.uint8)
-    return LayerResult(masks.astype(np.int64), errors, status, approx)
+    bad = np.where(tier == UNSOLVED, UNSOLVED, INFEASIBLE)
+    status = np.where(errors <= eps, tier, bad).astype(np.uint8)
+    if np.any(status == _UNSETTLED):  # (cannot happen: every tier settles or hands to SCIP)
+        raise AssertionError("a weight was left without a status")
+    return LayerResult(masks, errors, status, approx)
 
 
 def config_dict(cfg: ApproxConfig) -> dict[str, Any]:
@@ -349,20 +729,49 @@ def config_dict(cfg: ApproxConfig) -> dict[str, Any]:
 
 
 def approximated_state(res: ApproxResult, target: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The target's state with every approximated matrix replaced (float32, PyTorch layout)."""
+    """The target's state with every approximated tensor replaced (float32, PyTorch layout)."""
     state = {k: np.asarray(v) for k, v in target.items()}
     for k, r in res.results.items():
         state[k] = r.approx.astype(np.float32)
     return state
 
 
-def summarize(res: ApproxResult) -> dict[str, Any]:
-    """The counts the paper reports (Sec. 4, Experiment 1) plus ours."""
+def layer_table(res: ApproxResult) -> list[dict[str, Any]]:
+    """One row per approximated tensor: weights, remaining coefficients, relative size, max error,
+    status counts, and the tier that ran (exact, or feasibility groups of k coefficients)."""
     n = res.cfg.n
-    total = sum(int(r.masks.size) for r in res.results.values())
-    remaining = sum(int(ss.mask_to_bits(r.masks, n).sum()) for r in res.results.values())
-    max_error = max(float(r.errors.max()) for r in res.results.values())
+    plan = getattr(res, "plan", None)
+    rows = []
+    for k in res.layers:
+        r = res.results[k]
+        size = int(r.errors.size)
+        remaining = int(ss.mask_to_bits(r.masks, n).sum()) if size else 0
+        lp = plan.layers.get(k) if plan is not None else None
+        rows.append(
+            {
+                "layer": k,
+                "shape": list(r.errors.shape),
+                "weights": size,
+                "remaining_params": remaining,
+                "relative_size": remaining / size if size else 0.0,
+                "max_error": float(r.errors.max()) if size else 0.0,
+                "status_counts": {s: int((r.status == i).sum()) for i, s in enumerate(STATUSES)},
+                "tier": None if lp is None else ("exact" if lp.exact else f"feasibility k={lp.k}"),
+            }
+        )
+    return rows
+
+
+def summarize(res: ApproxResult) -> dict[str, Any]:
+    """The counts the paper reports (Sec. 4, Experiment 1) plus ours, and the per-layer table."""
+    n = res.cfg.n
+    table = layer_table(res)
+    total = sum(t["weights"] for t in table)
+    remaining = sum(t["remaining_params"] for t in table)
+    max_error = max(t["max_error"] for t in table)
     infeasible = res.counts.get("infeasible", 0)
+    not_within = infeasible + res.counts.get("unsolved", 0)
+    plan = getattr(res, "plan", None)
     return {
         "target_params": total,
         "initial_params": n * total,
@@ -370,7 +779,35 @@ def summarize(res: ApproxResult) -> dict[str, Any]:
         "relative_size": remaining / total,
         "mean_coefficients_per_weight": remaining / total,
         "max_error": max_error,
-        "all_within_epsilon": bool(infeasible == 0 and max_error <= res.cfg.epsilon),
+        "all_within_epsilon": bool(not_within == 0 and max_error <= res.cfg.epsilon),
         "status_counts": dict(res.counts),
         "infeasible": infeasible,
+        "unsolved": res.counts.get("unsolved", 0),
+        "layers": table,
+        "plan": None if plan is None else plan.as_dict(),
     }
+
+
+#: How many weights outside eps :func:`not_within_epsilon` lists by default.
+NOT_WITHIN_SHOWN = 100
+
+
+def not_within_epsilon(
+    res: ApproxResult, target: dict[str, np.ndarray], limit: int = NOT_WITHIN_SHOWN
+) -> dict[str, Any]:
+    """The weights left outside eps (``infeasible`` and ``unsolved``), for the summary and
+    ``results.json``: ``{"total": N, "shown": k, "weights": [{"layer", "index", "w", "error",
+    "status"}, ...]}``, the first ``limit`` in layer and index order (N counts them all)."""
+    bad_codes = [STATUSES.index("infeasible"), STATUSES.index("unsolved")]
+    total, rows = 0, []
+    for k in res.layers:
+        r = res.results[k]
+        bad = np.isin(r.status, bad_codes)
+        total += int(bad.sum())
+        if len(rows) < limit:
+            w = np.asarray(target[k], np.float64)
+            for idx in np.argwhere(bad)[: limit - len(rows)]:
+                ix = tuple(int(i) for i in idx)
+                rows.append({"layer": k, "index": list(ix), "w": float(w[ix]),
+                             "error": float(r.errors[ix]), "status": STATUSES[r.status[ix]]})  # fmt: skip
+    return {"total": total, "shown": len(rows), "weights": rows}

@@ -50,6 +50,10 @@ Rounding = Literal["published", "readme"]
 #: as kb^2); larger halves use ``lax.sort``.
 BITONIC_MAX_BITS = 12
 
+#: Smallest ``rows x 2^kb`` sorted by the bitonic network: below it sorting costs little either way
+#: and ``lax.sort`` compiles several times faster (small matrices from the Python API).
+BITONIC_MIN_SIZE = 2**15
+
 #: Largest n the enumeration tier accepts (beyond it: JAX heuristic incumbent + SCIP).
 MAX_ENUM_N = 34
 
@@ -103,21 +107,73 @@ def layer_key(seed: int, layer_index: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), layer_index)
 
 
+#: Masks are int64 integers up to this many coefficients; beyond it they are packed bits: uint8
+#: arrays ``(..., ceil(n/8))`` in little bit order (coefficient ``i`` is bit ``i % 8`` of byte
+#: ``i // 8``, as in the ticket). :func:`mask_to_bits` and :func:`subset_sums` take either.
+INT_MASK_BITS = 62
+
+
+def packed_masks(n: int) -> bool:
+    """Whether masks of ``n`` coefficients are packed uint8 bits (n > :data:`INT_MASK_BITS`)."""
+    return n > INT_MASK_BITS
+
+
 def mask_to_bits(masks: np.ndarray, n: int) -> np.ndarray:
-    """Integer masks ``(...)`` to booleans ``(..., n)`` (bit ``i`` = coefficient ``i``)."""
+    """Masks to booleans ``(..., n)`` (bit ``i`` = coefficient ``i``).
+
+    ``masks`` are integers ``(...)`` for ``n <= INT_MASK_BITS`` and packed uint8 ``(..., ceil(n/8))``
+    beyond it.
+    """
+    if packed_masks(n):
+        masks = np.asarray(masks)
+        if masks.dtype != np.uint8 or masks.shape[-1:] != ((n + 7) // 8,):
+            raise ValueError(f"masks of n={n} coefficients are packed uint8 (..., {(n + 7) // 8})")
+        return np.unpackbits(masks, axis=-1, count=n, bitorder="little").astype(bool)
     masks = np.asarray(masks, dtype=np.uint64)
     return ((masks[..., None] >> np.arange(n, dtype=np.uint64)) & np.uint64(1)).astype(bool)
 
 
 def bits_to_mask(bits: np.ndarray) -> np.ndarray:
-    """Booleans ``(..., n)`` to integer masks ``(...)`` (int64)."""
+    """Booleans ``(..., n)`` to masks: int64 ``(...)``, or packed uint8 for n > INT_MASK_BITS."""
     n = bits.shape[-1]
+    if packed_masks(n):
+        return np.packbits(np.asarray(bits, bool), axis=-1, bitorder="little")
     return (bits.astype(np.int64) << np.arange(n, dtype=np.int64)).sum(-1)
 
 
-def subset_sums(coefs: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Float64 sums of the chosen coefficients. ``coefs (..., n)`` broadcast against ``masks``."""
-    n = coefs.shape[-1]
+def masks_to_ints(masks: np.ndarray, n: int) -> np.ndarray:
+    """Masks (either form) as an object array of Python integers (any n), shape ``(...)``."""
+    bits = mask_to_bits(masks, n)
+    out = np.empty(bits.shape[:-1], dtype=object)
+    weights = [1 << i for i in range(n)]
+    for idx in np.ndindex(out.shape):
+        out[idx] = sum(wt for wt, b in zip(weights, bits[idx], strict=True) if b)
+    return out
+
+
+def ints_to_masks(ints: np.ndarray, n: int) -> np.ndarray:
+    """Python-integer masks ``(...)`` back to this module's form for ``n`` coefficients."""
+    ints = np.asarray(ints, dtype=object)
+    bits = np.zeros((*ints.shape, n), bool)
+    for idx in np.ndindex(ints.shape):
+        v = int(ints[idx])
+        bits[idx] = [(v >> i) & 1 for i in range(n)]
+    return bits_to_mask(bits)
+
+
+def broadcast_coefficients(coefs: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Coefficients ``(out, n)`` (per row) or ``shape + (n,)`` (per weight) viewed so that they
+    broadcast against masks' bits ``shape + (n,)``: a row's set is shared by its whole slice."""
+    coefs = np.asarray(coefs)
+    if coefs.shape[:-1] == tuple(shape):
+        return coefs
+    return coefs.reshape(coefs.shape[0], *([1] * (len(shape) - 1)), coefs.shape[-1])
+
+
+def subset_sums(coefs: np.ndarray, masks: np.ndarray, n: int | None = None) -> np.ndarray:
+    """Float64 sums of the chosen coefficients. ``coefs (..., n)`` broadcast against the masks'
+    bits (``n`` defaults to the coefficients' last axis)."""
+    n = coefs.shape[-1] if n is None else n
     bits = mask_to_bits(masks, n)
     return np.where(bits, np.asarray(coefs, np.float64), 0.0).sum(-1)
 
@@ -244,7 +300,7 @@ def min_error_kernel(
         cells_log2 = min(max(round(math.log2(W * 2**ka / 2)), kb), kb + 2)
     M = 2**cells_log2
     A = _half_sums(coefs, 0, ka)  # (R, 2^ka)
-    if kb <= BITONIC_MAX_BITS:  # (R, 2^kb) ascending, and their masks
+    if kb <= BITONIC_MAX_BITS and R * 2**kb >= BITONIC_MIN_SIZE:  # (R, 2^kb) ascending + masks
         Bs, perm = _sorted_half_sums(coefs, ka, kb)
     else:  # the unrolled network would compile slowly; one sort per row is cheap here anyway
         B = _half_sums(coefs, ka, kb)
@@ -454,6 +510,34 @@ def compile_solver(
     return solver
 
 
+def bucket(x: int, minimum: int = 8) -> int:
+    """Shape bucket: the next power of two up to 256, then the next multiple of 64.
+
+    Solvers are compiled per bucket, so nearby shapes (a 4 x 6 matrix, then a 5 x 7 one) reuse one
+    compiled program; the padding is at most 2x for small shapes and < 64 entries beyond.
+    """
+    x = max(int(x), minimum)
+    if x <= 256:
+        return 1 << (x - 1).bit_length()
+    return -(-x // 64) * 64
+
+
+def pad_columns(weights: np.ndarray, width: int) -> np.ndarray:
+    """Pad ``(R, W)`` weights to ``width`` columns with copies of column 0 (dropped afterwards)."""
+    if weights.shape[1] >= width:
+        return weights
+    pad = np.repeat(weights[:, :1], width - weights.shape[1], axis=1)
+    return np.concatenate([weights, pad], axis=1)
+
+
+@dataclass
+class SolveStats:
+    """Seconds spent by :func:`solve` calls: solving (compile excluded) and compiling."""
+
+    seconds: float = 0.0
+    compile_seconds: float = 0.0
+
+
 def solve(
     kind: Literal["min-error", "min-count"],
     coefs: np.ndarray,
@@ -462,11 +546,14 @@ def solve(
     epsilon: float | None = None,
     rows_per_chunk: int | None = None,
     mesh: Mesh | None = None,
+    stats: SolveStats | None = None,
 ):
-    """Convenience: solve all rows (chunked, padded to the mesh) and return numpy outputs.
+    """Solve all rows (chunked, padded to shape buckets and the mesh) and return numpy outputs.
 
     ``coefs (R, n)``, ``weights (R, W)``. min-error returns ``(masks, errors)``; min-count returns
-    ``(masks, errors, counts, feasible)``.
+    ``(masks, errors, counts, feasible)``. Rows and columns are padded to :func:`bucket` sizes so
+    that compiled solvers are reused across nearby shapes (cached per process); ``stats``
+    accumulates solving and compile seconds.
     """
     coefs = np.asarray(coefs, np.float64)
     weights = np.asarray(weights, np.float64)
@@ -474,15 +561,22 @@ def solve(
     W = weights.shape[1]
     mesh = mesh or local_mesh()
     ndev = mesh.devices.size
-    rows = rows_per_chunk or default_rows_per_chunk(n, W, ndev)
-    rows = min(rows, -(-R // ndev) * ndev)
+    Wb = bucket(W, 1)
+    if rows_per_chunk is None:  # chunks sized for bounded memory, short inputs to their bucket
+        rows = min(default_rows_per_chunk(n, Wb, ndev), bucket(-(-R // ndev)) * ndev)
+    else:  # every chunk padded to exactly this many rows (one compiled solver)
+        rows = rows_per_chunk
     rows = -(-rows // ndev) * ndev
-    solver = compile_solver(kind, rows, W, n, epsilon=epsilon, mesh=mesh)
+    solver = compile_solver(kind, rows, Wb, n, epsilon=epsilon, mesh=mesh)
     outs = []
+    t0 = time.perf_counter()
     for start in range(0, R, rows):
         c, w = pad_rows(coefs[start : start + rows], weights[start : start + rows], rows)
-        out = solver(c, w)
-        outs.append(tuple(o[: min(rows, R - start)] for o in out))
+        out = solver(c, pad_columns(w, Wb))
+        outs.append(tuple(o[: min(rows, R - start), :W] for o in out))
+    if stats is not None:
+        stats.seconds += time.perf_counter() - t0
+        stats.compile_seconds += solver.compile_seconds
     return tuple(np.concatenate(parts) for parts in zip(*outs, strict=True))
 
 
@@ -507,3 +601,68 @@ def default_rows_per_chunk(n: int, width: int, ndev: int = 1, queries: int | Non
     per_row = max(width * 2**ka, 2 ** (n - ka + 1))
     rows = max(1, queries // per_row)
     return -(-rows // ndev) * ndev
+
+
+# ----------------------------------------------------------------------------------------------
+# Cost model, exact ceiling, feasibility groups
+# ----------------------------------------------------------------------------------------------
+
+#: Seconds per unit of :func:`exact_ops_per_weight` on one CPU core pair, measured on a 2-core
+#: x86 CPU with the paper's FC2 rows (n = 21: 6.6 us a weight; n = 26: 52 us; n = 28: 106 us).
+SECONDS_PER_OP = 21e-9
+
+#: The exact tier is used while it costs at most this many operations a weight (about 55 us on
+#: that CPU; n = 26 for rows of 784 weights, 25 for rows of 500). Beyond it the feasibility tier
+#: (a few us a weight at any n) is much cheaper.
+EXACT_BUDGET_OPS = 2600
+
+#: Below this n the exact tier is always used (at most ~30 us a weight in any shape).
+EXACT_FLOOR_N = 22
+
+
+def exact_ops_per_weight(n: int, width: int) -> float:
+    """Cost model of the exact meet-in-the-middle search: ``W 2^ka`` queries plus ``kb 2^kb`` to
+    build and sort the shared half, per weight (measured within ~30% on CPU for n = 21 .. 28)."""
+    ka = default_a_bits(n, width)
+    kb = n - ka
+    return (width * 2.0**ka + kb * 2.0**kb) / width
+
+
+def exact_ceiling(width: int) -> int:
+    """Largest n the exact tier handles for rows of ``width`` weights (see :data:`EXACT_BUDGET_OPS`)."""
+    n = EXACT_FLOOR_N
+    while n < MAX_ENUM_N and exact_ops_per_weight(n + 1, width) <= EXACT_BUDGET_OPS:
+        n += 1
+    return n
+
+
+def feasibility_bits(epsilon: float, low: float, high: float, n: int) -> int:
+    """Coefficients per feasibility group: ``log2((high - low) / eps) + 5``, at most ``n`` and
+    :data:`MAX_ENUM_N`. The ``2^k`` subset sums of a group then put, on average, tens of sums
+    within eps of a typical weight, so nearly every weight is settled by the first group."""
+    k = math.ceil(math.log2(max(high - low, 1e-300) / epsilon)) + 5
+    return int(min(max(k, 8), n, MAX_ENUM_N))
+
+
+def group_columns(n: int, k: int, g: int, seed: int) -> np.ndarray:
+    """Coefficient indices of feasibility group ``g``: disjoint blocks ``[g k, (g+1) k)`` while
+    they fit in ``n``, then random ``k``-subsets drawn from ``default_rng([seed, g])``."""
+    if (g + 1) * k <= n:
+        return np.arange(g * k, (g + 1) * k)
+    rng = np.random.default_rng([int(seed), int(g)])
+    return np.sort(rng.choice(n, size=k, replace=False))
+
+
+def expected_unsettled(
+    weights: np.ndarray, epsilon: float, low: float, high: float, k: int, groups: int
+) -> float:
+    """Expected number of weights no feasibility group settles (Gaussian model of the subset sums
+    of ``k`` uniform coefficients: a weight expects ``2^k * 2 eps * density(w)`` sums within eps)."""
+    mu = (low + high) / 2
+    var = (high - low) ** 2 / 12
+    mean = k * mu / 2
+    sd = math.sqrt(k * (var / 2 + mu * mu / 4))
+    w = np.asarray(weights, np.float64).reshape(-1)
+    dens = np.exp(-0.5 * ((w - mean) / sd) ** 2) / (sd * math.sqrt(2 * math.pi))
+    lam = 2.0**k * 2 * epsilon * dens
+    return float(np.exp(-lam * groups).sum())
