@@ -218,11 +218,16 @@ def test_evaluate_weight_file_of_another_model(capsys, tmp_path, tiny_idx_dir):
     assert_one_line_error(code, err, str(path), "conv1.weight")
 
 
-def test_evaluate_without_metadata_needs_model(capsys, tmp_path, tiny_idx_dir):
+def test_evaluate_without_metadata_infers_or_needs_model(capsys, tmp_path, tiny_idx_dir):
     path = tmp_path / "plain.npz"
     np.savez(path, **torch_state(build_model("fc2", seed=0, hidden=8)))
-    code, _, err = _evaluate(capsys, tiny_idx_dir, tmp_path, path)
-    assert_one_line_error(code, err, str(path), "--model")
+    code, out, err = _evaluate(capsys, tiny_idx_dir, tmp_path, path)
+    assert code == 0, err
+    assert "(fc2, normalized inputs)" in out  # inferred from the array shapes
+    odd = tmp_path / "odd.npz"
+    np.savez(odd, **{"fc1.weight": np.zeros((8, 5), np.float32)})
+    code, _, err = _evaluate(capsys, tiny_idx_dir, tmp_path, odd)
+    assert_one_line_error(code, err, str(odd), "--model")
     # With --model it works, and the hidden width comes from the file.
     code, out, err = _evaluate(capsys, tiny_idx_dir, tmp_path, path, "--model", "fc2")
     assert code == 0, err

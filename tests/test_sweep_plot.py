@@ -135,7 +135,7 @@ def test_classify():
 @pytest.mark.parametrize(
     ("args", "match"),
     [
-        (["--family", "fc3"], "unknown family"),
+        (["--family", "fc3"], "'fc3' is not one of 'fc2'"),
         (["--sparsity", "1"], "sparsity"),
         (["--variants", "deep"], "unknown variant"),
         (["--redundancy", "0"], "redundancy"),
