@@ -29,11 +29,12 @@ from rich.table import Table
 
 from lottery_jax import checkpoint
 from lottery_jax import subsetsum as ap
+from lottery_jax.paper import paper_weights
 from lottery_jax.results import device_summary, write_json_atomic
 from lottery_jax.subsetsum import scip as scip_solver
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_TARGET = REPO.parent / "shared" / "data" / "paper-fc2" / "fc2_e10_h500.npz"
+DEFAULT_TARGET = paper_weights("paper-fc2")  # the paper's own target, built in
 N_PAPER = 397_000
 
 

@@ -47,13 +47,12 @@ def load_data(n_train: int) -> tuple[Dataset, str]:
     """MNIST (normalized) if found, else random images of the same shape."""
     from lottery_jax.data import load_dataset
 
-    for d in (os.environ.get("LOTTERY_JAX_DATA"), ROOT.parent / "shared" / "data" / "mnist"):
-        if d and Path(d).is_dir():
-            try:
-                data = load_dataset(d)
-                return data, f"mnist:{d}"
-            except Exception:  # noqa: BLE001 - fall back to synthetic
-                pass
+    d = os.environ.get("LOTTERY_JAX_DATA")  # without it: the verified download cache
+    try:
+        data = load_dataset(d)
+        return data, f"mnist:{d or data.name}"
+    except Exception:  # noqa: BLE001 - fall back to synthetic
+        pass
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(n_train, 28, 28, 1)).astype(np.float32))
     y = jnp.asarray(rng.integers(0, 10, n_train), jnp.int32)
