@@ -1,4 +1,4 @@
-"""Shared fixtures: where the real data lives (../shared/data beside the repository)."""
+"""Shared fixtures: where the real MNIST is (``LOTTERY_JAX_DATA``, else a verified download cache)."""
 
 from __future__ import annotations
 
@@ -7,26 +7,35 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-
 
 def _mnist_dir() -> Path | None:
+    """``LOTTERY_JAX_DATA`` (CI points it at a local copy), else the download cache when it holds a
+    verified MNIST (``lottery-jax data fetch``); tests never download."""
     env = os.environ.get("LOTTERY_JAX_DATA")
-    for cand in ([Path(env)] if env else []) + [SHARED_DATA / "mnist"]:
+    if env:
+        cand = Path(env)
         if (cand / "train-images-idx3-ubyte.gz").exists() or (
             cand / "train-images-idx3-ubyte"
         ).exists():
             return cand
+        return None
+    from lottery_jax import download
+
+    if all(s.verified for s in download.dataset_status("mnist")):
+        return download.dataset_dir("mnist")
     return None
+
+
+#: Found once, before any test changes the environment (the download tests point the cache away).
+_MNIST_DIR = _mnist_dir()
 
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     """The real MNIST IDX directory; tests that need it skip where it is absent."""
-    found = _mnist_dir()
+    found = _MNIST_DIR
     if found is None:
-        pytest.skip("MNIST IDX files not found (set LOTTERY_JAX_DATA or provide ../shared/data)")
+        pytest.skip("MNIST not found (set LOTTERY_JAX_DATA, or run `lottery-jax data fetch`)")
     return found
 
 
