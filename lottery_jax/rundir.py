@@ -263,8 +263,7 @@ def _describe_holder(holder_path: Path) -> str:
     try:
         h = json.loads(holder_path.read_text())
         return (
-            f"pid {h.get('pid')} on {h.get('host')} ({h.get('command')}), "
-            f"since {h.get('started')}"
+            f"pid {h.get('pid')} on {h.get('host')} ({h.get('command')}), since {h.get('started')}"
         )
     except (OSError, ValueError, AttributeError):
         return "another process"
@@ -317,17 +316,101 @@ class Lock:
         self.release()
 
 
+def commit(
+    directory: Path,
+    files: Mapping[str, bytes | Callable[[Path], Any]],
+    state: Any = None,
+    *,
+    fingerprint: str | None = None,
+) -> None:
+    """Replace ``files`` (names relative to ``directory``) and ``state`` together.
+
+    Each value is the file's bytes or a function that writes the file at the path it is given.
+    Every file is written to a temporary sibling first; the journal that names them (with their
+    sha256) is the commit point; then they are renamed into place. Call it only while holding the
+    lock that covers ``directory``.
+    """
+    directory = Path(directory)
+    entries = {}
+    pending: list[tuple[Path, Path]] = []
+    try:
+        for name, data in files.items():
+            final = directory / name
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = _tmp_name(final)
+            pending.append((tmp, final))
+            if callable(data):
+                data(tmp)
+                digest = _file_sha256(tmp)
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
+            else:
+                _write_new(tmp, data, sync=True)
+                digest = _sha256(data)
+            entries[name] = {"sha256": digest, "pending": tmp.name}
+        journal = {"format": RUN_FORMAT, "fingerprint": fingerprint, "state": _plain(state),
+                   "files": entries}  # fmt: skip
+        write_atomic(directory / JOURNAL_NAME, json.dumps(journal, indent=1).encode(), sync=True)
+    except BaseException:
+        for tmp, _ in pending:
+            tmp.unlink(missing_ok=True)
+        raise
+    _sync_dir(directory)
+    for tmp, final in pending:  # (an interrupt here is completed by the next run: recover)
+        os.replace(tmp, final)
+
+
+def committed(directory: Path, *, fingerprint: str | None = None, log: Log = _quiet) -> Any:
+    """The ``state`` of the last :func:`commit` in ``directory`` if every file it names is present
+    and intact (and, with ``fingerprint``, it was made by that run); else None, with a line to
+    ``log`` saying what is wrong."""
+    directory = Path(directory)
+    journal = _read_json(directory / JOURNAL_NAME)
+    if journal is None:
+        return None
+    if fingerprint is not None and journal.get("fingerprint") != fingerprint:
+        log(f"{directory}: the last commit belongs to other arguments; starting over")
+        return None
+    for name, entry in (journal.get("files") or {}).items():
+        if _file_sha256(directory / name) != entry.get("sha256"):
+            log(f"{directory / name} does not match its commit record; starting over")
+            return None
+    return journal.get("state")
+
+
+def recover(directory: Path, log: Log = _quiet) -> None:
+    """Finish a :func:`commit` that was interrupted after its journal (roll forward), then remove
+    the temporaries an interrupted writer left. Call it only while holding the lock."""
+    directory = Path(directory)
+    journal = _read_json(directory / JOURNAL_NAME)
+    if journal is not None:
+        for name, entry in (journal.get("files") or {}).items():
+            final = directory / name
+            tmp = final.with_name(str(entry.get("pending", "")))
+            ok = entry.get("pending") and tmp.is_file()
+            if ok and _file_sha256(tmp) == entry.get("sha256"):  # (else: a leftover)
+                os.replace(tmp, final)
+                log(f"completed the interrupted commit of {final}")
+    removed = clean_leftovers(directory)
+    if removed:
+        log(f"removed {removed} temporary file(s) left by an interrupted run in {directory}")
+
+
 @contextlib.contextmanager
-def claim(out: Path, names: Iterable[str], command: str = "", wait: bool | float = False):
-    """Hold the lock of every run ``out/<name>`` (for results directories that many runs share,
+def claim(
+    out: Path, names: Iterable[str], command: str = "", wait: bool | float = False,
+    log: Log = _quiet,
+):  # fmt: skip
+    """Hold the lock of every run folder ``out/<name>`` (results directories that many runs share:
     ``prune``/``sweep``); refused with one line naming the holder when another process has one.
-    Leftover temporaries in those run folders are removed once held."""
+    Once held, an interrupted :func:`commit` in those folders is completed and leftover
+    temporaries are removed."""
     locks: list[Lock] = []
     try:
         for name in sorted(set(names)):
             prepare_dir(out / name)
             locks.append(Lock(out / name / LOCK_NAME, f"run {out / name}", command, wait).acquire())
-            clean_leftovers(out / name, recursive=False)
+            recover(out / name, log)
         yield locks
     finally:
         for lock in reversed(locks):
@@ -408,6 +491,7 @@ class RunDir:
             if diff is None:  # (same arguments, older fingerprint rule)
                 diff = ("fingerprint", old.get("fingerprint"), fp)
             key, was, now = diff
+            key = key.rsplit(".", 1)[-1]  # (the setting's own name: "seed", not "config.seed")
             raise UserError(
                 f"{self.path} holds a run with {key}={_show(was)}; this run has "
                 f"{key}={_show(now)} (a different configuration: use another output directory "
@@ -421,65 +505,20 @@ class RunDir:
         return fp
 
     # -- commits
-    def commit(self, files: Mapping[str, bytes], state: Any = None) -> None:
-        """Replace ``files`` (names relative to the directory) and ``state`` together.
-
-        Every file is written to a temporary sibling first; the journal that names them is the
-        commit point; then they are renamed into place. See the module docstring.
-        """
+    def commit(self, files: Mapping[str, bytes | Callable[[Path], Any]], state: Any = None) -> None:
+        """Replace ``files`` (names relative to the directory) and ``state`` together
+        (:func:`commit`)."""
         self._check_open()
-        entries = {}
-        pending: list[tuple[Path, Path]] = []
-        try:
-            for name, data in files.items():
-                final = self.path / name
-                final.parent.mkdir(parents=True, exist_ok=True)
-                tmp = _tmp_name(final)
-                _write_new(tmp, data, sync=True)
-                pending.append((tmp, final))
-                entries[name] = {"sha256": _sha256(data), "pending": tmp.name}
-            journal = {"format": RUN_FORMAT, "fingerprint": self._fp, "state": _plain(state),
-                       "files": entries}  # fmt: skip
-            write_atomic(self.path / JOURNAL_NAME, json.dumps(journal, indent=1).encode(),
-                         sync=True)  # fmt: skip
-        except BaseException:
-            for tmp, _ in pending:
-                tmp.unlink(missing_ok=True)
-            raise
-        _sync_dir(self.path)
-        for tmp, final in pending:  # (an interrupt here is completed by the next run)
-            os.replace(tmp, final)
+        commit(self.path, files, state, fingerprint=self._fp)
 
     def committed(self) -> Any:
         """The ``state`` of the last commit whose files are all present and intact, else None
-        (with a line to the log saying what is wrong)."""
+        (:func:`committed`)."""
         self._check_open()
-        journal = _read_json(self.path / JOURNAL_NAME)
-        if journal is None:
-            return None
-        if self._fp is not None and journal.get("fingerprint") != self._fp:
-            self.log(f"{self.path}: the last commit belongs to other arguments; starting over")
-            return None
-        for name, entry in (journal.get("files") or {}).items():
-            if _file_sha256(self.path / name) != entry.get("sha256"):
-                self.log(f"{self.path / name} does not match its commit record; starting over")
-                return None
-        return journal.get("state")
+        return committed(self.path, fingerprint=self._fp, log=self.log)
 
     def _recover(self) -> None:
-        """Finish a commit that was interrupted after its journal; drop leftovers."""
-        journal = _read_json(self.path / JOURNAL_NAME)
-        if journal is not None:
-            for name, entry in (journal.get("files") or {}).items():
-                final = self.path / name
-                tmp = final.with_name(str(entry.get("pending", "")))
-                ok = entry.get("pending") and tmp.is_file()
-                if ok and _file_sha256(tmp) == entry.get("sha256"):  # (else: a leftover)
-                    os.replace(tmp, final)
-                    self.log(f"completed the interrupted commit of {final}")
-        removed = clean_leftovers(self.path)
-        if removed:
-            self.log(f"removed {removed} temporary file(s) left by an interrupted run in {self.path}")
+        recover(self.path, self.log)
 
     # -- sealed pieces (chunks, partial states)
     def save_chunk(self, name: str, arrays: Mapping[str, Any]) -> Path:

@@ -16,6 +16,7 @@ setting that differs; a second process writing it is refused, naming the holder.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -148,8 +149,8 @@ def train_target(
         if start >= epochs:
             log(f"{path} is already finished: {path / 'results.json'}")
             weights, _ = checkpoint.load_weights(weights_path)
-            return TrainResult(path, weights_path, weights,
-                               rundir._read_json(path / "results.json"), start, True)  # fmt: skip
+            results = json.loads((path / "results.json").read_text())
+            return TrainResult(path, weights_path, weights, results, start, True)
         dataset = data() if callable(data) else data
         opt_state = None
         if resume_arrays is not None:
