@@ -36,6 +36,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -46,6 +47,9 @@ from lottery_jax.errors import UserError
 
 #: Seconds to wait for a connection to a mirror, and for each chunk of a transfer.
 CONNECT_TIMEOUT = 3.0
+#: Once failing to connect has taken this many seconds, the remaining mirrors are not tried (an
+#: offline machine whose packets vanish, rather than being refused, still fails in about 10 s).
+CONNECT_BUDGET = 8.0
 READ_TIMEOUT = 30.0
 #: Seconds to wait for another process that is fetching the same dataset.
 LOCK_TIMEOUT = 900.0
@@ -383,8 +387,13 @@ def _fetch_file(
     spec: DatasetSpec, f: IdxFile, directory: Path, mirrors: tuple[str, ...], report: Callback
 ) -> Path:
     """Download one file from the first mirror that gives a verified copy; atomically cache it."""
+    import requests
+
     last_url, last_reason = "", "no mirror configured"
+    connect_seconds = 0.0
     for i, base in enumerate(mirrors):
+        if connect_seconds > CONNECT_BUDGET:
+            break  # (the error names the last mirror tried and why)
         url = _join(base, f.stem + ".gz")
         last_url = url
         total: list[int | None] = [None]
@@ -399,6 +408,7 @@ def _fetch_file(
         gz_fd, gz_tmp = tempfile.mkstemp(prefix=f".{f.stem}.gz.", suffix=".part", dir=directory)
         raw_fd, raw_tmp = tempfile.mkstemp(prefix=f".{f.stem}.", suffix=".part", dir=directory)
         os.close(raw_fd)
+        t0 = time.monotonic()
         try:
             try:
                 with os.fdopen(gz_fd, "wb") as fh:
@@ -417,11 +427,13 @@ def _fetch_file(
                         f"expected {f.sha256[:12]}..."
                     )
             except Exception as e:  # requests', urllib3's, gzip's and our own: try the next mirror
+                if isinstance(e, requests.ConnectionError | requests.Timeout) and not total[0]:
+                    connect_seconds += time.monotonic() - t0
                 if isinstance(e, EOFError | zlib.error | gzip.BadGzipFile):
                     last_reason = f"not a complete gzip file ({e})"
                 else:
                     last_reason = _reason(e)
-                if i < len(mirrors) - 1:
+                if i < len(mirrors) - 1 and connect_seconds <= CONNECT_BUDGET:
                     message = f"{last_reason}; trying the next mirror"
                     report(DownloadEvent("failed", spec.name, f.stem, url, message=message))
                 continue

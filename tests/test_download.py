@@ -505,3 +505,26 @@ def test_file_larger_than_pinned_is_refused_early(serve, tmp_path):
     with pytest.raises(download.DownloadError, match="decompresses to more than the expected"):
         download.fetch_dataset("tiny", spec=spec, mirrors=(srv.url,))
     assert not [n for n in _cache_files(tmp_path / "cache") if ".part" in n]
+
+
+def test_silent_mirrors_stop_after_the_connect_budget(monkeypatch):
+    """Mirrors that accept but never answer (as a network that drops packets): the fetch gives up
+    once the budget is spent instead of waiting on every mirror."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)  # the kernel completes connections; nobody ever answers
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    monkeypatch.setattr(download, "READ_TIMEOUT", 0.4)
+    monkeypatch.setattr(download, "CONNECT_BUDGET", 1.0)
+    spec, _, _ = tiny_dataset()
+    events = []
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(download.DownloadError, match="timed out"):
+            download.fetch_dataset("tiny", spec=spec, mirrors=(url,) * 10, callback=events.append)
+    finally:
+        listener.close()
+    assert time.perf_counter() - t0 < 3.5
+    assert 2 <= sum(e.kind == "failed" for e in events) + 1 <= 4  # 3 tries, not 10
