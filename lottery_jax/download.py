@@ -20,8 +20,9 @@ IDX files that :func:`lottery_jax.data.read_idx_dir` reads.
   longer verifies is downloaded again.
 - **Failure.** When every mirror fails (offline, server down, truncated transfer, checksum mismatch) a
   :class:`DownloadError` (a :class:`~lottery_jax.errors.UserError`) names the dataset, the last URL,
-  the reason and how to pass ``--data-dir`` instead. Connecting gives up after a few seconds, so an
-  offline machine fails in well under ten.
+  the reason and how to pass ``--data-dir`` instead. A refused connection or an unknown host fails
+  at once; silent mirrors are abandoned once :data:`CONNECT_BUDGET` seconds are spent, so an offline
+  machine fails within about ten seconds.
 
 The library draws nothing: progress goes to a callback (see :class:`DownloadEvent`), passed to
 :func:`fetch_dataset` or installed for a block with :func:`reporting`.
