@@ -10,13 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lottery_jax.cli.train as cli_train
 import numpy as np
 import pytest
 from conftest import write_idx_file
 from lottery_jax.cli import main
 
-from lottery_jax import checkpoint
+from lottery_jax import checkpoint, training
 from lottery_jax.nets.targets import build_model, torch_state
 
 RESULT_KEYS = {
@@ -311,7 +310,7 @@ def _interrupting_fit(real_fit):
 
 def test_ctrl_c_exit_status(capsys, tmp_path, tiny_idx_dir, monkeypatch):
     """Ctrl-C during training: exit status 130 and one line saying how to resume."""
-    monkeypatch.setattr(cli_train, "fit", _interrupting_fit(cli_train.fit))
+    monkeypatch.setattr(training, "fit", _interrupting_fit(training.fit))
     code, _, err = cli(capsys, *tiny_train(tiny_idx_dir, tmp_path / "run"))
     assert code == 130
     assert_one_line_error(code, err, "resume")
@@ -322,12 +321,12 @@ def test_resume_equals_uninterrupted(capsys, tmp_path, tiny_idx_dir, monkeypatch
     code, _, err = cli(capsys, *tiny_train(tiny_idx_dir, straight))
     assert code == 0, err
 
-    real_fit = cli_train.fit
+    real_fit = training.fit
     fit_interrupted_after_first_epoch = _interrupting_fit(real_fit)
-    monkeypatch.setattr(cli_train, "fit", fit_interrupted_after_first_epoch)
+    monkeypatch.setattr(training, "fit", fit_interrupted_after_first_epoch)
     cli(capsys, *tiny_train(tiny_idx_dir, broken))  # (exit status: test_ctrl_c_exit_status)
     assert read_results(broken)["epochs_done"] == 1
-    monkeypatch.setattr(cli_train, "fit", real_fit)
+    monkeypatch.setattr(training, "fit", real_fit)
 
     # Another configuration in the same --out is refused, and touches nothing.
     for extra in (("--epochs", "3"), ("--lr", "0.05")):
@@ -424,17 +423,17 @@ def test_interrupt_between_weights_and_resume_record(capsys, tmp_path, tiny_idx_
     code, _, err = cli(capsys, *argv)
     assert code == 0, err
 
-    real_save_resume = checkpoint.save_resume
+    real_resume_arrays = checkpoint.resume_arrays
 
-    def save_resume(path, opt_state, epoch, meta, **kw):
+    def resume_arrays(opt_state, epoch, meta, weights=None):
         if epoch == 2:
             raise KeyboardInterrupt
-        return real_save_resume(path, opt_state, epoch, meta, **kw)
+        return real_resume_arrays(opt_state, epoch, meta, weights)
 
-    monkeypatch.setattr(checkpoint, "save_resume", save_resume)
+    monkeypatch.setattr(checkpoint, "resume_arrays", resume_arrays)
     argv = [*tiny_train(tiny_idx_dir, broken), "--epochs", "3"]
     cli(capsys, *argv)
-    monkeypatch.setattr(checkpoint, "save_resume", real_save_resume)
+    monkeypatch.setattr(checkpoint, "resume_arrays", real_resume_arrays)
     code, _, err = cli(capsys, *argv)
     assert code == 0, err
     a, _ = checkpoint.load_weights(straight / "model.npz")
