@@ -21,14 +21,19 @@ __all__ = ["app", "main"]
 
 
 def _one_line_summaries(typer_app) -> None:
-    """List each command with the first paragraph of its docstring on one line (Typer's rich
-    help keeps the docstring's line breaks there)."""
+    """Help text without the docstrings' hard line breaks (Typer's rich help keeps them, so they
+    wrap badly): each paragraph is one line that the terminal wraps; the command list shows the
+    first paragraph."""
     import inspect
 
     for info in typer_app.registered_commands:
         doc = info.help or (info.callback.__doc__ if info.callback else None)
-        if info.short_help is None and doc:
-            info.short_help = " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
+        if not doc:
+            continue
+        paragraphs = [" ".join(par.split()) for par in inspect.cleandoc(doc).split("\n\n")]
+        info.help = "\n\n".join(paragraphs)
+        if info.short_help is None:
+            info.short_help = paragraphs[0]
     for group in typer_app.registered_groups:
         _one_line_summaries(group.typer_instance)
 

@@ -187,3 +187,11 @@ def test_help_lists_the_choices(capsys, monkeypatch, command, option, choices):
     assert code == 0
     (line,) = [row for row in out.splitlines() if row.split()[1:2] == [option]]
     assert f"<{choices}>" in line
+
+
+def test_command_descriptions_have_no_hard_line_breaks(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")
+    code, out, _ = cli(capsys, "approximate", "--help")
+    assert code == 0
+    (line,) = [row for row in out.splitlines() if "Writes results.json" in row]
+    assert "resumes from the finished chunks." in line  # the whole paragraph on one line
