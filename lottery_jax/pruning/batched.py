@@ -1,6 +1,12 @@
 """Batched supermask training: several (seed, sparsity) members of one configuration trained by ONE
 compiled program (unrolled on CPU, ``jax.vmap`` over stacked scores, removal counts and -- with several
 seeds -- frozen weights on accelerators), using the foundation's optimizer, batching and loss.
+
+With several local devices the members are placed on a 1-D device mesh with a ``members`` axis
+(:func:`member_mesh`): the program is a ``jax.shard_map`` over that axis, so every device trains its
+share of the members (unrolled or ``vmap``-ed there, as on one device) in the same compiled program.
+Members never communicate, so a member's arithmetic is the same on any device: the results equal a
+one-device run.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lottery_jax.errors import UserError
 from lottery_jax.nets.pruned import PrunedNet, build_pruned, param_counts, parse_model, set_sparsity
@@ -123,6 +130,48 @@ class Batch:
     conv_state: dict[str, np.ndarray] | None = None
     totals: list[tuple[int, int]] = field(default_factory=list)  # (total, remaining) per member
     mode: str = "unroll"
+    mesh: Mesh | None = None  # the ``members`` mesh (None: one device)
+
+    @property
+    def slots(self) -> int:
+        """Member slots of the program: the members padded to a multiple of the mesh size."""
+        m = len(self.members)
+        if self.mesh is None:
+            return m
+        return -(-m // self.mesh.size) * self.mesh.size
+
+    def device_members(self) -> list[int]:
+        """How many (real) members each device of the mesh trains (one entry without a mesh)."""
+        m = len(self.members)
+        if self.mesh is None:
+            return [m]
+        per = self.slots // self.mesh.size
+        return [max(0, min(per, m - i * per)) for i in range(self.mesh.size)]
+
+
+#: Name of the mesh axis the members are split over.
+MEMBER_AXIS = "members"
+
+
+def member_mesh(members: int, devices: Sequence[jax.Device] | None = None) -> Mesh | None:
+    """A 1-D ``("members",)`` mesh over the local devices that train ``members`` members, or None
+    when one device does it all.
+
+    Every device gets ``ceil(members / len(devices))`` member slots (the program is the same on
+    all of them); only as many devices as that needs are used, so at most ``per - 1`` slots of the
+    last device are padding (a copy of member 0 whose result is dropped). ``devices`` defaults to
+    this process's devices (``jax.local_devices()``: all local GPUs, or ``--xla_force_host_platform
+    _device_count`` CPU devices).
+    """
+    devs = list(devices) if devices is not None else jax.local_devices()
+    if members < 1 or not devs:
+        return None
+    per = -(-members // len(devs))
+    used = -(-members // per)
+    if used <= 1:
+        return None
+    return Mesh(np.array(devs[:used]), (MEMBER_AXIS,))
+
 
 
 def make_batch(
@@ -130,8 +179,12 @@ def make_batch(
     members: Sequence[tuple[int, float]],
     conv_state: dict[str, np.ndarray] | None = None,
     mode: str = "auto",
+    devices: Sequence[jax.Device] | None = None,
 ) -> Batch:
-    """Build the networks of every (seed, sparsity) member (frozen weights once per seed)."""
+    """Build the networks of every (seed, sparsity) member (frozen weights once per seed).
+
+    The members are split over ``devices`` (default: all local devices, see :func:`member_mesh`).
+    """
     config.validate()
     if not members:
         raise UserError("nothing to run: no (seed, sparsity) members")
@@ -169,6 +222,7 @@ def make_batch(
         conv_state=conv_state,
         totals=totals,
         mode=member_mode(mode),
+        mesh=member_mesh(len(members), devices),
     )
 
 
@@ -229,6 +283,13 @@ def _cached_runner(graphdef, m, frozen_shared, opt_args: tuple, shared_order: bo
 
 
 def _runner(graphdef, m, frozen_shared, optimizer, shared_order, mode):
+    return jax.jit(_run_fn(graphdef, m, frozen_shared, optimizer, shared_order, mode),
+                   donate_argnums=(0, 1))  # fmt: skip
+
+
+def _run_fn(graphdef, m, frozen_shared, optimizer, shared_order, mode):
+    """The (not yet compiled) program of :func:`make_batched_runner` for ``m`` members (lists)."""
+
     def member_step(scores, opt_state, frozen, counts, idx, valid, i, images, labels):
         bi, vi = idx[i], valid[i]
 
@@ -286,7 +347,82 @@ def _runner(graphdef, m, frozen_shared, optimizer, shared_order, mode):
             )
         return sc, os_, losses / jnp.maximum(stop - start, 1)
 
-    return jax.jit(run, donate_argnums=(0, 1))
+    return run
+
+
+# ----------------------------------------------------------------------------- device mesh
+
+
+def _specs(frozen_shared: bool, shared_order: bool):
+    mem, rep = PartitionSpec(MEMBER_AXIS), PartitionSpec()
+    return mem, rep, (rep if frozen_shared else mem), (rep if shared_order else mem)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_mesh_runner(graphdef, slots, frozen_shared, opt_args, shared_order, mode, mesh):
+    """:func:`_run_fn` under ``jax.shard_map`` over the ``members`` axis: the member states are
+    stacked (``slots`` on the leading axis, split over the mesh); each device unstacks its block
+    once per call, runs its members' loop exactly as a one-device program would, and restacks."""
+    per = slots // mesh.size
+    inner = _run_fn(graphdef, per, frozen_shared, make_optimizer(*opt_args), shared_order, mode)
+
+    def local(scores, opt_state, frozen, counts, images, labels, idx, valid, start, stop):
+        def un(tree, shared=False):
+            return tree if shared else _unstack(tree, per)
+
+        sc, os_, loss = inner(
+            un(scores), un(opt_state), un(frozen, frozen_shared), un(counts), images, labels,
+            un(idx, shared_order), un(valid, shared_order), start, stop,
+        )  # fmt: skip
+        return _stack(sc), _stack(os_), loss
+
+    mem, rep, fz, order = _specs(frozen_shared, shared_order)
+    fn = jax.shard_map(
+        local, mesh=mesh, in_specs=(mem, mem, fz, mem, rep, rep, order, order, rep, rep),
+        out_specs=(mem, mem, mem), check_vma=False,
+    )  # fmt: skip
+    return jax.jit(fn, donate_argnums=(0, 1))
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_mesh_correct(graphdef, slots, frozen_shared, batch_size, mode, mesh):
+    """Correct test predictions of every member slot, each device counting for its own members."""
+    per = slots // mesh.size
+
+    def local(frozen, scores, counts, images, labels):
+        def one(fz, sc, ct):
+            return _correct_count(
+                lambda x: _apply(graphdef, fz, sc, ct, x), images, labels, batch_size
+            )
+
+        fz = frozen if frozen_shared else _unstack(frozen, per)
+        return jnp.stack(
+            _over_members(one, mode, (frozen_shared, False, False), fz, _unstack(scores, per),
+                          _unstack(counts, per))  # fmt: skip
+        )
+
+    mem, rep, fz, _ = _specs(frozen_shared, True)
+    fn = jax.shard_map(
+        local, mesh=mesh, in_specs=(fz, mem, mem, rep, rep), out_specs=mem, check_vma=False
+    )
+    return jax.jit(fn)
+
+
+def _to_slots(trees: list[Any], slots: int, mesh: Mesh) -> Any:
+    """Stack one tree per member (padded with copies of member 0 to ``slots``), split over the
+    mesh's ``members`` axis."""
+    padded = list(trees) + [trees[0]] * (slots - len(trees))
+    sharding = NamedSharding(mesh, PartitionSpec(MEMBER_AXIS))
+    return jax.device_put(_stack(padded), sharding)
+
+
+def _replicated(tree: Any, mesh: Mesh) -> Any:
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def _from_slots(stacked: Any, m: int) -> list[Any]:
+    """The first ``m`` member slots as one tree per member (the padding is dropped)."""
+    return _unstack(stacked, m)
 
 
 @jax.jit(static_argnames=("graphdef", "frozen_shared", "batch_size", "mode"))
@@ -298,6 +434,17 @@ def _batched_correct(graphdef, frozen, scores, counts, images, labels, frozen_sh
     return jnp.stack(
         _over_members(one, mode, (frozen_shared, False, False), frozen, scores, counts)
     )
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_correct(graphdef, frozen_shared, batch_size, mode):
+    """:func:`_batched_correct` with its static arguments bound (one device)."""
+
+    def correct(frozen, scores, counts, images, labels):
+        return _batched_correct(graphdef, frozen, scores, counts, images, labels, frozen_shared,
+                                batch_size, mode)  # fmt: skip
+
+    return jax.jit(correct)
 
 
 def batch_accuracy(batch: Batch, images: jax.Array, labels: jax.Array, batch_size: int = 1000):
@@ -369,43 +516,67 @@ def train_batch(
         history.update({k: past[k] for k in ("test_accuracy", "train_loss", "epoch_seconds")})
     idx, valid, shared = _member_order(batch, 0, n)
     opt_args = (cfg.learning_rate, cfg.epochs, spe, cfg.momentum, cfg.weight_decay)
-    runner = _cached_runner(batch.graphdef, m, batch.frozen_shared, opt_args, shared, batch.mode)
+    mesh, slots = batch.mesh, batch.slots
+
+    def put(trees, shared_tree=False):  # per-member lists -> the program's layout
+        if mesh is None:
+            return trees
+        return _replicated(trees, mesh) if shared_tree else _to_slots(trees, slots, mesh)
+
+    def get(placed):  # the program's layout -> per-member lists
+        return placed if mesh is None else _from_slots(placed, m)
+
+    if mesh is None:
+        runner = _cached_runner(batch.graphdef, m, batch.frozen_shared, opt_args, shared,
+                                batch.mode)  # fmt: skip
+        correct = _cached_correct(batch.graphdef, batch.frozen_shared, 1000, batch.mode)
+    else:
+        runner = _cached_mesh_runner(batch.graphdef, slots, batch.frozen_shared, opt_args, shared,
+                                     batch.mode, mesh)  # fmt: skip
+        correct = _cached_mesh_correct(batch.graphdef, slots, batch.frozen_shared, 1000,
+                                       batch.mode, mesh)  # fmt: skip
+    frozen, counts = put(batch.frozen, batch.frozen_shared), put(batch.counts)
+    images, labels = put(data.train_images, True), put(data.train_labels, True)
+    test_images, test_labels = put(data.test_images, True), put(data.test_labels, True)
+    scores, opt_state = put(batch.scores), put(opt_state)
     t0 = time.perf_counter()
-    args = (batch.scores, opt_state, batch.frozen, batch.counts, data.train_images,
-            data.train_labels, idx, valid)  # fmt: skip
+    args = (scores, opt_state, frozen, counts, images, labels, put(idx, shared),
+            put(valid, shared))  # fmt: skip
     compiled = runner.lower(*args, jnp.int32(0), jnp.int32(1)).compile()
-    _batched_correct.lower(
-        batch.graphdef, batch.frozen, batch.scores, batch.counts, data.test_images,
-        data.test_labels, batch.frozen_shared, 1000, batch.mode,
-    ).compile()  # fmt: skip
+    correct = correct.lower(frozen, scores, counts, test_images, test_labels).compile()
     history["compile_seconds"] = time.perf_counter() - t0
-    scores = batch.scores
     for epoch in range(first, cfg.epochs):
         idx, valid, _ = _member_order(batch, epoch, n)
-        jax.block_until_ready(idx)
+        idx, valid = put(idx, shared), put(valid, shared)
+        jax.block_until_ready((idx, valid))
         t0 = time.perf_counter()
         loss_total = np.zeros(m)
         for start in range(0, spe, chunk):
             stop = min(start + chunk, spe)
             scores, opt_state, loss = compiled(
-                scores, opt_state, batch.frozen, batch.counts, data.train_images,
-                data.train_labels, idx, valid, jnp.int32(start), jnp.int32(stop),
+                scores, opt_state, frozen, counts, images, labels, idx, valid, jnp.int32(start),
+                jnp.int32(stop),
             )  # fmt: skip
-            loss_total += np.asarray(loss) * (stop - start)
+            loss_total += np.asarray(loss)[:m] * (stop - start)
             if on_chunk is not None:
                 on_chunk(epoch, stop, spe, loss_total / stop)
         jax.block_until_ready(scores)
         seconds = time.perf_counter() - t0
-        batch.scores = scores
-        accs = batch_accuracy(batch, data.test_images, data.test_labels)
+        if mesh is None:
+            batch.scores = scores
+        correct_counts = np.asarray(correct(frozen, scores, counts, test_images, test_labels))
+        accs = [100.0 * int(c) / int(data.test_images.shape[0]) for c in correct_counts[:m]]
         history["epoch_seconds"].append(seconds)
         for i in range(m):
             history["test_accuracy"][i].append(accs[i])
             history["train_loss"][i].append(float(loss_total[i] / spe))
         if checkpoint is not None:
-            checkpoint(epoch + 1, (scores, opt_state), history)
+            checkpoint(epoch + 1, (get(scores), get(opt_state)), history)
         if on_epoch is not None:
             on_epoch(epoch, accs, seconds)
+    if mesh is not None:  # back to one uncommitted copy per member (usable on any one device)
+        batch.scores = [jax.tree.map(lambda x: jnp.asarray(np.asarray(x)), t) for t in get(scores)]
+    history["device_members"] = batch.device_members()
     return history
 
 
