@@ -86,7 +86,8 @@ class ApproxConfig:
     coefficients: str = "per-row"
     zero_small: bool = False
     seed: int = 0
-    coef_range: tuple[float, float] | None = None  # None: the target's [min(0,min w), max(0,max w)]
+    coef_range: tuple[float, float] | None = None  # None: from the target, by range_mode
+    range_mode: str = "auto"  # ss.coefficient_range: auto, published or symmetric
     max_enum_n: int | None = None  # None: per layer, ss.exact_ceiling(row width)
     scip_time_limit: float = 60.0
     scip_workers: int = 2
@@ -107,6 +108,8 @@ class ApproxConfig:
             raise UserError(f"unknown coefficients mode {self.coefficients!r}")
         if self.rounding not in ("published", "readme"):
             raise UserError(f"unknown rounding {self.rounding!r} (published or readme)")
+        if self.range_mode not in ss.RANGE_MODES:
+            raise UserError(f"unknown range mode {self.range_mode!r} (choose from {ss.RANGE_MODES})")
         if self.coef_range is not None and not self.coef_range[0] < self.coef_range[1]:
             raise UserError(f"coefficient range must have low < high, got {self.coef_range}")
         if self.max_enum_n is not None and not 1 <= self.max_enum_n <= ss.MAX_ENUM_N:
@@ -441,7 +444,9 @@ def approximate_network(
     """
     layers = target_layers(target, cfg.layers)
     n = cfg.n
-    low, high = cfg.coef_range or ss.coefficient_range([target[k] for k in layers])
+    low, high = cfg.coef_range or ss.coefficient_range(
+        [target[k] for k in layers], cfg.range_mode
+    )
     plan = plan or plan_approximation(target, layers, cfg, low, high)
     fp_config = {
         k: v for k, v in config_dict(cfg).items() if k not in ("max_hours", "scip_workers")

@@ -82,10 +82,32 @@ def n_coefficients(c: float, epsilon: float, rounding: Rounding = "published") -
     return max(int(n), 1)
 
 
-def coefficient_range(weights: Sequence[np.ndarray]) -> tuple[float, float]:
-    """The published range: ``[min(0, min w), max(0, max w)]`` over the whole target network."""
+#: Ratio ``min(|low|, high) / max(|low|, high)`` of the published range below which ``auto``
+#: uses the symmetric range instead.
+AUTO_SYMMETRY = 0.5
+
+RANGE_MODES = ("auto", "published", "symmetric")
+
+
+def coefficient_range(
+    weights: Sequence[np.ndarray], mode: str = "published"
+) -> tuple[float, float]:
+    """The range the coefficients are drawn from, over the whole target network.
+
+    ``published``: ``[min(0, min w), max(0, max w)]``, as the published code draws them (nearly
+    symmetric for the paper's FC2: [-0.464, 0.541]). ``symmetric``: ``[-max|w|, max|w|]``, the
+    theory's uniform coefficients on [-1, 1] up to scale. ``auto``: the published range unless its
+    shorter side is under half the longer one (LeNet5's [-0.67, 1.43]): then a row of ``n``
+    coefficients often holds too few of one sign to reach its weights (39 to 166 of LeNet5's weights
+    proved infeasible at n = 21 for each seed tried), and the symmetric range is used.
+    """
     low = min(0.0, *(float(np.min(w)) for w in weights))
     high = max(0.0, *(float(np.max(w)) for w in weights))
+    if mode not in RANGE_MODES:
+        raise ValueError(f"unknown range mode {mode!r}")
+    m = max(-low, high)
+    if mode == "symmetric" or (mode == "auto" and m > 0 and min(-low, high) < AUTO_SYMMETRY * m):
+        return -m, m
     return low, high
 
 
