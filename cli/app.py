@@ -8,12 +8,13 @@ into the library and raise :class:`lottery_jax.errors.UserError` for bad input; 
 
 from __future__ import annotations
 
-import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from .options import SEED_MAX
 
 app = typer.Typer(
     name="lottery-jax",
@@ -76,7 +77,6 @@ DatasetOpt = Annotated[
     DatasetName,
     typer.Option("--dataset", help="Dataset to use when no --data-dir is given."),
 ]
-SEED_MAX = 2**32 - 1
 SeedOpt = Annotated[
     int,
     typer.Option(
@@ -87,7 +87,38 @@ OutOpt = Annotated[
     Path, typer.Option("--out", help="Output directory (results.json and artifacts).")
 ]
 
+# Several processes (hosts) on one job: JAX's distributed runtime (lottery_jax.distributed).
+_PROCS = "Several processes (hosts)"
+CoordinatorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--coordinator", rich_help_panel=_PROCS,
+        help="HOST:PORT of process 0 for JAX's distributed runtime (with --num-processes and "
+        "--process-id); the processes share the work and write only their own runs.",
+    ),
+]  # fmt: skip
+NumProcessesOpt = Annotated[
+    int | None,
+    typer.Option("--num-processes", rich_help_panel=_PROCS, help="Number of processes."),
+]
+ProcessIdOpt = Annotated[
+    int | None,
+    typer.Option("--process-id", rich_help_panel=_PROCS, help="This process: 0..N-1."),
+]
+DistributedOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--distributed/--no-distributed", rich_help_panel=_PROCS, show_default=False,
+        help="Let JAX detect the processes from the cluster (SLURM, Open MPI, TPU pods) "
+        "\\[default: when srun or mpirun started several tasks]",
+    ),
+]  # fmt: skip
 
-def default_data_dir() -> Path | None:
-    value = os.environ.get("LOTTERY_JAX_DATA")
-    return Path(value) if value else None
+
+def start_processes(coordinator, num_processes, process_id, detect):
+    """Start JAX's distributed runtime if this is one of several processes (before any JAX use);
+    returns this process's place (:class:`lottery_jax.distributed.Processes`)."""
+    from lottery_jax import distributed
+
+    return distributed.initialize(coordinator, num_processes, process_id, detect=detect)
+

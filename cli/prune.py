@@ -18,8 +18,29 @@ from lottery_jax.nets.supermask import METHODS
 from lottery_jax.pruning import sweep
 from lottery_jax.pruning.batched import MEMBER_MODES
 from lottery_jax.results import device_summary, write_json_atomic
+from lottery_jax.rundir import prepare_dir
 
-from .app import DataDirOpt, DatasetName, DatasetOpt, app
+from .app import (
+    CoordinatorOpt,
+    DataDirOpt,
+    DatasetName,
+    DatasetOpt,
+    DistributedOpt,
+    NumProcessesOpt,
+    ProcessIdOpt,
+    app,
+    start_processes,
+)
+from .options import (
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    SEED,
+    SPARSITY,
+    check,
+    parse_floats,
+    parse_ints,
+)
 
 console = Console(stderr=True)
 
@@ -51,6 +72,10 @@ MembersOpt = Annotated[
     Members, typer.Option(help="Batched runs: auto, unroll (CPU) or vmap (accelerators).")
 ]
 ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar.")]
+MaxHoursOpt = Annotated[
+    float,
+    typer.Option(help="Refuse up front work estimated to take longer than this many hours."),
+]
 
 
 class _Bar:
@@ -141,7 +166,12 @@ def prune(
     force: Annotated[bool, typer.Option(help="Re-run runs that are already finished.")] = False,
     mask_method: MaskOpt = MaskMethod.auto,
     members: MembersOpt = Members.auto,
+    max_hours: MaxHoursOpt = 24.0,
     progress: ProgressOpt = True,
+    coordinator: CoordinatorOpt = None,
+    num_processes: NumProcessesOpt = None,
+    process_id: ProcessIdOpt = None,
+    distributed: DistributedOpt = None,
 ) -> None:
     """Prune a random network (train only its supermask scores); several sparsities and seeds
     train together in one compiled program. Writes OUT/<run>/results.json and ticket.npz."""
@@ -154,9 +184,14 @@ def prune(
             markup=False, highlight=False, soft_wrap=True,
         )  # fmt: skip
     pruning.parse_model(model)
-    sparsities = sweep.parse_floats(sparsity, "--sparsity") or [0.5]
-    seeds = sweep.parse_ints(seed, "--seed") or [0]
-    sweep.check_sparsities(sparsities)
+    sparsities = parse_floats(sparsity, "--sparsity", SPARSITY) or [0.5]
+    seeds = parse_ints(seed, "--seed", SEED) or [0]
+    check("--redundancy", redundancy, POSITIVE_INT)
+    check("--max-hours", max_hours, POSITIVE)
+    check("--epochs", epochs, NON_NEGATIVE_INT)
+    check("--lr", lr, POSITIVE)
+    check("--batch-size", batch_size, POSITIVE_INT)
+    procs = start_processes(coordinator, num_processes, process_id, distributed)
     pruning.member_mode(members)
     cfg = pruning.PruneConfig(
         model=model, redundancy=redundancy, relu=relu, epochs=epochs, lr=lr,
@@ -164,13 +199,17 @@ def prune(
         conv_from=str(conv_from) if conv_from else None,
     )  # fmt: skip
     cfg.validate()
+    prepare_dir(out)  # (a bad --out is an error before any work)
     conv_state = _load_conv(conv_from, model)
     data = load_dataset(data_dir, dataset=dataset.value, inputs="normalized")
     with _Bar(progress, epochs) as bar:
         results = sweep.run_prune(
             cfg, seeds, sparsities, data, out, conv_state=conv_state, force=force,
-            mode=members, on_chunk=bar.on_chunk, on_epoch=bar.on_epoch, log=console.print,
+            mode=members, processes=procs, max_hours=max_hours, on_chunk=bar.on_chunk,
+            on_epoch=bar.on_epoch, log=console.print,
         )  # fmt: skip
+    if procs.index != 0:  # (process 0 reports every run)
+        return
     for r in results:
         typer.echo(
             f"{r['name']}: {r['final_test_accuracy']:.2f}% test, "
@@ -209,7 +248,12 @@ def sweep_cmd(
     out: Annotated[Path, typer.Option(help="Results directory.")] = Path("runs/sweep"),
     mask_method: MaskOpt = MaskMethod.auto,
     members: MembersOpt = Members.auto,
+    max_hours: MaxHoursOpt = 24.0,
     progress: ProgressOpt = True,
+    coordinator: CoordinatorOpt = None,
+    num_processes: NumProcessesOpt = None,
+    process_id: ProcessIdOpt = None,
+    distributed: DistributedOpt = None,
 ) -> None:
     """Run the published grid (or a sub-grid) for one family; finished runs are skipped, so the
     same command resumes after an interruption."""
@@ -220,25 +264,32 @@ def sweep_cmd(
         conv_from = None  # (the library takes the convs of the baseline it trains)
     else:
         conv_from = _conv_source(conv_from)
-    eps = sweep.parse_ints(epochs, "--epochs") or list(pruning.PUBLISHED_EPOCHS)
-    sps = sweep.parse_floats(sparsity, "--sparsity") or list(pruning.PUBLISHED_SPARSITIES)
+    eps = parse_ints(epochs, "--epochs", POSITIVE_INT) or list(pruning.PUBLISHED_EPOCHS)
+    sps = parse_floats(sparsity, "--sparsity", SPARSITY) or list(pruning.PUBLISHED_SPARSITIES)
     vs = [v.strip() for x in (variants or list(sweep.VARIANTS)) for v in x.split(",") if v.strip()]
-    seeds = sweep.parse_ints(seed, "--seed") or [0]
-    if max_members < 1:
-        raise UserError(f"--max-members must be positive, got {max_members}")
+    seeds = parse_ints(seed, "--seed", SEED) or [0]
+    check("--max-members", max_members, POSITIVE_INT)
+    check("--max-hours", max_hours, POSITIVE)
+    check("--redundancy", redundancy, POSITIVE_INT)
+    check("--lr", lr, POSITIVE)
     if conv_from is not None and family != "lenet5":
         raise UserError("--conv-from applies to the lenet5 family only")
+    procs = start_processes(coordinator, num_processes, process_id, distributed)
     pruning.member_mode(members)
     base = pruning.PruneConfig(model=f"red-{family}", lr=lr, method=mask_method)
+    prepare_dir(out)  # (a bad --out is an error before any work)
     data = load_dataset(data_dir, dataset=dataset.value, inputs="normalized")
     with _Bar(progress, max(eps)) as bar:
         counts = sweep.run_sweep(
             family, epochs=eps, sparsities=sps, variants=vs, seeds=seeds, data=data, out=out,
             base=base, redundancy=redundancy, baseline=baseline, conv_from=conv_from,
-            max_members=max_members, mode=members, progress=progress, on_chunk=bar.on_chunk,
-            on_epoch=bar.on_epoch, log=console.print,
+            max_members=max_members, mode=members, processes=procs, max_hours=max_hours,
+            on_chunk=bar.on_chunk, on_epoch=bar.on_epoch, log=console.print,
         )  # fmt: skip
-    typer.echo(f"{counts['runs']} runs in {out}; draw them with `lottery-jax plot {out}`")
+    if procs.count > 1:
+        console.print(f"{procs.describe()}: trained {counts['trained']} run(s)")
+    if procs.index == 0:
+        typer.echo(f"{counts['runs']} runs in {out}; draw them with `lottery-jax plot {out}`")
 
 
 @app.command()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from flax import nnx
 from rich.console import Console
 
 from lottery_jax import checkpoint
@@ -16,11 +16,12 @@ from lottery_jax.data import load_dataset
 from lottery_jax.errors import UserError
 from lottery_jax.nets import targets as models
 from lottery_jax.paper import resolve_weights
-from lottery_jax.results import device_summary, ensure_dir, write_json_atomic
-from lottery_jax.training import DEFAULT_LR, fit, make_optimizer, steps_per_epoch
+from lottery_jax.results import device_summary, write_json_atomic
+from lottery_jax.runs import TrainResult, train_config, train_target
 from lottery_jax.training import evaluate as evaluate_model
 
 from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, app
+from .options import MOMENTUM, NON_NEGATIVE, POSITIVE, POSITIVE_INT, check
 from .progress import EpochBar, progress_bar
 
 console = Console(stderr=True)
@@ -37,27 +38,23 @@ class ModelName(StrEnum):
     lenet5 = "lenet5"
 
 
-def _check_positive(name: str, value: float | int) -> None:
-    if value <= 0:
-        raise UserError(f"{name} must be positive, got {value}")
+def train_with_progress(out: Path, config: dict, data, progress: bool) -> TrainResult:
+    """:func:`lottery_jax.runs.train_target` with a progress bar (shown once training starts)."""
+    bar = EpochBar(progress_bar(progress), config["epochs"])
 
+    def on_chunk(*args) -> None:
+        if not bar.bar.live.is_started:
+            bar.bar.start()
+        bar.on_chunk(*args)
 
-def _history_results(config: dict, history: dict, compile_seconds: float) -> dict[str, Any]:
-    accs = history["test_accuracy"]
-    return {
-        "command": "train",
-        "config": config,
-        "seed": config["seed"],
-        "device": device_summary(),
-        "epochs_done": len(accs),
-        "test_accuracy": accs,
-        "final_test_accuracy": accs[-1] if accs else None,
-        "train_loss": history["train_loss"],
-        "epoch_seconds": history["epoch_seconds"],
-        "compile_seconds": compile_seconds,
-        "trainable_params": config["trainable_params"],
-        "frozen_params": config["frozen_params"],
-    }
+    try:
+        return train_target(
+            out, config, data, on_chunk=on_chunk, on_epoch=bar.on_epoch, log=console.print,
+            command=" ".join(["lottery-jax", *sys.argv[1:]]),
+        )  # fmt: skip
+    finally:
+        if bar.bar.live.is_started:
+            bar.bar.stop()
 
 
 @app.command()
@@ -92,82 +89,25 @@ def train(
 
     Re-running the same command with the same --out resumes after the last finished epoch.
     """
-    _check_positive("--epochs", epochs)
-    _check_positive("--batch-size", batch_size)
-    lr = DEFAULT_LR[model.value] if lr is None else lr
-    _check_positive("--lr", lr)
-    out = ensure_dir(out or Path("runs") / f"train-{model.value}-seed{seed}")
-    net = models.build_model(model.value, seed=seed, hidden=hidden, bias=bias)
-    config = {
-        "model": model.value,
-        "epochs": epochs,
-        "lr": lr,
-        "batch_size": batch_size,
-        "momentum": momentum,
-        "weight_decay": weight_decay,
-        "schedule": schedule.value,
-        "hidden": hidden,
-        "bias": bias,
-        "seed": seed,
-        "inputs": inputs.value,
-        "data_dir": str(data_dir) if data_dir else None,
-        "dataset": dataset.value,
-        "trainable_params": models.count_params(net),
-        "frozen_params": models.count_params(net, models.Frozen),
-    }
-    data = load_dataset(data_dir, dataset=dataset.value, inputs=inputs.value)
-
-    weights_path, resume_path = out / "model.npz", out / "resume.npz"
-    start_epoch, opt_state = 0, None
-    past: dict[str, list] = {"test_accuracy": [], "epoch_seconds": [], "train_loss": []}
-    if resume_path.exists():
-        spe = steps_per_epoch(int(data.train_images.shape[0]), batch_size)
-        like = make_optimizer(lr, epochs, spe, momentum, weight_decay, schedule.value).init(
-            nnx.state(net, nnx.Param)
-        )
-        opt_state, start_epoch, meta, state = checkpoint.load_resume(resume_path, like, config)
-        models.load_torch_state(net, state, source=str(resume_path))
-        past = meta["history"]
-        console.print(f"resuming {out} after epoch {start_epoch}/{epochs}")
-    if start_epoch >= epochs:
-        console.print(f"{out} is already finished: {out / 'results.json'}")
-        return
-
-    def on_epoch(epoch: int, history: dict, net_now: Any, opt_now: Any) -> None:
-        # The resume record holds the weights it belongs to and is written first, atomically:
-        # an interrupt anywhere leaves a consistent state to resume from exactly.
-        hist = {k: past[k] + history[k] for k in past}
-        state = models.torch_state(net_now)
-        meta = {"config": config, "history": hist}
-        checkpoint.save_resume(resume_path, opt_now, epoch + 1, meta, weights=state)
-        checkpoint.save_weights(weights_path, model.value, state, config)
-        write_json_atomic(
-            out / "results.json", _history_results(config, hist, history["compile_seconds"])
-        )
-
-    bar = EpochBar(progress_bar(progress), epochs)
-
-    def on_epoch_all(epoch: int, history: dict, net_now: Any, opt_now: Any) -> None:
-        on_epoch(epoch, history, net_now, opt_now)
-        bar.on_epoch(epoch, history)
-
-    with bar.bar:
-        fit(
-            net,
-            data,
-            lr=lr,
-            epochs=epochs,
-            batch_size=batch_size,
-            seed=seed,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            schedule=schedule.value,
-            start_epoch=start_epoch,
-            opt_state=opt_state,
-            on_chunk=bar.on_chunk,
-            on_epoch=on_epoch_all,
-        )
-    console.print(f"wrote {out / 'results.json'} and {weights_path}")
+    check("--epochs", epochs, POSITIVE_INT)
+    check("--batch-size", batch_size, POSITIVE_INT)
+    check("--lr", lr, POSITIVE)
+    check("--momentum", momentum, MOMENTUM)
+    check("--weight-decay", weight_decay, NON_NEGATIVE)
+    check("--hidden", hidden, POSITIVE_INT)
+    config = train_config(
+        model=model.value, epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum,
+        weight_decay=weight_decay, schedule=schedule.value, hidden=hidden, bias=bias, seed=seed,
+        inputs=inputs.value,
+        data={"data_dir": str(data_dir) if data_dir else None, "dataset": dataset.value},
+    )  # fmt: skip
+    out = out or Path("runs") / f"train-{model.value}-seed{seed}"
+    res = train_with_progress(
+        out, config, lambda: load_dataset(data_dir, dataset=dataset.value, inputs=inputs.value),
+        progress,
+    )
+    if not res.already_finished:
+        console.print(f"wrote {out / 'results.json'} and {res.weights}")
 
 
 @app.command()

@@ -24,9 +24,12 @@ from flax import nnx
 
 from lottery_jax.data import Dataset
 from lottery_jax.errors import UserError
+from lottery_jax.resources import require_memory, training_bytes
 
 #: Published learning rates: 0.1 for the fully connected nets, 0.01 for LeNet5 (the published code).
 DEFAULT_LR = {"fc2": 0.1, "fc4": 0.1, "lenet5": 0.01}
+#: Largest step count (optax keeps it in int32).
+INT32_MAX = 2**31 - 1
 #: Steps per compiled call between progress-bar updates.
 PROGRESS_CHUNK = 100
 #: Cosine schedules: stepped per epoch (published) or per step.
@@ -34,8 +37,9 @@ SCHEDULES = ("epoch", "step")
 
 
 def cosine_epoch_lr(lr: float, epoch: jax.Array | int, epochs: int) -> jax.Array:
-    """Cosine annealing with T_max = epochs, stepped per epoch: lr (1 + cos(pi e / epochs)) / 2."""
-    return lr * 0.5 * (1.0 + jnp.cos(jnp.pi * epoch / epochs))
+    """Cosine annealing with T_max = epochs (PyTorch's ``CosineAnnealingLR``), as a function of the
+    epoch count: lr (1 + cos(pi e / epochs)) / 2, i.e. ``optax.cosine_decay_schedule`` over epochs."""
+    return optax.cosine_decay_schedule(lr, epochs)(epoch)
 
 
 def make_optimizer(
@@ -59,10 +63,12 @@ def make_optimizer(
     if schedule not in SCHEDULES:
         raise UserError(f"unknown schedule {schedule!r} (choose from {', '.join(SCHEDULES)})")
 
+    cosine = optax.cosine_decay_schedule(lr, epochs)
+
     def rate(count: jax.Array) -> jax.Array:
         if schedule == "step":
-            return cosine_epoch_lr(lr, count / steps_per_epoch, epochs)
-        return cosine_epoch_lr(lr, count // steps_per_epoch, epochs)
+            return cosine(count / steps_per_epoch)
+        return cosine(count // steps_per_epoch)
 
     return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(rate, momentum=momentum))
 
@@ -260,7 +266,19 @@ def fit(
     if not math.isfinite(weight_decay) or weight_decay < 0:
         raise UserError(f"weight decay must be non-negative, got {weight_decay}")
     n = int(data.train_images.shape[0])
+    if batch_size > n:
+        raise UserError(f"batch size {batch_size} exceeds the {n:,} training examples")
     spe = steps_per_epoch(n, batch_size)
+    if epochs * spe > INT32_MAX:  # optax counts steps in int32
+        raise UserError(f"{epochs:,} epochs of {spe:,} steps exceed 2^31 - 1 optimizer steps")
+    params = sum(int(x.size) for x in jax.tree.leaves(nnx.state(model)))
+    widths = sum(int(x.shape[0]) for x in jax.tree.leaves(nnx.state(model, wrt)) if x.ndim == 2)
+    data_bytes = sum(int(x.nbytes) for x in data[:4])
+    require_memory(
+        training_bytes(params, batch_size, widths, data_bytes),
+        f"training {params:,} parameters with batch size {batch_size}",
+        "use a smaller batch size or network",
+    )
     optimizer = make_optimizer(lr, epochs, spe, momentum, weight_decay, schedule)
     graphdef, trainable, rest = nnx.split(model, wrt, ...)
     # The runner donates these buffers: copy, so the caller's arrays (init weights, opt_state) live.

@@ -10,23 +10,14 @@ from conftest import tiny_block_data
 from lottery_jax.cli import main
 
 from lottery_jax import pruning
+from lottery_jax.checkpoint import load_weights
 from lottery_jax.data import Dataset
-from lottery_jax.errors import UserError
 from lottery_jax.plotting import classify, figure_data, plot_results
 from lottery_jax.pruning import batched, sweep
 
 
 def tiny_data(n_train: int = 64, n_test: int = 40, seed: int = 0) -> Dataset:
     return tiny_block_data(n_train, n_test, seed)
-
-
-def test_parse_lists():
-    assert sweep.parse_floats(["0.5", "0.75,0.9", "0.5"], "--sparsity") == [0.5, 0.75, 0.9]
-    assert sweep.parse_ints(["1,2", "3"], "--seed") == [1, 2, 3]
-    with pytest.raises(UserError, match="not a number"):
-        sweep.parse_floats(["x"], "--sparsity")
-    with pytest.raises(UserError, match="not an integer"):
-        sweep.parse_ints(["1.5"], "--seed")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +27,7 @@ def tiny_sweep(tmp_path_factory):
     base = pruning.PruneConfig(model="red-lenet5")
     counts = sweep.run_sweep(
         "lenet5", epochs=[1], sparsities=[0.5, 0.9], variants=["red-linear", "wide"], seeds=[0],
-        data=data, out=out, base=base, progress=False,
+        data=data, out=out, base=base,
     )  # fmt: skip
     return out, data, base, counts
 
@@ -61,6 +52,11 @@ def test_sweep_writes_every_run_and_a_baseline(tiny_sweep):
     baseline_state = np.load(out / "baseline-lenet5-e1-seed0" / "model.npz")
     ticket = pruning.load_ticket(out / "red-lenet5-r5-linear-e1-s0.5-seed0" / "ticket.npz")
     np.testing.assert_array_equal(ticket["conv"]["conv1.weight"], baseline_state["conv1.weight"])
+    # The baseline is a training run directory like train's, and its weight file names its inputs.
+    _, meta = load_weights(out / "baseline-lenet5-e1-seed0" / "model.npz")
+    assert meta["inputs"] == "normalized" and meta["model"] == "lenet5"
+    base_res = json.loads((out / "baseline-lenet5-e1-seed0" / "results.json").read_text())
+    assert base_res["command"] == "train" and base_res["epochs_done"] == 1
 
 
 def test_sweep_resumes_without_retraining(tiny_sweep, monkeypatch):
@@ -73,7 +69,7 @@ def test_sweep_resumes_without_retraining(tiny_sweep, monkeypatch):
     monkeypatch.setattr("lottery_jax.training.fit", boom)
     counts = sweep.run_sweep(
         "lenet5", epochs=[1], sparsities=[0.9, 0.5], variants=["wide", "red-linear"], seeds=[0],
-        data=data, out=out, base=base, progress=False,
+        data=data, out=out, base=base,
     )  # fmt: skip
     assert counts["runs"] == 4  # all four finished: nothing trained
 
@@ -90,7 +86,7 @@ def test_sweep_runs_only_missing_members(tiny_sweep, monkeypatch):
     monkeypatch.setattr(batched, "make_batch", spy)
     sweep.run_sweep(
         "lenet5", epochs=[1], sparsities=[0.5, 0.75], variants=["wide"], seeds=[0], data=data,
-        out=out, base=base, progress=False,
+        out=out, base=base,
     )  # fmt: skip
     assert seen == [[(0, 0.75)]]
 

@@ -16,6 +16,7 @@ import numpy as np
 from flax import nnx
 
 from lottery_jax.errors import UserError
+from lottery_jax.resources import require_memory
 
 MODEL_NAMES = ("fc2", "fc4", "lenet5")
 
@@ -159,6 +160,29 @@ class LeNet5(nnx.Module):
         return self.head(self.features(x))
 
 
+def target_widths(name: str, hidden: int | None = None) -> tuple[int, ...]:
+    """Layer widths of the fully connected part (FC2/FC4 from the 784 pixels, LeNet5 from the 400
+    conv features), as :func:`build_model` makes them."""
+    if name == "fc2":
+        return (784, hidden or 500, 10)
+    if name == "fc4":
+        h = hidden or 500
+        return (784, h, h, h, 10)
+    if name == "lenet5":
+        h1 = hidden or 120
+        return (400, h1, max(1, round(h1 * 84 / 120)), 10)
+    raise UserError(f"unknown model {name!r} (choose from {', '.join(MODEL_NAMES)})")
+
+
+def target_param_count(name: str, hidden: int | None = None, bias: bool = False) -> int:
+    """Parameters of :func:`build_model`'s network, computed without building it (conv included)."""
+    w = target_widths(name, hidden)
+    n = sum(a * b + (b if bias else 0) for a, b in zip(w[:-1], w[1:], strict=True))
+    if name == "lenet5":
+        n += 6 * 25 + 16 * 6 * 25 + ((6 + 16) if bias else 0)
+    return n
+
+
 def build_model(
     name: str, *, seed: int, hidden: int | None = None, bias: bool = False
 ) -> nnx.Module:
@@ -167,9 +191,12 @@ def build_model(
     ``hidden`` is the hidden width of FC2/FC4 (default 500) or LeNet5's first fc width (second = 84
     scaled alike; default 120).
     """
-    rngs = nnx.Rngs(params=seed)
     if hidden is not None and hidden < 1:
         raise UserError(f"hidden size must be positive, got {hidden}")
+    if name in MODEL_NAMES:  # refuse before allocating: the weights and their random draws
+        params = target_param_count(name, hidden, bias)
+        require_memory(8 * params, f"a {name} of {params:,} parameters", "use a smaller width")
+    rngs = nnx.Rngs(params=seed)
     if name == "fc2":
         return FC2(hidden=hidden or 500, bias=bias, rngs=rngs)
     if name == "fc4":
@@ -239,3 +266,51 @@ def model_from_state(name: str, state: dict[str, np.ndarray], *, source: str = "
     net = build_model(name, seed=0, hidden=int(np.shape(w)[0]), bias=bias)
     load_torch_state(net, state, source=source)
     return net
+
+
+#: The input preprocessing a weight file without ``__meta__["inputs"]`` was made for: the paper fed
+#: FC2/FC4 pixels in [0, 1] (Experiment 1) and normalized LeNet5's (Experiment 2).
+DEFAULT_INPUTS = {"fc2": "unit", "fc4": "unit", "lenet5": "normalized"}
+
+
+def infer_model(
+    state: dict[str, np.ndarray], *, source: str = "", model: str | None = None
+) -> tuple[str, dict[str, np.ndarray], dict[str, str]]:
+    """Which target network a PyTorch-layout ``state`` describes, under its canonical key names.
+
+    Any key names work (``fc1.weight``, ``0.weight`` of an ``nn.Sequential``, ``net.3.bias``...):
+    the weight tensors are taken in file order, 4-D ones as conv kernels and 2-D ones as linear
+    layers, each with the ``.bias`` of the same prefix. Two convs and three linears are LeNet5, two
+    linears FC2, four FC4 (``model``, e.g. from the file's metadata, is checked instead of guessed).
+    Returns ``(name, canonical state, {canonical key: original key})``.
+    """
+    where = f"{source}: " if source else ""
+    convs: list[str] = []
+    fcs: list[str] = []
+    for k, v in state.items():
+        if not k.endswith("weight"):
+            continue
+        nd = np.ndim(v)
+        if nd == 4:
+            convs.append(k[: -len("weight")])
+        elif nd == 2:
+            fcs.append(k[: -len("weight")])
+    shapes = {(0, 2): "fc2", (0, 4): "fc4", (2, 3): "lenet5"}
+    name = shapes.get((len(convs), len(fcs)))
+    if model is not None and model in MODEL_NAMES:
+        name = model if name == model else None
+    if name is None:
+        raise UserError(
+            f"{where}{len(convs)} conv and {len(fcs)} linear weight tensors fit none of FC2 (2 "
+            f"linear), FC4 (4 linear) or LeNet5 (2 conv + 3 linear)"
+        )
+    mapping: dict[str, str] = {}
+    for kind, prefixes in (("conv", convs), ("fc", fcs)):
+        for i, p in enumerate(prefixes, 1):
+            mapping[f"{kind}{i}.weight"] = f"{p}weight"
+            if f"{p}bias" in state:
+                mapping[f"{kind}{i}.bias"] = f"{p}bias"
+    extra = sorted(set(state) - set(mapping.values()))
+    if extra:
+        raise UserError(f"{where}tensors {', '.join(extra[:6])} fit no layer of {name.upper()}")
+    return name, {c: np.asarray(state[o]) for c, o in mapping.items()}, mapping

@@ -12,6 +12,7 @@ one-device run.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,13 +26,22 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lottery_jax.errors import UserError
-from lottery_jax.nets.pruned import PrunedNet, build_pruned, param_counts, parse_model, set_sparsity
+from lottery_jax.nets.pruned import (
+    PrunedNet,
+    build_pruned,
+    param_counts,
+    parse_model,
+    pruned_param_count,
+    pruned_sizes,
+    set_sparsity,
+)
 from lottery_jax.nets.supermask import (
     PruneCount,
     Score,
     check_sparsity,
 )
 from lottery_jax.nets.targets import Frozen
+from lottery_jax.resources import require_memory, require_time, supermask_seconds
 from lottery_jax.training import (
     _correct_count,
     cross_entropy,
@@ -65,6 +75,12 @@ class PruneConfig:
     weight_decay: float = 5e-4
     method: str = "auto"
     conv_from: str | None = None
+    #: Layer sizes of a custom ``red``/``wide`` model (None for the paper's six models).
+    sizes: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.sizes is not None:  # (a list read back from JSON becomes a tuple again)
+            object.__setattr__(self, "sizes", tuple(self.sizes))
 
     @property
     def learning_rate(self) -> float:
@@ -74,22 +90,31 @@ class PruneConfig:
 
     def validate(self) -> None:
         kind, _ = parse_model(self.model)
+        pruned_sizes(self.model, int(self.redundancy), self.sizes)  # (custom sizes are required)
         if int(self.redundancy) < 1:
             raise UserError(f"redundancy must be at least 1, got {self.redundancy}")
-        if self.epochs < 0:
-            raise UserError(f"epochs must be non-negative, got {self.epochs}")
-        if self.learning_rate <= 0:
-            raise UserError(f"learning rate must be positive, got {self.learning_rate}")
-        if self.batch_size <= 0:
+        if not 0 <= self.epochs < 2**31:
+            raise UserError(f"epochs must be in [0, 2^31), got {self.epochs}")
+        lr = self.learning_rate
+        if not (math.isfinite(lr) and lr > 0):  # (NaN fails every comparison: test it first)
+            raise UserError(f"learning rate must be a positive finite number, got {lr}")
+        if not 0 < self.batch_size < 2**31:
             raise UserError(f"batch size must be positive, got {self.batch_size}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise UserError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise UserError(f"weight decay must be non-negative, got {self.weight_decay}")
         if kind == "wide" and self.relu:
-            raise UserError("--relu applies to the redundant nets only")
+            raise UserError("the extra ReLU applies to the redundant nets only")
 
     def run_name(self, sparsity: float, seed: int) -> str:
-        if self.model.startswith("red-"):
-            variant = f"{self.model}-r{self.redundancy}-{'relu' if self.relu else 'linear'}"
+        model = self.model
+        if self.sizes is not None:
+            model = f"{model}-{'x'.join(str(x) for x in self.sizes)}"
+        if self.model.startswith("red"):
+            variant = f"{model}-r{self.redundancy}-{'relu' if self.relu else 'linear'}"
         else:
-            variant = f"{self.model}-r{self.redundancy}"
+            variant = f"{model}-r{self.redundancy}"
         return f"{variant}-e{self.epochs}-s{sparsity:g}-seed{seed}"
 
     def as_dict(self) -> dict[str, Any]:
@@ -173,6 +198,41 @@ def member_mesh(members: int, devices: Sequence[jax.Device] | None = None) -> Me
     return Mesh(np.array(devs[:used]), (MEMBER_AXIS,))
 
 
+def _require_batch_memory(config: PruneConfig, members: int) -> None:
+    """Refuse up front a group whose scores, frozen weights and optimizer state cannot fit."""
+    params = pruned_param_count(config.model, int(config.redundancy), config.sizes)
+    # Per parameter and member, float32: frozen weight, score, gradient, momentum, masked weight
+    # and the select's temporaries; a red-fc2 run measured about 20 bytes per parameter at peak.
+    needed = members * (6 * 4 * params + 3 * 4 * config.batch_size * 4096)
+    require_memory(
+        needed,
+        f"{members} member(s) of {config.model} with r = {config.redundancy} "
+        f"({params:,} parameters each)",
+        "train fewer members together or use a smaller redundancy",
+    )
+
+
+def estimated_seconds(jobs: Sequence[tuple[PruneConfig, int]], n_train: int) -> float:
+    """Rough wall time of training ``(config, members)`` jobs on ``n_train`` examples (all epochs),
+    from the measured cost per parameter and step (:data:`lottery_jax.resources.SECONDS_PER_PARAM_STEP`)."""
+    total = 0.0
+    for cfg, members in jobs:
+        params = pruned_param_count(cfg.model, int(cfg.redundancy), cfg.sizes)
+        steps = cfg.epochs * steps_per_epoch(n_train, cfg.batch_size)
+        total += supermask_seconds(params * members, steps)
+    return total
+
+
+def require_time_for(jobs: Sequence[tuple[PruneConfig, int]], n_train: int, max_hours) -> None:
+    """Refuse up front (one line, with the estimate) jobs expected to exceed ``max_hours``."""
+    if max_hours is None:
+        return
+    runs = sum(m for _, m in jobs)
+    require_time(
+        estimated_seconds(jobs, n_train), f"training {runs} run(s)", max_hours,
+        "allow more with --max-hours, or train fewer runs, epochs or a smaller redundancy",
+    )  # fmt: skip
+
 
 def make_batch(
     config: PruneConfig,
@@ -188,17 +248,20 @@ def make_batch(
     config.validate()
     if not members:
         raise UserError("nothing to run: no (seed, sparsity) members")
-    for _, s in members:
+    for seed, s in members:
+        if not (isinstance(seed, int) and 0 <= seed < 2**32):
+            raise UserError(f"seed must be an integer in [0, 2^32), got {seed}")
         try:
             check_sparsity(s)
         except ValueError as e:
             raise UserError(str(e)) from None
+    _require_batch_memory(config, len(members))
     nets = {}
     for seed, _ in members:
         if seed not in nets:
             nets[seed] = build_pruned(
                 config.model, seed=seed, redundancy=config.redundancy, relu=config.relu,
-                conv_state=conv_state, method=config.method,
+                conv_state=conv_state, method=config.method, sizes=config.sizes,
             )  # fmt: skip
     frozen, scores, counts, totals = [], [], [], []
     graphdef = None

@@ -23,41 +23,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
+from lottery_jax import distributed, rundir
 from lottery_jax.errors import UserError
 from lottery_jax.pruning import batched
 from lottery_jax.pruning import ticket as tickets
-from lottery_jax.results import device_summary, save_npz_atomic, write_json_atomic
+from lottery_jax.results import device_summary
 
 VARIANTS = ("red-linear", "red-relu", "wide")
 FAMILIES = ("fc2", "fc4", "lenet5")
-
-
-def _parse_list(values: Sequence[str] | None, name: str, convert, kind: str) -> list:
-    out = []
-    for v in values or []:
-        for part in str(v).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            try:
-                out.append(convert(part))
-            except ValueError:
-                raise UserError(f"{name}: {part!r} is not {kind}") from None
-    return list(dict.fromkeys(out))
-
-
-def parse_floats(values: Sequence[str] | None, name: str) -> list[float]:
-    """``["0.5", "0.75,0.9"]`` -> [0.5, 0.75, 0.9] (repeated options and comma lists)."""
-    return _parse_list(values, name, float, "a number")
-
-
-def parse_ints(values: Sequence[str] | None, name: str) -> list[int]:
-    """``["0", "1,2"]`` -> [0, 1, 2] (repeated options and comma lists)."""
-    return _parse_list(values, name, int, "an integer")
 
 
 def check_sparsities(values: Sequence[float]) -> None:
@@ -91,40 +66,89 @@ def run_prune(
     force: bool = False,
     max_members: int | None = None,
     mode: str = "auto",
+    processes: distributed.Processes | None = None,
+    max_hours: float | None = None,
     on_chunk: Callable | None = None,
     on_epoch: Callable | None = None,
     log: Callable[[str], None] = lambda msg: None,
 ) -> list[dict]:
     """Train every (seed, sparsity) run of ``cfg`` that is not finished in ``out``; batched.
 
-    Runs go ``max_members`` at a time (default: all) into one compiled program. Returns the
-    results of every requested run (finished earlier or now).
+    Runs go ``max_members`` at a time (default: all) into one compiled program, its members split
+    over the local devices. With several processes (``processes``, default: as JAX's runtime
+    says) each trains its share of the groups (:func:`plan_groups`) and writes only those runs.
+    Returns the results of every requested run (finished earlier or now; with several processes
+    after all of them are done, so ``out`` must be on a filesystem they share).
     """
     cfg.validate()
     check_sparsities(sparsities)
     if not seeds or not sparsities:
         raise UserError("give at least one --seed and one --sparsity")
+    rundir.prepare_dir(out, "results directory")
+    procs = processes or distributed.current()
     members = [(int(seed), float(s)) for seed in seeds for s in sparsities]
-    data_name = getattr(data, "name", "data")
-    todo = []
-    for seed, s in members:
-        path = out / cfg.run_name(s, seed) / "results.json"
-        if force or not is_finished(path, run_config(cfg, seed, s, data_name)):
-            todo.append((seed, s))
-    skipped = len(members) - len(todo)
-    if skipped:
-        log(f"{skipped} of {len(members)} runs already finished in {out}; skipping them")
-    step = max_members or len(todo) or 1
-    for start in range(0, len(todo), step):
-        group = todo[start : start + step]
-        variant = f"{cfg.model}{' --relu' if cfg.relu else ''}"
-        log(f"{variant}: training {len(group)} run(s) in one program, {cfg.epochs} epoch(s)")
-        _run_group(cfg, group, data, out, conv_state, mode, on_chunk, on_epoch, log)
+    batched.require_time_for([(cfg, len(members))], int(data.train_images.shape[0]), max_hours)
+    for owner, _, group in plan_groups([(cfg, members)], max_members, procs.count):
+        if procs.owns(owner):
+            _train_missing(cfg, group, data, out, conv_state, force, mode, on_chunk, on_epoch,
+                           log)  # fmt: skip
+    procs.barrier("lottery-jax prune: all groups done")
     results = []
     for seed, s in members:
         path = out / cfg.run_name(s, seed) / "results.json"
-        results.append(json.loads(path.read_text()))
+        try:
+            results.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            raise UserError(
+                f"{path} is missing after every process finished: with several processes --out "
+                "must be a directory all of them share"
+            ) from None
     return results
+
+
+def plan_groups(
+    jobs: Sequence[tuple[batched.PruneConfig, Sequence[tuple[int, float]]]],
+    max_members: int | None,
+    processes: int = 1,
+) -> list[tuple[int, int, list[tuple[int, float]]]]:
+    """The groups of a grid and the process that trains each: ``(owner, job index, members)``.
+
+    ``jobs`` are (configuration, its (seed, sparsity) members). Each job's members go
+    ``max_members`` at a time (default: all) into groups; with fewer groups than processes each
+    group is split into as many even parts as it takes to give every process work. Owners are
+    assigned by :func:`lottery_jax.distributed.assign` on the cost ``epochs x members``. The plan
+    depends only on the grid, never on which runs are finished, so every process computes the
+    same one and a rerun (with any process count) covers whatever is left.
+    """
+    units: list[tuple[int, list]] = []
+    for j, (_, members) in enumerate(jobs):
+        members = list(members)
+        step = max_members or len(members) or 1
+        units += [(j, members[i : i + step]) for i in range(0, len(members), step)]
+    if processes > 1 and 0 < len(units) < processes:
+        parts = -(-processes // len(units))
+        units = [(j, part) for j, g in units for part in distributed.split_evenly(g, parts)]
+    costs = [max(jobs[j][0].epochs, 1) * len(g) for j, g in units]
+    owners = distributed.assign(costs, processes)
+    return [(o, j, g) for o, (j, g) in zip(owners, units, strict=True)]
+
+
+def _train_missing(cfg, group, data, out, conv_state, force, mode, on_chunk, on_epoch, log) -> int:
+    """Train the members of ``group`` that are not finished in ``out``; returns how many."""
+    data_name = getattr(data, "name", "data")
+    todo = [
+        (seed, s) for seed, s in group
+        if force or not is_finished(out / cfg.run_name(s, seed) / "results.json",
+                                    run_config(cfg, seed, s, data_name))
+    ]  # fmt: skip
+    skipped = len(group) - len(todo)
+    if skipped:
+        log(f"{skipped} of {len(group)} runs already finished in {out}; skipping them")
+    if todo:
+        variant = f"{cfg.model}{' --relu' if cfg.relu else ''}"
+        log(f"{variant}: training {len(todo)} run(s) in one program, {cfg.epochs} epoch(s)")
+        _run_group(cfg, todo, data, out, conv_state, mode, on_chunk, on_epoch, log)
+    return len(todo)
 
 
 def _partial_path(out: Path, names: list[str]) -> Path:
@@ -133,40 +157,51 @@ def _partial_path(out: Path, names: list[str]) -> Path:
 
 
 def _resumer(path: Path, meta: dict, log: Callable[[str], None]):
-    """Load the per-epoch checkpoint of an interrupted group if it fits (else start over)."""
+    """Load the per-epoch checkpoint of an interrupted group if it fits (else start over).
+
+    The partial file is sealed (:func:`lottery_jax.rundir.write_sealed`) with the fingerprint of
+    ``meta``: a damaged, truncated or foreign one is detected, deleted and the group starts over.
+    """
+    seal = rundir.fingerprint(meta)
 
     def resume(like):
-        if not path.is_file():
+        arrays = rundir.read_sealed(path, seal, log=log)
+        if arrays is None:
             return None
         try:
-            with np.load(path, allow_pickle=False) as f:
-                saved = json.loads(str(f["__meta__"]))
-                leaves = [f[f"leaf{i:05d}"] for i in range(len(jax.tree.leaves(like)))]
-        except (OSError, ValueError, KeyError, EOFError):
+            saved = json.loads(str(arrays.pop("__meta__")))
+        except (KeyError, ValueError):
             return None
-        if saved.get("meta") != meta:
-            return None
-        like_leaves, treedef = jax.tree.flatten(like)
-        if any(a.shape != np.shape(b) for a, b in zip(leaves, like_leaves, strict=True)):
+        state = rundir.unpack_tree(arrays, like)
+        if saved.get("meta") != meta or state is None:
             return None
         log(f"resuming after epoch {saved['epochs_done']} from {path}")
-        state = jax.tree.unflatten(treedef, [jnp.asarray(x) for x in leaves])
         return saved["epochs_done"], state, saved["history"]
 
     def checkpoint(epochs_done, state, history):
         if epochs_done >= meta["config"]["epochs"]:
             return
-        arrays = {f"leaf{i:05d}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(state))}
+        arrays = rundir.pack_tree(state)
         hist = {k: history[k] for k in ("test_accuracy", "train_loss", "epoch_seconds")}
         arrays["__meta__"] = np.asarray(
             json.dumps({"meta": meta, "epochs_done": epochs_done, "history": hist})
         )
-        save_npz_atomic(path, arrays)
+        rundir.write_sealed(path, arrays, seal)
 
     return resume, checkpoint
 
 
 def _run_group(cfg, group, data, out, conv_state, mode, on_chunk, on_epoch, log) -> None:
+    """Train one group while holding the lock of each of its runs (lottery_jax.rundir.claim):
+    another process writing one of them is refused with one line naming the holder."""
+    names = [cfg.run_name(s, seed) for seed, s in group]
+    with rundir.claim(out, names, log=log):
+        partial = _partial_path(out, names)
+        rundir.clean_leftovers(partial.parent, names=[partial.name], recursive=False)
+        _train_group(cfg, group, data, out, conv_state, mode, on_chunk, on_epoch, log)
+
+
+def _train_group(cfg, group, data, out, conv_state, mode, on_chunk, on_epoch, log) -> None:
     batch = batched.make_batch(cfg, group, conv_state=conv_state, mode=mode)
     names = [cfg.run_name(s, seed) for seed, s in group]
     partial = _partial_path(out, names)
@@ -188,30 +223,34 @@ def _run_group(cfg, group, data, out, conv_state, mode, on_chunk, on_epoch, log)
         eval_seconds = time.perf_counter() - t0
         total, remaining = batch.totals[i]
         run_dir = out / names[i]
-        tickets.save_ticket(run_dir / "ticket.npz", ticket, {"test_accuracy": final})
-        write_json_atomic(
-            run_dir / "results.json",
-            {
-                "command": "prune",
-                "name": names[i],
-                "config": run_config(cfg, seed, s, data.name),
-                "seed": seed,
-                "sparsity": s,
-                "total_params": total,
-                "remaining_params": remaining,
-                "test_accuracy": history["test_accuracy"][i],
-                "final_test_accuracy": final,
-                "train_loss": history["train_loss"][i],
-                "epoch_seconds": history["epoch_seconds"],
-                "compile_seconds": history["compile_seconds"],
-                "eval_seconds": eval_seconds,
-                "batched_with": names,
-                "member_mode": batch.mode,
-                "ticket": "ticket.npz",
-                "device": device,
-                "note": "epoch_seconds is the wall time of the whole batched program per epoch",
-            },
-        )
+        record = {
+            "command": "prune",
+            "name": names[i],
+            "config": run_config(cfg, seed, s, data.name),
+            "seed": seed,
+            "sparsity": s,
+            "total_params": total,
+            "remaining_params": remaining,
+            "test_accuracy": history["test_accuracy"][i],
+            "final_test_accuracy": final,
+            "train_loss": history["train_loss"][i],
+            "epoch_seconds": history["epoch_seconds"],
+            "compile_seconds": history["compile_seconds"],
+            "eval_seconds": eval_seconds,
+            "batched_with": names,
+            "member_mode": batch.mode,
+            "device_members": history.get("device_members"),  # members per device of the mesh
+            "ticket": "ticket.npz",
+            "device": device,
+            "note": "epoch_seconds is the wall time of the whole batched program per epoch",
+        }
+
+        def write_ticket(path, ticket=ticket, final=final):
+            tickets.save_ticket(path, ticket, {"test_accuracy": final})
+
+        # The ticket and its results.json commit together (lottery_jax.rundir.commit).
+        rundir.commit(run_dir, {"ticket.npz": write_ticket,
+                                "results.json": rundir.json_bytes(record)})  # fmt: skip
     partial.unlink(missing_ok=True)
 
 
@@ -229,49 +268,29 @@ def variant_config(
 
 
 def train_baseline(
-    family: str, epochs: int, seed: int, data: Any, out: Path, *, progress: bool = True,
-    log: Callable[[str], None] = lambda msg: None,
+    family: str, epochs: int, seed: int, data: Any, out: Path, *,
+    on_chunk: Callable | None = None, log: Callable[[str], None] = lambda msg: None,
 ) -> Path:  # fmt: skip
     """Train (or reuse) the baseline ``family`` net for ``epochs`` epochs; returns its weights.
 
-    Writes ``OUT/baseline-<family>-e<E>-seed<S>/{results.json, model.npz}`` like ``train``.
+    ``OUT/baseline-<family>-e<E>-seed<S>/`` is a training run directory like ``train``'s
+    (:func:`lottery_jax.runs.train_target`: resumable, committed per epoch). Another process
+    training the same baseline is waited for, then its result is reused.
     """
-    from flax import nnx
-
-    from lottery_jax import checkpoint
-    from lottery_jax.nets import targets as models
-    from lottery_jax.training import fit
+    from lottery_jax.runs import train_config, train_target
 
     run_dir = out / f"baseline-{family}-e{epochs}-seed{seed}"
-    weights = run_dir / "model.npz"
-    lr = 0.01 if family == "lenet5" else 0.1
-    config = {"model": family, "epochs": epochs, "lr": lr, "batch_size": 64, "seed": seed,
-              "inputs": "normalized", "data": data.name}  # fmt: skip
-    if weights.is_file() and is_finished(run_dir / "results.json", config):
+    config = train_config(model=family, epochs=epochs, seed=seed, inputs="normalized",
+                          data={"data": data.name})  # fmt: skip
+    def chunk(epoch, done, total, loss):  # (the batched runs report one loss per member)
+        if on_chunk is not None:
+            on_chunk(epoch, done, total, [loss])
+
+    res = train_target(run_dir, config, data, on_chunk=chunk, log=log, wait=True,
+                       command="sweep baseline")  # fmt: skip
+    if res.already_finished:
         log(f"baseline {family} ({epochs} epochs) already trained in {run_dir}")
-        return weights
-    log(f"baseline {family}: training {epochs} epoch(s)")
-    net = models.build_model(family, seed=seed)
-    history = fit(net, data, wrt=nnx.Param, lr=lr, epochs=epochs, seed=seed)
-    checkpoint.save_weights(weights, family, models.torch_state(net), config)
-    accs = history["test_accuracy"]
-    write_json_atomic(
-        run_dir / "results.json",
-        {
-            "command": "train",
-            "name": run_dir.name,
-            "config": config,
-            "seed": seed,
-            "total_params": models.count_params(net),
-            "remaining_params": models.count_params(net),
-            "test_accuracy": accs,
-            "final_test_accuracy": accs[-1],
-            "epoch_seconds": history["epoch_seconds"],
-            "compile_seconds": history["compile_seconds"],
-            "device": device_summary(),
-        },
-    )
-    return weights
+    return res.weights
 
 
 def run_sweep(
@@ -289,7 +308,8 @@ def run_sweep(
     conv_from: Path | None = None,
     max_members: int | None = 14,
     mode: str = "auto",
-    progress: bool = True,
+    processes: distributed.Processes | None = None,
+    max_hours: float | None = None,
     on_chunk: Callable | None = None,
     on_epoch: Callable | None = None,
     log: Callable[[str], None] = lambda msg: None,
@@ -298,6 +318,11 @@ def run_sweep(
 
     LeNet5 variants take their frozen conv weights from ``conv_from`` or, without it, from the
     baseline trained here for the same epoch budget (so all LeNet5 nets share conv features).
+
+    With several processes (``processes``, default: as JAX's runtime says) the baselines and the
+    groups of (epochs, seed, variant) runs are shared out by :func:`plan_groups`; a process that
+    needs a LeNet5 baseline it does not own waits for it (its run lock) or trains it first. Returns
+    ``runs`` (all requested) and ``trained`` (trained by this process now).
     """
     if family not in FAMILIES:
         raise UserError(f"unknown model family {family!r} (choose from {', '.join(FAMILIES)})")
@@ -308,26 +333,51 @@ def run_sweep(
         raise UserError(f"redundancy must be at least 1, got {redundancy}")
     for v in variants:
         variant_config(family, v, 1, redundancy, base)  # validates the name
-    counts = {"runs": 0}
+    n_train = int(data.train_images.shape[0])
+    batched.require_time_for(
+        [(variant_config(family, v, e, redundancy, base), len(seeds) * len(sparsities))
+         for e in epochs for v in variants], n_train, max_hours,
+    )  # fmt: skip
+    rundir.prepare_dir(out, "results directory")
+    procs = processes or distributed.current()
     fixed_conv = tickets.load_conv_checkpoint(conv_from) if conv_from else None
-    for e in epochs:
-        for seed in seeds:
-            conv_state = fixed_conv
-            if baseline or (family == "lenet5" and fixed_conv is None):
-                w = train_baseline(family, e, seed, data, out, progress=progress, log=log)
-                if family == "lenet5" and fixed_conv is None:
-                    conv_state = tickets.load_conv_checkpoint(w)
-            for v in variants:
-                cfg = variant_config(family, v, e, redundancy, base)
-                if conv_state is not None and family == "lenet5":
-                    cfg = replace(cfg, conv_from=str(conv_from) if conv_from else "baseline")
-                res = run_prune(
-                    cfg, [seed], sparsities, data, out, conv_state=conv_state,
-                    max_members=max_members, mode=mode, on_chunk=on_chunk, on_epoch=on_epoch,
-                    log=log,
-                )  # fmt: skip
-                counts["runs"] += len(res)
-    return counts
+    conv_baseline = family == "lenet5" and fixed_conv is None
+    pairs = [(e, seed) for e in epochs for seed in seeds]
+    weights: dict[tuple[int, int], Path] = {}
+    if baseline or conv_baseline:
+        owners = distributed.assign([e for e, _ in pairs], procs.count)
+        for (e, seed), owner in zip(pairs, owners, strict=True):
+            if procs.owns(owner):
+                weights[e, seed] = train_baseline(family, e, seed, data, out, on_chunk=on_chunk,
+                                                  log=log)  # fmt: skip
+    convs: dict[tuple[int, int], Any] = {}
+
+    def conv_state(e: int, seed: int):
+        if not conv_baseline:
+            return fixed_conv
+        if (e, seed) not in convs:
+            if (e, seed) not in weights:  # another process's: wait for it (or train it first)
+                weights[e, seed] = train_baseline(family, e, seed, data, out, on_chunk=on_chunk,
+                                                  log=log)  # fmt: skip
+            convs[e, seed] = tickets.load_conv_checkpoint(weights[e, seed])
+        return convs[e, seed]
+
+    jobs, keys = [], []
+    for e, seed in pairs:
+        for v in variants:
+            cfg = variant_config(family, v, e, redundancy, base)
+            if family == "lenet5" and (fixed_conv is not None or conv_baseline):
+                cfg = replace(cfg, conv_from=str(conv_from) if conv_from else "baseline")
+            jobs.append((cfg, [(seed, s) for s in sparsities]))
+            keys.append((e, seed))
+    trained = 0
+    for owner, j, group in plan_groups(jobs, max_members, procs.count):
+        if procs.owns(owner):
+            cfg = jobs[j][0]
+            trained += _train_missing(cfg, group, data, out, conv_state(*keys[j]), False, mode,
+                                      on_chunk, on_epoch, log)  # fmt: skip
+    procs.barrier("lottery-jax sweep: all groups done")
+    return {"runs": sum(len(m) for _, m in jobs), "trained": trained}
 
 
 def collect_results(results_dir: Path) -> list[dict]:

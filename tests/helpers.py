@@ -1,0 +1,25 @@
+"""Helpers shared by the test modules (imported, not fixtures): running the CLI in-process."""
+
+from __future__ import annotations
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """Run ``lottery-jax *argv`` in-process: (exit code, stdout, stderr)."""
+    from lottery_jax.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    """A non-zero exit with exactly one ``error: ...`` line on stderr that names every needle."""
+    assert code != 0
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
