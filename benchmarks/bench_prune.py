@@ -11,11 +11,18 @@ Measured in ONE run, on the same data shapes (batch 64 of 28x28 MNIST-like input
    compiled program vs one program per sparsity (14 single runs): per-run cost per step, and per
    run for one epoch including compile time.
 
+4. ``--mesh N``: one group of members (red-FC2 at the published sparsities) split over 1, 2, ...,
+   N local devices (the ``members`` mesh): members per device and the wall time of an epoch
+   against one device, all in one process. On a CPU without N devices the benchmark restarts
+   itself with ``--xla_force_host_platform_device_count=N`` (host devices share the CPU cores, so
+   the speed-up is bounded by the core count); on a multi-GPU machine it uses the GPUs.
+
 Compile time is reported separately and never included in step times. Prints the devices.
 
     python benchmarks/bench_prune.py            # full (a few minutes on 2 CPU cores)
     python benchmarks/bench_prune.py --quick    # short
     python benchmarks/bench_prune.py --json out.json
+    python benchmarks/bench_prune.py --mesh 4 --quick --json mesh.json
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ import json
 import math
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -219,6 +228,50 @@ def torch_steps(kind: str, steps: int, data, threads: int | None) -> dict:
             "torch_version": torch.__version__, "torch_device": device}  # fmt: skip
 
 
+# ----------------------------------------------------------------------------- device mesh
+
+
+def mesh_times(n_devices: int, members: int, steps: int, data, mode: str = "auto") -> dict:
+    """One group of ``members`` red-FC2 runs on 1, 2, 4, ... ``n_devices`` devices: best epoch
+    time (compile excluded) of ``steps`` steps, members per device, and the same results."""
+    from lottery_jax.data import Dataset
+
+    devs = jax.local_devices()[:n_devices]
+    sparsities = list(pruning.PUBLISHED_SPARSITIES)[:members]
+    sub = Dataset(data.train_images[: 64 * steps], data.train_labels[: 64 * steps],
+                  data.test_images[:1000], data.test_labels[:1000], "bench")  # fmt: skip
+    cfg = pruning.PruneConfig(model="red-fc2", epochs=2)
+    counts = sorted({1, n_devices, *(2**i for i in range(1, n_devices.bit_length()))})
+    out: dict = {"members": members, "steps_per_epoch": steps, "runs": {}}
+    ref = None
+    for k in [c for c in counts if c <= n_devices]:
+        batch = pruning.make_batch(cfg, [(0, s) for s in sparsities], mode=mode, devices=devs[:k])
+        hist = pruning.train_batch(batch, sub)
+        epoch_s = min(hist["epoch_seconds"])
+        r = {"devices": k, "devices_used": len(hist["device_members"]),
+             "members_per_device": hist["device_members"], "mode": batch.mode,
+             "epoch_s": epoch_s, "step_ms": epoch_s / steps * 1e3,
+             "compile_s": hist["compile_seconds"]}  # fmt: skip
+        if ref is None:
+            ref = hist["train_loss"]
+        r["same_losses_as_one_device"] = hist["train_loss"] == ref
+        out["runs"][str(k)] = r
+        one = out["runs"]["1"]["epoch_s"]
+        print(f"{members} members on {k} device(s) {hist['device_members']} ({batch.mode}): "
+              f"{r['step_ms']:.1f} ms/step of the group, {one / epoch_s:.2f}x one device; "
+              f"compile {r['compile_s']:.1f} s; same losses: {r['same_losses_as_one_device']}",
+              flush=True)  # fmt: skip
+    return out
+
+
+def _restart_with_host_devices(n: int) -> None:
+    """Re-run this command with ``n`` forced CPU devices (XLA reads the flag at start-up)."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}"
+    env["_BENCH_PRUNE_RESTARTED"] = "1"
+    sys.exit(subprocess.call([sys.executable, *sys.argv], env=env))
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -229,7 +282,28 @@ def main() -> None:
     ap.add_argument("--torch-threads", type=int, default=None)
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     ap.add_argument("--members", default="auto", help="auto, unroll or vmap for the batched run")
+    ap.add_argument("--mesh", type=int, default=0, metavar="N",
+                    help="only the device-mesh benchmark, on up to N local devices")  # fmt: skip
+    ap.add_argument("--mesh-members", type=int, default=14, help="members of the mesh group")
     args = ap.parse_args()
+
+    if args.mesh:
+        if (jax.default_backend() == "cpu" and jax.local_device_count() < args.mesh
+                and not os.environ.get("_BENCH_PRUNE_RESTARTED")):  # fmt: skip
+            _restart_with_host_devices(args.mesh)
+        n = min(args.mesh, jax.local_device_count())
+        print(f"devices: {jax.local_devices()}  backend: {jax.default_backend()}  "
+              f"host: {platform.node()} ({os.cpu_count()} cpus)  load: {os.getloadavg()}")  # fmt: skip
+        steps = 10 if args.quick else 40
+        data, source = load_data(64 * steps)
+        res = {"devices": [str(d) for d in jax.local_devices()], "backend": jax.default_backend(),
+               "cpu_count": os.cpu_count(), "loadavg_before": os.getloadavg(), "data": source,
+               "mesh": mesh_times(n, args.mesh_members, steps, data, args.members),
+               "loadavg_after": os.getloadavg()}  # fmt: skip
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=2) + "\n")
+            print(f"wrote {args.json}")
+        return
 
     steps = 20 if args.quick else 100
     torch_n = 5 if args.quick else 20

@@ -106,7 +106,7 @@ def initialize(
     """Start JAX's distributed runtime when this command is one of several processes.
 
     * ``coordinator``/``num_processes``/``process_id`` given: exactly those (all three needed,
-      except that one process needs none);
+      except that one process needs none), each process with all its local devices;
     * else ``detect`` True: ``jax.distributed.initialize()`` detects the cluster itself (SLURM,
       Open MPI, TPU pods); None (default): only when :func:`launcher` sees several tasks; False:
       never.
@@ -131,8 +131,10 @@ def initialize(
                 f"--process-id must lie in [0, {num_processes}) for {num_processes} processes, "
                 f"got {process_id}"
             )
+        # Detection off: under SLURM it would otherwise give each process one GPU; the named
+        # processes use all their local devices.
         kwargs = {"coordinator_address": coordinator, "num_processes": num_processes,
-                  "process_id": process_id}  # fmt: skip
+                  "process_id": process_id, "cluster_detection_method": "deactivate"}  # fmt: skip
         what = f"coordinator {coordinator}, process {process_id} of {num_processes}"
     elif detect or (detect is None and launcher() is not None):
         kwargs, what = {}, f"detected from the {launcher() or 'cluster'} environment"
