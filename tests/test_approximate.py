@@ -278,5 +278,7 @@ def test_cli_trains_a_target_first(tmp_path, mnist_dir):
     code = run_cli([*args, "--no-progress", "--out", str(out)])
     r = json.loads((out / "results.json").read_text())
     assert code == (ap.EXIT_INFEASIBLE if r["infeasible"] else 0)
-    assert (out / "target.npz").exists() and r["target_accuracy"] > 90.0
+    # The target is a training run directory of its own (lottery_jax.runs.train_target).
+    assert (out / "target" / "model.npz").exists() and r["target_accuracy"] > 90.0
+    assert json.loads((out / "target" / "results.json").read_text())["config"]["inputs"] == "unit"
     assert r["n"] == 7 and r["config"]["epochs"] == 1
