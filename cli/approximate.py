@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -9,18 +10,27 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-from lottery_jax import checkpoint
+from lottery_jax import checkpoint, rundir
 from lottery_jax import subsetsum as ap
 from lottery_jax.download import DownloadError
 from lottery_jax.errors import UserError
 from lottery_jax.nets import targets as models
 from lottery_jax.paper import resolve_weights
-from lottery_jax.results import device_summary, write_json_atomic
+from lottery_jax.results import device_summary
+from lottery_jax.runs import train_config
 
 from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, app
+from .train import train_with_progress
 
 console = Console(stderr=True)
 
@@ -51,16 +61,34 @@ class Rounding(StrEnum):
     readme = "readme"
 
 
-def model_for(state: dict[str, np.ndarray], source: str):
-    """The foundation model a PyTorch-layout state fits (FC2 or FC4), loaded with it."""
-    keys = set(state)
-    if keys == {"fc1.weight", "fc2.weight"}:
-        name = "fc2"
-    elif keys == {"fc1.weight", "fc2.weight", "fc3.weight", "fc4.weight"}:
-        name = "fc4"
-    else:
-        raise UserError(f"{source}: keys {sorted(keys)} fit neither FC2 nor FC4 (no biases)")
-    return name, models.model_from_state(name, state, source=source)
+def model_for(state: dict[str, np.ndarray], source: str, model: str | None = None):
+    """The network a PyTorch-layout state describes (FC2, FC4 or LeNet5, with or without biases,
+    any key names such as an ``nn.Sequential``'s ``0.weight``), loaded with it."""
+    name, canonical, _ = models.infer_model(state, source=source, model=model)
+    return name, models.model_from_state(name, canonical, source=source)
+
+
+_SHORT = {"optimal-enumeration": "opt-enum", "optimal-scip": "opt-scip", "infeasible": "infeas"}
+
+
+def layer_table(rows: list[dict[str, Any]]) -> Table:
+    """The per-layer table: weights, remaining coefficients, relative size, max error, statuses."""
+    t = Table(title="per layer")
+    for col in ["layer", "shape", "tier", "weights", "remaining", "relative", "max error"]:
+        t.add_column(col, justify="left" if col in ("layer", "tier") else "right", no_wrap=True)
+    t.add_column("statuses")
+    for r in rows:
+        t.add_row(
+            r["layer"],
+            "x".join(map(str, r["shape"])),
+            r.get("tier") or "-",
+            f"{r['weights']:,}",
+            f"{r['remaining_params']:,}",
+            f"{r['relative_size']:.2f}x",
+            f"{r['max_error']:.3g}",
+            ", ".join(f"{_SHORT.get(k, k)} {v:,}" for k, v in r["status_counts"].items() if v),
+        )
+    return t
 
 
 def _accuracy(net, data) -> float:
@@ -69,23 +97,23 @@ def _accuracy(net, data) -> float:
     return evaluate(net, data.test_images, data.test_labels)
 
 
-def _train_target(out: Path, epochs: int, seed: int, data, progress: bool) -> tuple[dict, Path]:
-    """Train FC2 (the paper's recipe, unit inputs) unless ``out/target.npz`` already exists."""
-    from lottery_jax.training import fit
+def _train_target(
+    out: Path, epochs: int, seed: int, data, inputs: str, data_info: dict, progress: bool
+) -> tuple[dict, Path]:
+    """Train FC2 with the published recipe into the run directory ``out/target`` (or resume it,
+    or reuse it when finished): ``lottery_jax.runs.train_target``, as ``train`` does."""
+    config = train_config(model="fc2", epochs=epochs, seed=seed, inputs=inputs, data=data_info)
+    res = train_with_progress(out / "target", config, data, progress)
+    return res.state, res.weights
 
-    path = out / "target.npz"
-    meta_want = {"epochs": epochs, "seed": seed, "recipe": "fc2 sgd lr 0.1 unit inputs"}
-    if path.exists():
-        state, meta = checkpoint.load_weights(path)
-        if {k: meta.get(k) for k in meta_want} == meta_want:
-            console.print(f"using the target trained before: {path}")
-            return state, path
-        raise UserError(f"{path} was trained with other settings; use another --out or delete it")
-    net = models.build_model("fc2", seed=seed)
-    fit(net, data, lr=0.1, epochs=epochs, seed=seed)
-    state = models.torch_state(net)
-    checkpoint.save_weights(path, "fc2", state, meta_want)
-    return state, path
+
+def _hold_run_dir(out: Path, ctx: typer.Context) -> rundir.RunDir:
+    """Check, lock and hold ``out`` until the command ends (before any work)."""
+    run = rundir.RunDir(
+        out, command=" ".join(["lottery-jax", *sys.argv[1:]]), log=console.print
+    ).open()
+    ctx.call_on_close(run.close)
+    return run
 
 
 def _progress(enabled: bool) -> Progress:
@@ -94,9 +122,37 @@ def _progress(enabled: bool) -> Progress:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         console=console,
         disable=not enabled,
     )
+
+
+def _hours(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _scip_reporter(bar: Progress, scip: dict[str, Any]):
+    """The ``on_scip`` callback: warn once per layer before its SCIP phase (instances, resumed,
+    worst case), then keep a bar with a time estimate."""
+    tasks: dict[str, Any] = {}
+
+    def on_scip(p) -> None:
+        if p.layer not in tasks:
+            left = p.total - p.resumed
+            resumed = f" ({p.resumed:,} resumed from an interrupted run)" if p.resumed else ""
+            bar.console.print(
+                f"SCIP tier, {p.layer}: {left:,} instances{resumed} on {p.workers} worker(s), "
+                f"time limit {p.time_limit:g} s each: worst case {_hours(p.worst_case_seconds)}",
+                markup=False, highlight=False, soft_wrap=True,
+            )  # fmt: skip
+            tasks[p.layer] = bar.add_task(f"{p.layer} SCIP", total=p.total, completed=p.done)
+            scip[p.layer] = {"instances": p.total, "resumed": p.resumed}
+        bar.update(tasks[p.layer], completed=p.done)
+
+    return on_scip
 
 
 def results_table(r: dict[str, Any]) -> Table:
@@ -125,6 +181,7 @@ def results_table(r: dict[str, Any]) -> Table:
 
 @app.command()
 def approximate(
+    ctx: typer.Context,
     epsilon: Annotated[float, typer.Option("--epsilon", help="Allowed error per weight.")] = 0.01,
     c: Annotated[float, typer.Option("--c", help="n = c * log2(1/eps) coefficients.")] = 3.0,
     rounding: Annotated[
@@ -137,8 +194,8 @@ def approximate(
         Path | None,
         typer.Option(
             help="paper: the paper's own FC2 target (built in, 97.19%); train: train a new FC2 "
-            "first (--epochs); or a weight file (.npz, PyTorch layout: FC2 or FC4). \\[default: "
-            "paper]"
+            "first (--epochs); or a weight file (.npz, PyTorch layout: FC2, FC4 or LeNet5, with "
+            "or without biases, any key names, float16/32/64). \\[default: paper]"
         ),
     ] = None,
     epochs: Annotated[int, typer.Option(help="Epochs when training the target.")] = 10,
@@ -147,7 +204,11 @@ def approximate(
     ] = Objective.min_error,
     coefficients: Annotated[
         Coefficients,
-        typer.Option(help="One coefficient set per output row (published run) or per weight."),
+        typer.Option(
+            help="per-row: one coefficient set per row, a row being a slice along a tensor's "
+            "leading axis (an output neuron's weights, a conv kernel's output channel; each "
+            "element of a bias is its own row); the published run. per-weight: one set per weight."
+        ),
     ] = Coefficients.per_row,
     zero_small: Annotated[
         bool, typer.Option(help="|w| <= eps becomes 0 with no coefficients (check_w_lt_eps).")
@@ -156,9 +217,29 @@ def approximate(
         float | None, typer.Option(help="Fixed coefficient range low (default: from the target).")
     ] = None,
     range_high: Annotated[float | None, typer.Option(help="Fixed coefficient range high.")] = None,
-    inputs: Annotated[Inputs, typer.Option(help="Input preprocessing (the paper: unit).")] = (
-        Inputs.unit
-    ),
+    range_mode: Annotated[
+        str,
+        typer.Option(
+            help="Coefficient range from the target: published \\[min(0,min w), max(0,max w)] "
+            "(the published code), symmetric \\[-max|w|, max|w|], or auto: published unless one "
+            "side is under half the other (then symmetric; e.g. LeNet5)."
+        ),
+    ] = "auto",
+    inputs: Annotated[
+        Inputs | None,
+        typer.Option(
+            help="Input preprocessing for the accuracies \\[default: the weight file's "
+            "__meta__ inputs; without one unit for FC2/FC4 (Experiment 1), normalized for LeNet5 "
+            "(Experiment 2)]"
+        ),
+    ] = None,
+    layers: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated glob patterns of the tensors to approximate (e.g. 'fc*.weight'); "
+            "the others stay exact. \\[default: every weight and bias]"
+        ),
+    ] = None,
     seed: SeedOpt = 0,
     data_dir: DataDirOpt = None,
     dataset: DatasetOpt = DatasetName.mnist,
@@ -166,8 +247,28 @@ def approximate(
         bool, typer.Option(help="Measure test accuracy of the target and the approximation.")
     ] = True,
     max_enum_n: Annotated[
-        int, typer.Option(help="Largest n solved by exact enumeration; beyond it SCIP.")
-    ] = 30,
+        int | None,
+        typer.Option(
+            help="Largest n solved by exact meet-in-the-middle enumeration (at most 34). Default: "
+            "per layer, the largest n whose measured exact cost stays under ~55 us a weight on a "
+            "2-core CPU: 26 for rows of 784 weights (the paper's FC2), 25 for 500, at least 22. "
+            "Beyond it: the feasibility tier (exact search over groups of ~log2(range/eps)+5 "
+            "coefficients: `feasible`), then SCIP for the weights it leaves."
+        ),
+    ] = None,
+    feasibility_groups: Annotated[
+        int, typer.Option(help="Coefficient groups the feasibility tier tries per weight.")
+    ] = 8,
+    prove: Annotated[
+        bool,
+        typer.Option(help="Ask SCIP to prove optimality of the feasible weights too (slow)."),
+    ] = False,
+    max_hours: Annotated[
+        float,
+        typer.Option(
+            help="Refuse up front a run estimated to take longer (JAX tiers + SCIP worst case)."
+        ),
+    ] = 4.0,
     scip_time_limit: Annotated[float, typer.Option(help="SCIP seconds per weight.")] = 60.0,
     scip_workers: Annotated[int, typer.Option(help="SCIP worker processes.")] = 2,
     rows_per_chunk: Annotated[
@@ -202,10 +303,24 @@ def approximate(
         scip_time_limit=scip_time_limit,
         scip_workers=scip_workers,
         rows_per_chunk=rows_per_chunk,
+        layers=tuple(p.strip() for p in layers.split(",") if p.strip()) if layers else None,
+        range_mode=range_mode,
+        feasibility_groups=feasibility_groups,
+        prove=prove,
+        max_hours=max_hours,
     )
     out = out or Path("runs") / f"approximate-{objective.value}-seed{seed}"
+    run = _hold_run_dir(out, ctx)
     data = None
     target_kind, data_error = _target_kind(target), None
+    state = meta = target_path = None
+    if target_kind != "train":
+        target_path = resolve_weights("paper-fc2" if target_kind == "paper" else target)
+        state, meta = checkpoint.load_weights(target_path)
+        state = {k: np.asarray(v) for k, v in state.items()}
+    if inputs is None:  # the file's own preprocessing, else the paper's for this network
+        guess = models.infer_model(state, source=str(target_path))[0] if state else "fc2"
+        inputs = Inputs((meta or {}).get("inputs") or models.DEFAULT_INPUTS[guess])
     if evaluate or target_kind == "train":
         from lottery_jax.data import load_dataset
 
@@ -216,12 +331,13 @@ def approximate(
                 raise
             data_error = str(e)
     if target_kind == "train":
-        state, target_path = _train_target(out, epochs, seed, data, progress)
-    else:
-        target_path = resolve_weights("paper-fc2" if target_kind == "paper" else target)
-        state, _ = checkpoint.load_weights(target_path)
+        data_info = {"data_dir": str(data_dir) if data_dir else None, "dataset": dataset.value}
+        state, target_path = _train_target(
+            out, epochs, seed, data, inputs.value, data_info, progress
+        )
     state = {k: np.asarray(v) for k, v in state.items()}
-    model_name, net = model_for(state, str(target_path))
+    meta_model = (meta or {}).get("model")
+    model_name, net = model_for(state, str(target_path), meta_model)
 
     with _progress(progress) as bar:
         tasks: dict[str, Any] = {}
@@ -232,14 +348,19 @@ def approximate(
         def on_chunk(name: str, done: int) -> None:
             bar.update(tasks[name], completed=done)
 
-        res = ap.approximate_network(state, cfg, out, on_layer=on_layer, on_chunk=on_chunk)
+        scip: dict[str, Any] = {}
+        res = ap.approximate_network(
+            state, cfg, run, on_layer=on_layer, on_chunk=on_chunk,
+            on_scip=_scip_reporter(bar, scip),
+        )  # fmt: skip
 
     summary = ap.summarize(res)
+    outside = ap.not_within_epsilon(res, state)
     approx_state = ap.approximated_state(res, state)
     target_acc = approx_acc = None
     if evaluate and data is not None:
         target_acc = _accuracy(net, data)
-        _, approx_net = model_for(approx_state, "approximation")
+        _, approx_net = model_for(approx_state, "approximation", model_name)
         approx_acc = _accuracy(approx_net, data)
     config = {
         **ap.config_dict(cfg),
@@ -259,6 +380,8 @@ def approximate(
         "compile_seconds": res.compile_seconds,
         "scip_seconds": res.scip_seconds,
         "resumed_chunks": res.resumed_chunks,
+        "scip": scip,
+        "not_within_epsilon": outside,
         "n": cfg.n,
         "epsilon": cfg.epsilon,
         "c": cfg.c,
@@ -270,22 +393,40 @@ def approximate(
         "device": device_summary(),
         "config": config,
         "exit_status": (
-            ap.EXIT_INFEASIBLE if summary["infeasible"] else EXIT_NO_DATA if data_error else 0
+            ap.EXIT_INFEASIBLE if outside["total"] else EXIT_NO_DATA if data_error else 0
         ),
         "accuracy_not_measured": data_error,
     }
-    checkpoint.save_weights(out / "approximated.npz", model_name, approx_state, {"config": config})
-    ap.save_ticket(out / "ticket.npz", res, state)
-    write_json_atomic(out / "results.json", results)
+    # The three files commit together (lottery_jax.rundir): a rerun never finds a mix of runs.
+    run.commit(
+        {
+            "approximated.npz": checkpoint.weights_bytes(
+                model_name, approx_state, {"inputs": inputs.value, "config": config}
+            ),
+            "ticket.npz": lambda path: ap.save_ticket(path, res, state),
+            "results.json": rundir.json_bytes(results),
+        }
+    )
     Console().print(results_table(results))
+    Console().print(layer_table(results["layers"]))
     console.print(f"wrote {out / 'results.json'}, {out / 'ticket.npz'}, {out / 'approximated.npz'}")
     if data_error:
         console.print(f"accuracy not measured: {data_error}", markup=False, soft_wrap=True)
-    if summary["infeasible"]:
+    if outside["total"]:
         console.print(
-            f"[bold red]{summary['infeasible']} weights have no subset within eps={cfg.epsilon}"
-            f"[/] (kept at their best approximation); exit status {ap.EXIT_INFEASIBLE}"
+            f"[bold red]{outside['total']:,} weights are not within eps={cfg.epsilon}[/] "
+            f"({summary['infeasible']:,} infeasible: proved; {summary['unsolved']:,} unsolved: "
+            f"SCIP's time limit) and keep their best approximation; exit status "
+            f"{ap.EXIT_INFEASIBLE}. The first {min(outside['shown'], 10)} (results.json lists "
+            f"{'all ' if outside['shown'] == outside['total'] else 'the first '}"
+            f"{outside['shown']:,} under not_within_epsilon):"
         )
+        for row in outside["weights"][:10]:
+            at = ", ".join(map(str, row["index"]))
+            console.print(
+                f"  {row['layer']}[{at}]  w={row['w']:.6g}  best error={row['error']:.3g}  "
+                f"{row['status']}", markup=False, highlight=False,
+            )  # fmt: skip
         raise SystemExit(ap.EXIT_INFEASIBLE)  # (main() drops typer.Exit codes)
     if data_error:
         raise SystemExit(EXIT_NO_DATA)
@@ -296,18 +437,38 @@ def verify(
     ticket: Annotated[Path, typer.Argument(help="ticket.npz written by `approximate`.")],
     target: Annotated[
         Path | None,
-        typer.Option(help="Check against this target file instead of the ticket's copy."),
+        typer.Option(
+            help="Check against this target (a weight file, or paper / paper-fc2: the built-in "
+            "target) instead of the ticket's copy."
+        ),
+    ] = None,
+    epsilon: Annotated[
+        float | None,
+        typer.Option(
+            "--epsilon",
+            help="The tolerance every weight must meet (default: the ticket's own epsilon).",
+        ),
     ] = None,
 ) -> None:
-    """Recompute every approximation of a ticket in float64 and check it against eps.
+    """Recompute everything a SubsetSum ticket states and check it.
 
-    Exit status 0: every weight within eps; 3: some are not (as the ticket says); 4: the ticket
-    does not reproduce its own records (errors or statuses).
+    n from (c, epsilon, rounding), the coefficients from the seed, every subset's float64 error,
+    every status against its error (and every `infeasible` again by exhaustive search), the layers
+    and weight count against the target. Exit status 0: every weight within eps; 3: some are not
+    (as the ticket says); 4: the ticket does not reproduce (one line names the first bad entry and
+    the count of bad entries).
     """
+    if epsilon is not None and not (epsilon > 0 and epsilon < float("inf")):
+        raise UserError(f"--epsilon must be a positive number, got {epsilon}")
     tstate = None
     if target is not None:
-        tstate, _ = checkpoint.load_weights(target)
-    rep = ap.verify_ticket(ticket, tstate)
+        tstate, _ = checkpoint.load_weights(
+            resolve_weights("paper-fc2" if str(target) == "paper" else target)
+        )
+    rep = ap.verify_ticket(ticket, tstate, epsilon=epsilon)
+    if rep.mismatches:
+        console.print(f"mismatch: {rep.summary_line}", markup=False, highlight=False, soft_wrap=True)
+        raise SystemExit(rep.exit_code)
     t = Table(title=f"verify {ticket}")
     t.add_column("")
     t.add_column("value", justify="right")
@@ -319,8 +480,14 @@ def verify(
     t.add_row("remaining params", f"{rep.remaining_params:,}")
     for s, k in rep.status_counts.items():
         t.add_row(f"  {s}", f"{k:,}")
+    t.add_row("infeasible proved again", f"{rep.infeasible_proved:,}")
+    if rep.infeasible_unchecked:
+        t.add_row("infeasible not re-proved", f"{rep.infeasible_unchecked:,}")
     Console().print(t)
-    for m in rep.mismatches:
-        console.print(f"[bold red]mismatch:[/] {m}")
     if rep.exit_code:
+        first = f" (first: {rep.not_within[0]})" if rep.not_within else ""
+        console.print(
+            f"{rep.weights - rep.within:,} weights are not within eps={rep.epsilon}{first}",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
         raise SystemExit(rep.exit_code)
