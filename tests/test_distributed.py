@@ -186,6 +186,38 @@ def test_members_on_a_device_mesh_equal_one_device():
     assert _mesh_vs_one(2, "wide-fc2", members, 1, 64) == [2, 1]
 
 
+def test_accelerator_path_vmap_and_sort_masks_on_a_mesh():
+    """The GPU defaults (members vmap-ed, masks by one stable sort) on a 2-device mesh: each
+    device's 2 members equal, bit for bit, a one-device vmap of the same 2 members."""
+    out = _python(
+        """
+        import json, jax, numpy as np
+        from conftest import tiny_block_data
+        from lottery_jax import pruning
+        data = tiny_block_data(64, 40)
+        cfg = pruning.PruneConfig(model="wide-fc2", redundancy=1, epochs=1, batch_size=32,
+                                  method="sort")
+        members = [(0, 0.1), (1, 0.5), (0, 0.9), (1, 0.25)]
+        def run(ms, devs):
+            b = pruning.make_batch(cfg, ms, mode="vmap", devices=devs)
+            h = pruning.train_batch(b, data, chunk=2)
+            return h, [np.asarray(x) for t in b.scores for x in jax.tree.leaves(t)]
+        hm, sm = run(members, jax.devices())
+        h1, s1 = run(members[:2], jax.devices()[:1])
+        h2, s2 = run(members[2:], jax.devices()[:1])
+        print(json.dumps({
+            "per_device": hm["device_members"],
+            "loss": hm["train_loss"] == h1["train_loss"] + h2["train_loss"],
+            "acc": hm["test_accuracy"] == h1["test_accuracy"] + h2["test_accuracy"],
+            "scores": all((a == b).all() for a, b in zip(sm, s1 + s2, strict=True)),
+        }))
+        """,
+        devices=2,
+    )
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res == {"per_device": [2, 2], "loss": True, "acc": True, "scores": True}
+
+
 @pytest.mark.slow
 def test_members_on_a_four_device_mesh_equal_one_device():
     """5 members over 4 CPU devices (2, 2, 1) with two seeds (per-member frozen weights and data
