@@ -299,12 +299,30 @@ def plot(
         Path | None, typer.Option(help="Where to write the figures \\[default: RESULTS_DIR]")
     ] = None,
     title: Annotated[str, typer.Option(help="Figure title.")] = "",
+    epochs: Annotated[
+        list[str] | None, typer.Option(help="Only these epoch budgets (repeat or comma-separate).")
+    ] = None,
+    model: Annotated[
+        list[str] | None, typer.Option(help="Only these families: fc2, fc4, lenet5.")
+    ] = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(help="Only these curves: red-linear, red-relu, wide, baseline."),
+    ] = None,
+    labels: Annotated[bool, typer.Option(help="Label each point with its sparsity.")] = True,
 ) -> None:
-    """Final test accuracy vs remaining parameters (log x) per family: PNG and PDF."""
+    """Final test accuracy (mean ± std over seeds) vs remaining parameters per family: PNG, PDF."""
     from lottery_jax.plotting import plot_results
 
     results = sweep.collect_results(results_dir)
-    for path in plot_results(results, out or results_dir, title=title):
+    paths = plot_results(
+        results, out or results_dir, title=title,
+        epochs=parse_ints(epochs, "--epochs", POSITIVE_INT) or None,
+        families=[f for x in model or [] for f in x.split(",") if f] or None,
+        variants=[v for x in variant or [] for v in x.split(",") if v] or None,
+        label_sparsity=labels,
+    )  # fmt: skip
+    for path in paths:
         typer.echo(f"wrote {path}")
 
 

@@ -1,0 +1,116 @@
+"""lottery-jax: *Optimal Lottery Tickets via SubsetSum* (Pensia et al., NeurIPS 2020) in JAX/Flax NNX.
+
+The Python API (the ``lottery-jax`` command line is a thin shell around the same functions):
+
+Experiment 1, SubsetSum approximation
+    :func:`approximate` approximates one array of any shape, or a mapping of names to arrays, by
+    subset sums of ``n = c log2(1/eps)`` random coefficients per row (the leading axis) or per
+    weight; it returns the approximated arrays, a report (the ``results.json`` fields) and a ticket.
+
+Experiment 2, pruning random networks
+    :func:`build_pruned` builds a redundant (``red-fc2`` ... or ``red`` with any ``sizes``) or wide
+    network; :class:`PruneConfig`, :func:`make_batch` and :func:`train_batch` train the supermasks of
+    several (seed, sparsity) members in one compiled program, reporting through callbacks.
+
+Targets and data
+    :func:`build_model` (FC2, FC4, LeNet5), :func:`fit` (the published recipe, callbacks),
+    :func:`evaluate` (test accuracy), :func:`load_dataset` (MNIST-like IDX files, cached downloads),
+    :func:`load_weights` / :func:`save_weights` (``.npz`` in PyTorch layout), :func:`load_ticket`
+    (either kind of ticket file).
+
+Every random draw comes from an explicit seed; library functions draw nothing on the terminal and
+raise :class:`UserError` (a ``ValueError``) with a one-line message for bad input.
+
+Example::
+
+    import numpy as np
+    import lottery_jax as lj
+
+    w = np.random.default_rng(0).uniform(-0.5, 0.5, (64, 3, 5, 5))
+    r = lj.approximate(w, epsilon=0.01, seed=0)
+    assert r.report["all_within_epsilon"]
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+try:
+    __version__ = version("lottery-jax")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0+unknown"
+
+# name -> (module, attribute): imported on first use, so ``import lottery_jax`` stays light and
+# changes no global state.
+_API = {
+    "UserError": ("lottery_jax.errors", "UserError"),
+    # Experiment 1
+    "approximate": ("lottery_jax.subsetsum.api", "approximate"),
+    "approximate_network": ("lottery_jax.subsetsum.network", "approximate_network"),
+    "ApproxConfig": ("lottery_jax.subsetsum.network", "ApproxConfig"),
+    "verify_ticket": ("lottery_jax.subsetsum.ticket", "verify_ticket"),
+    # Experiment 2
+    "PruneConfig": ("lottery_jax.pruning.batched", "PruneConfig"),
+    "build_pruned": ("lottery_jax.nets.pruned", "build_pruned"),
+    "make_batch": ("lottery_jax.pruning.batched", "make_batch"),
+    "train_batch": ("lottery_jax.pruning.batched", "train_batch"),
+    "member_net": ("lottery_jax.pruning.batched", "member_net"),
+    # targets, data, files
+    "build_model": ("lottery_jax.nets.targets", "build_model"),
+    "fit": ("lottery_jax.training", "fit"),
+    "evaluate": ("lottery_jax.training", "evaluate"),
+    "load_dataset": ("lottery_jax.data", "load_dataset"),
+    "load_weights": ("lottery_jax.checkpoint", "load_weights"),
+    "save_weights": ("lottery_jax.checkpoint", "save_weights"),
+    "load_ticket": ("lottery_jax.tickets", "load_ticket"),
+}
+
+__all__ = [
+    "__version__",
+    "UserError",
+    "approximate",
+    "approximate_network",
+    "ApproxConfig",
+    "verify_ticket",
+    "PruneConfig",
+    "build_pruned",
+    "make_batch",
+    "train_batch",
+    "member_net",
+    "build_model",
+    "fit",
+    "evaluate",
+    "load_dataset",
+    "load_weights",
+    "save_weights",
+    "load_ticket",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        module, attr = _API[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lottery_jax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from lottery_jax.checkpoint import load_weights, save_weights
+    from lottery_jax.data import load_dataset
+    from lottery_jax.errors import UserError
+    from lottery_jax.nets.pruned import build_pruned
+    from lottery_jax.nets.targets import build_model
+    from lottery_jax.pruning.batched import PruneConfig, make_batch, member_net, train_batch
+    from lottery_jax.subsetsum.api import approximate
+    from lottery_jax.subsetsum.network import ApproxConfig, approximate_network
+    from lottery_jax.subsetsum.ticket import verify_ticket
+    from lottery_jax.tickets import load_ticket
+    from lottery_jax.training import evaluate, fit

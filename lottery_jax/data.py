@@ -127,11 +127,14 @@ def _tfds_source(name: str, split: str, data_dir: str | None):
     import tensorflow_datasets as tfds
     from absl import logging as absl_logging
 
-    absl_logging.set_verbosity(absl_logging.ERROR)  # keep the one-line error free of TFDS chatter
+    level = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)  # no TFDS chatter; restored below
     try:
         return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except Exception:  # not prepared (or not a TFDS name)
         return None
+    finally:
+        absl_logging.set_verbosity(level)
 
 
 def _tfds_split(source) -> tuple[np.ndarray, np.ndarray]:

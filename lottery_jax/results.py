@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,15 +14,6 @@ import jax
 import numpy as np
 
 from lottery_jax.errors import UserError
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
 
 
 def ensure_dir(path: str | os.PathLike) -> Path:
@@ -42,12 +33,12 @@ def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Write through ``write(tmp_path)`` then rename onto ``path`` (same directory, atomic)."""
     path = Path(path)
     ensure_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    # A unique sibling created with mode 0666, so the process umask gives the usual file mode
+    # (mkstemp would make it 0600, and reading the umask means setting it: global state).
+    tmp_path = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    os.close(os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         write(tmp_path)
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

@@ -12,7 +12,8 @@ from lottery_jax.cli import main
 from lottery_jax import pruning
 from lottery_jax.checkpoint import load_weights
 from lottery_jax.data import Dataset
-from lottery_jax.plotting import classify, figure_data, plot_results
+from lottery_jax.errors import UserError
+from lottery_jax.plotting import classify, figure_data, mean_std_by_params, plot_results
 from lottery_jax.pruning import batched, sweep
 
 
@@ -97,7 +98,8 @@ def test_plot_from_the_tiny_sweep(tiny_sweep, tmp_path):
     data = figure_data(results)
     curves = data["lenet5"][1]
     assert set(curves) == {"redundant-linear", "wide", "baseline"}
-    assert [p for p, _, _ in curves["wide"]] == sorted(p for p, _, _ in curves["wide"])
+    assert [p[0] for p in curves["wide"]] == sorted(p[0] for p in curves["wide"])
+    assert {p[3] for p in curves["wide"]} >= {0.5, 0.9}  # the sparsity travels with each point
     paths = plot_results(results, tmp_path)
     assert sorted(p.name for p in paths) == ["pruning-lenet5.pdf", "pruning-lenet5.png"]
     for p in paths:
@@ -120,12 +122,50 @@ def test_plot_empty_dir_is_a_user_error(tmp_path, capsys):
 
 
 def test_classify():
+    acc = {"final_test_accuracy": 90.0}
     assert classify({"command": "prune", "config": {"model": "red-fc2", "relu": True,
-                                                    "epochs": 30}}) == ("fc2", "redundant-ReLU", 30)  # fmt: skip
-    assert classify({"command": "train", "config": {"model": "fc4", "epochs": 50}}) == (
+                                                    "epochs": 30}, **acc}) == ("fc2", "redundant-ReLU", 30)  # fmt: skip
+    assert classify({"command": "train", "config": {"model": "fc4", "epochs": 50}, **acc}) == (
         "fc4", "baseline", 50
     )  # fmt: skip
-    assert classify({"command": "evaluate", "config": {}}) is None
+    assert classify({"command": "evaluate", "config": {}, **acc}) is None
+    # Not part of a sweep's figure: no accuracy, custom sizes, approximate/study records.
+    assert classify({"command": "prune", "config": {"model": "red-fc2", "epochs": 3}}) is None
+    custom = {"model": "red", "sizes": [784, 32, 10], "epochs": 3}
+    assert classify({"command": "prune", "config": custom, **acc}) is None
+    assert classify({"command": "approximate", "config": {"model": "fc2", "epochs": 1}, **acc}) is None
+
+
+def test_plot_filters_mean_std_and_labels(tmp_path, capsys):
+    import json
+
+    def rec(model, relu, e, s, seed, acc):
+        return {"command": "prune", "config": {"model": model, "relu": relu, "epochs": e},
+                "remaining_params": 1000 - int(1000 * s), "final_test_accuracy": acc,
+                "seed": seed, "sparsity": s}  # fmt: skip
+
+    results = [rec("red-fc2", False, 30, 0.5, seed, 90.0 + 2 * seed) for seed in (0, 1, 2)]
+    results += [rec("wide-fc2", False, 30, 0.5, 0, 80.0), rec("red-fc2", False, 50, 0.5, 0, 95.0)]
+    results.append({"command": "train", "config": {"model": "fc2", "epochs": 30},
+                    "trainable_params": 397_000, "final_test_accuracy": 98.5})  # fmt: skip
+    data = figure_data(results, epochs=[30], variants=["red-linear", "baseline"])
+    assert sorted(data["fc2"]) == [30]
+    assert set(data["fc2"][30]) == {"redundant-linear", "baseline"}
+    (row,) = mean_std_by_params(data["fc2"][30]["redundant-linear"])
+    assert row[:2] == (500, 92.0) and row[2] == pytest.approx(np.std([90.0, 92.0, 94.0]))
+    assert row[3:] == (3, 0.5)
+    with pytest.raises(UserError, match="unknown variant"):
+        figure_data(results, variants=["deep"])
+    for i, r in enumerate(results):  # the same through the CLI, from a directory of records
+        (tmp_path / "runs" / str(i)).mkdir(parents=True)
+        (tmp_path / "runs" / str(i) / "results.json").write_text(json.dumps(r))
+    args = ["plot", str(tmp_path / "runs"), "--out", str(tmp_path / "fig"), "--epochs", "50",
+            "--variant", "wide"]  # fmt: skip
+    with pytest.raises(SystemExit) as e:  # no wide run at 50 epochs
+        main(args)
+    assert e.value.code == 2 and "after the filters" in capsys.readouterr().err
+    assert main([*args[:-1], "red-linear", "--model", "fc2"]) == 0
+    assert (tmp_path / "fig" / "pruning-fc2.png").is_file()
 
 
 @pytest.mark.parametrize(

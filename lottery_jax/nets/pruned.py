@@ -218,12 +218,45 @@ class PrunedNet(nnx.Module):
         return layers[-1](h)
 
 
+#: Redundant or wide networks of any layer sizes (``sizes`` given explicitly).
+CUSTOM_MODELS = ("red", "wide")
+
+
 def parse_model(name: str) -> tuple[str, str]:
-    """``red-fc2`` -> ("red", "fc2")."""
+    """``red-fc2`` -> ("red", "fc2"); ``red``/``wide`` (any sizes) -> ("red"/"wide", "custom")."""
+    if name in CUSTOM_MODELS:
+        return name, "custom"
     if name not in PRUNE_MODELS:
-        raise UserError(f"unknown model {name!r} (choose from {', '.join(PRUNE_MODELS)})")
+        choices = ", ".join(PRUNE_MODELS + CUSTOM_MODELS)
+        raise UserError(f"unknown model {name!r} (choose from {choices})")
     kind, family = name.split("-", 1)
     return kind, family
+
+
+def pruned_sizes(name: str, redundancy: int = 5, sizes=None) -> tuple[int, ...]:
+    """Layer sizes of the fully connected part: the paper's for a named model (wide ones
+    parameter-matched to the redundant net of ``redundancy``), ``sizes`` for ``red``/``wide``."""
+    kind, family = parse_model(name)
+    if family == "custom":
+        if sizes is None or len(sizes) < 2:
+            raise UserError(f"model {name!r} needs layer sizes (input, hidden..., output)")
+        out = tuple(int(x) for x in sizes)
+        if any(x < 1 for x in out) or any(x != y for x, y in zip(out, sizes, strict=True)):
+            raise UserError(f"layer sizes must be positive integers, got {tuple(sizes)}")
+        return out
+    if sizes is not None:
+        raise UserError(f"{name} has the paper's sizes; use model 'red' or 'wide' for other sizes")
+    return FC_SIZES[family] if kind == "red" else wide_sizes(family, redundancy)
+
+
+def pruned_param_count(name: str, redundancy: int = 5, sizes=None) -> int:
+    """Fully connected (masked) parameters of the network :func:`build_pruned` makes."""
+    kind, _ = parse_model(name)
+    s = pruned_sizes(name, redundancy, sizes)
+    pairs = list(zip(s[:-1], s[1:], strict=True))
+    if kind == "red":
+        return sum(redundancy * a + b * a * redundancy for a, b in pairs)
+    return sum(a * b for a, b in pairs)
 
 
 def conv_state_from(state: dict[str, np.ndarray], source: str = "") -> dict[str, np.ndarray]:
@@ -254,24 +287,25 @@ def build_pruned(
     relu: bool = False,
     conv_state: dict[str, np.ndarray] | None = None,
     method: str = "auto",
+    sizes=None,
 ) -> PrunedNet:
     """Build a pruned network whose frozen weights and initial scores are drawn from ``seed``.
 
-    ``conv_state`` (``conv1.weight``, ``conv2.weight``) replaces the random conv weights of the
-    LeNet5 variants, so that they share the baseline's conv features.
+    ``name`` is one of the paper's six models (``red-fc2`` ...) or ``red``/``wide`` with explicit
+    layer ``sizes`` (e.g. ``(784, 32, 10)``; the first is the flattened input). ``conv_state``
+    (``conv1.weight``, ``conv2.weight``) replaces the random conv weights of the LeNet5 variants,
+    so that they share the baseline's conv features.
     """
     kind, family = parse_model(name)
     if int(redundancy) < 1:
         raise UserError(f"redundancy must be at least 1, got {redundancy}")
+    layer_sizes = pruned_sizes(name, redundancy, sizes)
     rngs = nnx.Rngs(params=seed)
     conv = family == "lenet5"
-    if kind == "red":
-        net = PrunedNet(
-            FC_SIZES[family], redundancy=redundancy, relu=relu, conv=conv, rngs=rngs, method=method
-        )
-    else:
-        net = PrunedNet(wide_sizes(family, redundancy), redundancy=None, conv=conv, rngs=rngs,
-                        method=method)  # fmt: skip
+    net = PrunedNet(
+        layer_sizes, redundancy=redundancy if kind == "red" else None, relu=relu, conv=conv,
+        rngs=rngs, method=method,
+    )  # fmt: skip
     if conv and conv_state is not None:
         conv_state = conv_state_from(conv_state)
         net.conv1.weight[...] = jnp.asarray(conv_state["conv1.weight"])

@@ -126,7 +126,7 @@ def net_from_ticket(ticket: dict[str, Any]) -> PrunedNet:
     cfg = ticket_config(ticket)
     net = build_pruned(
         cfg.model, seed=ticket["seed"], redundancy=cfg.redundancy, relu=cfg.relu,
-        conv_state=ticket["conv"], method=cfg.method,
+        conv_state=ticket["conv"], method=cfg.method, sizes=cfg.sizes,
     )  # fmt: skip
     entries = masked_entries(net)
     names = {f"{ln}.{w}" for ln, _, w, _, _ in entries}
