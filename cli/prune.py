@@ -289,7 +289,10 @@ def sweep_cmd(
     if procs.count > 1:
         console.print(f"{procs.describe()}: trained {counts['trained']} run(s)")
     if procs.index == 0:
-        typer.echo(f"{counts['runs']} runs in {out}; draw them with `lottery-jax plot {out}`")
+        typer.echo(
+            f"{counts['runs']} pruning runs and {counts['baselines']} baseline(s) in {out}; "
+            f"draw them with `lottery-jax plot {out}`"
+        )
 
 
 @app.command()

@@ -26,16 +26,21 @@ def tiny_sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
     data = tiny_data()
     base = pruning.PruneConfig(model="red-lenet5")
+    logged = []
     counts = sweep.run_sweep(
         "lenet5", epochs=[1], sparsities=[0.5, 0.9], variants=["red-linear", "wide"], seeds=[0],
-        data=data, out=out, base=base,
+        data=data, out=out, base=base, log=logged.append,
     )  # fmt: skip
+    counts["log"] = logged
     return out, data, base, counts
 
 
 def test_sweep_writes_every_run_and_a_baseline(tiny_sweep):
     out, _, _, counts = tiny_sweep
-    assert counts["runs"] == 4
+    assert counts["runs"] == 4 and counts["baselines"] == 1
+    # Each finished run is reported with its accuracy and size.
+    done = [m for m in counts["log"] if "% with " in m]
+    assert len(done) == 4 and all("parameters" in m for m in done)
     names = sorted(p.parent.name for p in out.rglob("results.json"))
     assert names == [
         "baseline-lenet5-e1-seed0",

@@ -251,6 +251,7 @@ def _train_group(cfg, group, data, out, conv_state, mode, on_chunk, on_epoch, lo
         # The ticket and its results.json commit together (lottery_jax.rundir.commit).
         rundir.commit(run_dir, {"ticket.npz": write_ticket,
                                 "results.json": rundir.json_bytes(record)})  # fmt: skip
+        log(f"{names[i]}: {final:.2f}% with {remaining:,} of {total:,} parameters")
     partial.unlink(missing_ok=True)
 
 
@@ -377,7 +378,8 @@ def run_sweep(
             trained += _train_missing(cfg, group, data, out, conv_state(*keys[j]), False, mode,
                                       on_chunk, on_epoch, log)  # fmt: skip
     procs.barrier("lottery-jax sweep: all groups done")
-    return {"runs": sum(len(m) for _, m in jobs), "trained": trained}
+    baselines = len(pairs) if (baseline or conv_baseline) else 0
+    return {"runs": sum(len(m) for _, m in jobs), "trained": trained, "baselines": baselines}
 
 
 def collect_results(results_dir: Path) -> list[dict]:
