@@ -1,0 +1,206 @@
+"""``study``: the logarithmic law of SubsetSum approximation, measured on a grid of eps and c."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from lottery_jax import checkpoint, rundir
+from lottery_jax.download import DownloadError
+from lottery_jax.errors import UserError
+from lottery_jax.paper import resolve_weights
+from lottery_jax.results import device_summary
+from lottery_jax.subsetsum import network as nw
+from lottery_jax.subsetsum import study as st
+
+from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, app
+from .approximate import model_for
+
+console = Console(stderr=True)
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--{what} must be comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise UserError(f"--{what} is empty")
+    return values
+
+
+def _cs(text: str) -> list[float]:
+    """``0.25,0.5,...,3``: an arithmetic progression from its first two terms up to the last."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if "..." in parts:
+        i = parts.index("...")
+        if i < 2 or i != len(parts) - 2:
+            raise UserError(
+                "--c with '...' needs two terms before it and one after: 0.25,0.5,...,3"
+            )
+        a, b, last = float(parts[i - 2]), float(parts[i - 1]), float(parts[i + 1])
+        step = b - a
+        if step <= 0 or last < b:
+            raise UserError(f"--c {text}: not an increasing progression")
+        count = int(round((last - a) / step)) + 1
+        if count > 1000:
+            raise UserError(f"--c {text}: {count} values (at most 1000)")
+        return [float(parts[j]) for j in range(i - 2)] + [a + step * k for k in range(count)]
+    return _floats(text, "c")
+
+
+@app.command()
+def study(
+    ctx: typer.Context,
+    target: Annotated[
+        str,
+        typer.Option(help="paper: the paper's FC2 (built in); or a weight file (.npz)."),
+    ] = "paper",
+    epsilon: Annotated[
+        str, typer.Option("--epsilon", help="Comma-separated eps values.")
+    ] = "0.1,0.03,0.01,0.003,0.001",
+    c: Annotated[
+        str,
+        typer.Option(
+            "--c", help="Comma-separated c values (n = int(c round(log2(1/eps)))); a,b,...,z spans."
+        ),
+    ] = "0.25,0.5,...,3",
+    seed: SeedOpt = 0,
+    inputs: Annotated[
+        Inputs | None,
+        typer.Option(help="Input preprocessing for accuracies \\[default: from the file]"),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    dataset: DatasetOpt = DatasetName.mnist,
+    evaluate: Annotated[
+        bool, typer.Option(help="Measure the approximated networks' test accuracy.")
+    ] = True,
+    max_hours: Annotated[
+        float, typer.Option(help="Refuse a cell estimated to take longer than this.")
+    ] = 4.0,
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/study"),
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Measure the logarithmic law: the fraction of weights within eps against n / log2(1/eps).
+
+    For every eps and every n = int(c round(log2(1/eps))) of the grid, approximates every weight of
+    the target (per-row coefficients, min-error and min-count; exact up to the measured ceiling,
+    the feasibility tier beyond, no SCIP) and writes one row per (eps, n) to study.json and
+    study.csv, and the figure study.png: (a) fraction within eps against n / log2(1/eps), one curve
+    per eps (the curves collapse if the law holds), (b) coefficients kept per weight against eps.
+    Finished cells are kept: the same command resumes, and a larger grid reuses them.
+    """
+    epsilons = _floats(epsilon, "epsilon")
+    cs = _cs(c)
+    cells = st.grid_cells(epsilons, cs)
+    path = resolve_weights("paper-fc2" if target == "paper" else target)
+    state, meta = checkpoint.load_weights(path)
+    state = {k: np.asarray(v) for k, v in state.items()}
+    model_name, _ = model_for(state, str(path), meta.get("model"))
+    from lottery_jax.nets import targets as models
+
+    inputs = inputs or Inputs(meta.get("inputs") or models.DEFAULT_INPUTS[model_name])
+    layers = nw.target_layers(state)
+    args = st.study_args(nw.target_fingerprint(state, layers), seed, "published", inputs.value)
+    run = rundir.RunDir(
+        out, command=" ".join(["lottery-jax", *sys.argv[1:]]), args=args, log=console.print
+    ).open()
+    ctx.call_on_close(run.close)
+    evaluator = None
+    data_error = None
+    if evaluate:
+        from lottery_jax.data import load_dataset
+        from lottery_jax.training import evaluate as eval_net
+
+        try:
+            data = load_dataset(data_dir, dataset=dataset.value, inputs=inputs.value)
+
+            def evaluator(approx_state: dict[str, np.ndarray]) -> float:
+                _, net = model_for(approx_state, "approximation", model_name)
+                return eval_net(net, data.test_images, data.test_labels)
+
+        except DownloadError as e:
+            data_error = str(e)
+            console.print(f"accuracy not measured: {data_error}", markup=False, soft_wrap=True)
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not progress,
+    ) as bar:
+        task = bar.add_task("study", total=len(cells))
+
+        def on_cell(done: int, total: int, row: dict[str, Any], resumed: bool) -> None:
+            bar.update(
+                task,
+                completed=done,
+                description=f"eps={row['epsilon']:g} n={row['n']}"
+                + (" (resumed)" if resumed else ""),
+            )
+
+        rows = st.run_study(
+            state, epsilons, cs, seed=seed, evaluate=evaluator, run=run, on_cell=on_cell,
+            max_hours=max_hours,
+        )  # fmt: skip
+    const = st.fitted_constant(rows)
+    results = {
+        "command": "study",
+        "target": "paper-fc2" if target == "paper" else str(path),
+        "model": model_name,
+        "inputs": inputs.value,
+        "epsilons": epsilons,
+        "cs": cs,
+        "seed": seed,
+        "rows": rows,
+        "constant": const,
+        "seconds": sum(r["seconds"] for r in rows),
+        "compile_seconds": sum(r["compile_seconds"] for r in rows),
+        "device": device_summary(),
+        "accuracy_not_measured": data_error,
+    }
+    title = f"SubsetSum on {model_name.upper()} ({results['target']}), per-row, seed {seed}"
+    run.commit(
+        {
+            "study.json": rundir.json_bytes(results),
+            "study.csv": st.csv_text(rows).encode(),
+            "study.png": lambda p: st.plot_study(rows, p, title=title),
+        }
+    )
+    t = Table(title="fraction of weights within eps (min-error), by n / log2(1/eps)")
+    for col in ["eps", "n", "n/log2(1/eps)", "within", "max error", "kept/weight", "min-count"]:
+        t.add_column(col, justify="right")
+    t.add_column("accuracy", justify="right")
+    for r in rows:
+        acc = r.get("accuracy_min_error")
+        t.add_row(
+            f"{r['epsilon']:g}", str(r["n"]), f"{r['n_over_log2']:.2f}",
+            f"{100 * r['fraction_within']:.3f}%", f"{r['max_error']:.3g}",
+            f"{r['relative_size_min_error']:.2f}", f"{r['relative_size_min_count']:.2f}",
+            "-" if acc is None else f"{acc:.2f}%",
+        )  # fmt: skip
+    Console().print(t)
+    level = const["level"]
+    c_txt = "not reached" if const["constant"] is None else f"{const['constant']:.2f}"
+    Console().print(
+        f"measured constant: every eps reaches {100 * level:g}% within eps at "
+        f"n / log2(1/eps) = {c_txt}"
+    )
+    console.print(f"wrote {out / 'study.json'}, {out / 'study.csv'}, {out / 'study.png'}")
