@@ -96,6 +96,8 @@ class ApproxConfig:
     feasibility_groups: int = 8
     prove: bool = False
     max_hours: float = 4.0  # budget (not part of the resume fingerprint)
+    scip: bool = True  # False: weights no JAX tier settles are `unsolved` (the study's setting)
+    draw: str = "published"  # "nested": coefficient i from fold_in(layer key, i) (the study)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.epsilon, int | float) and 0 < self.epsilon < 1):
@@ -108,6 +110,8 @@ class ApproxConfig:
             raise UserError(f"unknown coefficients mode {self.coefficients!r}")
         if self.rounding not in ("published", "readme"):
             raise UserError(f"unknown rounding {self.rounding!r} (published or readme)")
+        if self.draw not in ("published", "nested"):
+            raise UserError(f"unknown coefficient draw {self.draw!r} (published or nested)")
         if self.range_mode not in ss.RANGE_MODES:
             raise UserError(f"unknown range mode {self.range_mode!r} (choose from {ss.RANGE_MODES})")
         if self.coef_range is not None and not self.coef_range[0] < self.coef_range[1]:
@@ -180,7 +184,8 @@ def layer_coefficients(
     """Coefficients of layer ``index``: ``(out, n)`` per row (one set per leading-axis slice) or
     ``shape + (n,)`` per weight."""
     draw_shape = tuple(shape[:1]) if cfg.coefficients == "per-row" else tuple(shape)
-    return ss.draw_coefficients(ss.layer_key(cfg.seed, index), draw_shape, cfg.n, low, high)
+    draw = ss.draw_nested_coefficients if cfg.draw == "nested" else ss.draw_coefficients
+    return draw(ss.layer_key(cfg.seed, index), draw_shape, cfg.n, low, high)
 
 
 def as_instances(coefs: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -340,6 +345,8 @@ def plan_approximation(
             )
             if cfg.prove:
                 unsettled = float(size)
+            if not cfg.scip:
+                unsettled = 0.0
         jax_s += seconds
         scip_w += unsettled
         plans[name] = LayerPlan(name, shape, rows, width, exact, k, ceiling, seconds, unsettled)
@@ -598,7 +605,9 @@ def _settle(cfg, inst_c, inst_w, masks, errors, tier, k, mesh, stats, **scip_kw)
     todo = (tier == _UNSETTLED) | ((tier == FEASIBLE) if cfg.prove else False)
     r, j = np.nonzero(todo)
     seconds = 0.0
-    if r.size:
+    if r.size and not cfg.scip:  # no MIP tier: what no group settled stays unsolved
+        tier[r, j] = np.where(tier[r, j] == _UNSETTLED, UNSOLVED, tier[r, j])
+    elif r.size:
         budget = cfg.max_hours * 3600
         need = r.size * cfg.scip_time_limit / max(1, cfg.scip_workers)
         if need > budget:

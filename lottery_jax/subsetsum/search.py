@@ -124,6 +124,15 @@ def draw_coefficients(
         return np.asarray(low + (high - low) * np.asarray(u, dtype=np.float64))
 
 
+def draw_nested_coefficients(
+    key: jax.Array, shape: tuple[int, ...], n: int, low: float, high: float
+) -> np.ndarray:
+    """Like :func:`draw_coefficients`, but coefficient ``i`` comes from ``fold_in(key, i)``: the
+    draw for ``n`` is the first ``n`` coefficients of the draw for any larger ``n``."""
+    cols = [draw_coefficients(jax.random.fold_in(key, i), shape, 1, low, high) for i in range(n)]
+    return np.concatenate(cols, axis=-1)
+
+
 def layer_key(seed: int, layer_index: int) -> jax.Array:
     """The key of layer ``layer_index``'s coefficient draw: ``fold_in(key(seed), layer_index)``."""
     return jax.random.fold_in(jax.random.key(seed), layer_index)
