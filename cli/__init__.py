@@ -14,6 +14,7 @@ from lottery_jax.errors import UserError
 from . import approximate as _approximate  # noqa: E402,F401
 from . import data as _data  # noqa: E402,F401
 from . import prune as _prune  # noqa: E402,F401
+from . import study as _study  # noqa: E402,F401
 from . import train as _train  # noqa: E402,F401,I001
 from .app import app
 
