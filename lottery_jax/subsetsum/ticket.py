@@ -83,6 +83,7 @@ def save_ticket(path: Path, res: ApproxResult, target: dict[str, np.ndarray]) ->
         "low": res.low,
         "high": res.high,
         "range_source": "target" if cfg.coef_range is None else "fixed",
+        "range_mode": getattr(cfg, "range_mode", "published"),  # ss.coefficient_range's mode
         "layers": list(res.layers),
         "layer_patterns": list(getattr(cfg, "layers", None) or []) or None,
         "shapes": {k: list(copies[k].shape) for k in res.layers},
@@ -366,7 +367,7 @@ def verify_ticket(
             copies = {k: arrays[f"{k}.target"] for k in layers}
             if target_fingerprint(copies, layers) != meta["target_sha256"]:
                 found.add("meta.target_sha256: does not match the ticket's target weights")
-        low, high = ss.coefficient_range(list(ws.values()))
+        low, high = ss.coefficient_range(list(ws.values()), meta.get("range_mode", "published"))
         source = meta.get("range_source")
         if source == "target" and (low, high) != (meta["low"], meta["high"]):
             found.add(
