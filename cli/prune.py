@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from lottery_jax import pruning
 from lottery_jax.data import load_dataset
@@ -41,6 +40,7 @@ from .options import (
     parse_floats,
     parse_ints,
 )
+from .progress import progress_bar
 
 console = Console(stderr=True)
 
@@ -82,15 +82,7 @@ class _Bar:
     """Rich progress for batched runs (steps of each epoch; accuracies after each epoch)."""
 
     def __init__(self, enabled: bool, epochs: int):
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not enabled,
-        )
+        self.progress = progress_bar(enabled)
         self.epochs = epochs
         self.enabled = enabled
         self.task = None

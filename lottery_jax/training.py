@@ -122,14 +122,6 @@ def _correct_count(apply, images, labels, batch_size):
     return total
 
 
-def accuracy(
-    apply: Callable, images: jax.Array, labels: jax.Array, batch_size: int = 1000
-) -> float:
-    """Percent of ``images`` whose argmax logit equals the label (exact count / n * 100)."""
-    correct = jax.jit(lambda i, l: _correct_count(apply, i, l, batch_size))(images, labels)
-    return 100.0 * int(correct) / int(images.shape[0])
-
-
 def _apply(graphdef, state, method: str):
     return getattr(nnx.merge(graphdef, state), method)
 
@@ -192,9 +184,7 @@ def frozen_features(model: nnx.Module, wrt: Any, data: Dataset) -> Dataset | Non
     )
 
 
-def make_step_runner(
-    graphdef, optimizer: optax.GradientTransformation, batch_size: int, method: str = "__call__"
-):
+def make_step_runner(graphdef, optimizer: optax.GradientTransformation, method: str = "__call__"):
     """Jitted ``run(trainable, opt_state, rest, images, labels, idx, valid, start, stop)``.
 
     Runs SGD steps ``start..stop`` of one epoch (batches ``idx[i]``) and returns the new
@@ -291,7 +281,7 @@ def fit(
     method = "__call__" if feats is None else "head"
     data = data if feats is None else jax.block_until_ready(feats)
     feature_seconds = time.perf_counter() - t0
-    runner = make_step_runner(graphdef, optimizer, batch_size, method)
+    runner = make_step_runner(graphdef, optimizer, method)
 
     idx, valid = epoch_indices(epoch_key(seed, start_epoch), n, batch_size)
     args = (trainable, opt_state, rest, data.train_images, data.train_labels, idx, valid)

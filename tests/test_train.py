@@ -15,7 +15,6 @@ from lottery_jax.data import Dataset, preprocess
 from lottery_jax.errors import UserError
 from lottery_jax.nets.targets import build_model, load_torch_state, torch_state
 from lottery_jax.training import (
-    accuracy,
     cosine_epoch_lr,
     cross_entropy,
     epoch_indices,
@@ -79,7 +78,7 @@ def test_two_sgd_steps_against_numpy():
     optimizer = make_optimizer(lr, epochs=2, steps_per_epoch=1, momentum=m, weight_decay=wd)
     graphdef, trainable, rest = nnx.split(model, nnx.Param, ...)
     opt_state = optimizer.init(trainable)
-    run = make_step_runner(graphdef, optimizer, batch_size=4)
+    run = make_step_runner(graphdef, optimizer)
     trainable, opt_state, mean_loss = run(
         trainable, opt_state, rest, jnp.asarray(images), jnp.asarray(labels),
         jnp.asarray(idx), jnp.asarray(valid), jnp.int32(0), jnp.int32(2),
@@ -200,7 +199,6 @@ def test_evaluate_and_accuracy_agree_with_numpy():
     pred = np.argmax(np.asarray(model(data.test_images)), axis=1)
     expected = 100.0 * np.sum(pred == np.asarray(data.test_labels)) / 1003
     assert evaluate(model, data.test_images, data.test_labels) == pytest.approx(expected, abs=1e-9)
-    assert accuracy(model, data.test_images, data.test_labels, 100) == pytest.approx(expected)
 
 
 # --- fit -----------------------------------------------------------------------------------------
@@ -333,7 +331,7 @@ def test_three_epochs_match_pytorch_sgd(name):
 
     optimizer = make_optimizer(lr, epochs=3, steps_per_epoch=1)
     graphdef, trainable, rest = nnx.split(model, nnx.Param, ...)
-    run = make_step_runner(graphdef, optimizer, batch_size=5)
+    run = make_step_runner(graphdef, optimizer)
     trainable, _, _ = run(
         trainable, optimizer.init(trainable), rest, jnp.asarray(images), jnp.asarray(labels),
         jnp.asarray(idx), jnp.asarray(valid), jnp.int32(0), jnp.int32(3),

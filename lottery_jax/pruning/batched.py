@@ -43,6 +43,7 @@ from lottery_jax.nets.supermask import (
 from lottery_jax.nets.targets import Frozen
 from lottery_jax.resources import require_memory, require_time, supermask_seconds
 from lottery_jax.training import (
+    DEFAULT_LR,
     _correct_count,
     cross_entropy,
     epoch_indices,
@@ -86,7 +87,7 @@ class PruneConfig:
     def learning_rate(self) -> float:
         if self.lr is not None:
             return float(self.lr)
-        return 0.01 if self.model.endswith("lenet5") else 0.1
+        return DEFAULT_LR["lenet5" if self.model.endswith("lenet5") else "fc2"]
 
     def validate(self) -> None:
         kind, _ = parse_model(self.model)

@@ -27,6 +27,7 @@ import numpy as np
 
 from lottery_jax import distributed, rundir
 from lottery_jax.errors import UserError
+from lottery_jax.nets.supermask import check_sparsity
 from lottery_jax.pruning import batched
 from lottery_jax.pruning import ticket as tickets
 from lottery_jax.results import device_summary
@@ -36,9 +37,12 @@ FAMILIES = ("fc2", "fc4", "lenet5")
 
 
 def check_sparsities(values: Sequence[float]) -> None:
+    """Every sparsity in [0, 1) (fraction removed): :func:`lottery_jax.nets.supermask.check_sparsity`."""
     for s in values:
-        if not 0.0 <= s < 1.0:
-            raise UserError(f"sparsity must lie in [0, 1) (fraction removed), got {s}")
+        try:
+            check_sparsity(s)
+        except ValueError as e:
+            raise UserError(str(e)) from None
 
 
 def run_config(cfg: batched.PruneConfig, seed: int, sparsity: float, data_name: str) -> dict:
