@@ -160,7 +160,7 @@ def preprocess(images_u8: np.ndarray, inputs: str) -> np.ndarray:
 
 
 def load_dataset(
-    data_dir: str | os.PathLike | None,
+    data_dir: str | os.PathLike | None = None,
     *,
     dataset: str = "mnist",
     inputs: str = "normalized",
@@ -175,7 +175,8 @@ def load_dataset(
     :func:`lottery_jax.download.reporting`).
 
     Args:
-      data_dir: directory with the four IDX files (raw or ``.gz``).
+      data_dir: directory with the four IDX files (raw or ``.gz``); None: the environment variable
+        ``LOTTERY_JAX_DATA`` if set (as the command line does), else the sources below.
       dataset: ``mnist``, ``fashion_mnist`` or ``kmnist`` (any TFDS name when prepared there),
         used without ``data_dir``.
       inputs: ``unit`` (pixels in [0, 1], Experiment 1) or ``normalized`` (mean 0.1307, std 0.3081,
@@ -183,6 +184,8 @@ def load_dataset(
     """
     if inputs not in INPUT_MODES:
         raise UserError(f"unknown input mode {inputs!r} (choose from {', '.join(INPUT_MODES)})")
+    if data_dir is None and os.environ.get("LOTTERY_JAX_DATA"):
+        data_dir = os.environ["LOTTERY_JAX_DATA"]
     train = test = None
     if data_dir is None and (train := _tfds_source(dataset, "train", tfds_data_dir)) is not None:
         test = _tfds_source(dataset, "test", tfds_data_dir)

@@ -94,3 +94,17 @@ def test_custom_sizes_supermask_and_both_ticket_kinds(tmp_path):
     assert acc == hist["test_accuracy"][0][-1]
     with pytest.raises(lj.UserError, match="needs layer sizes"):
         lj.PruneConfig(model="wide").validate()
+
+
+def test_example_script_runs(tmp_path, mnist_dir):
+    from conftest import REPO
+
+    env = {**__import__("os").environ, "LOTTERY_JAX_DATA": str(mnist_dir)}
+    out = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "api_tour.py"), str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "all within eps: True" in out.stdout
+    assert "a subsetsum ticket" in out.stdout and "a supermask ticket" in out.stdout
+    assert (tmp_path / "kernel-ticket.npz").is_file()
