@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,11 +99,10 @@ def test_custom_sizes_supermask_and_both_ticket_kinds(tmp_path):
 
 
 def test_example_script_runs(tmp_path, mnist_dir):
-    from conftest import REPO
-
-    env = {**__import__("os").environ, "LOTTERY_JAX_DATA": str(mnist_dir)}
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "LOTTERY_JAX_DATA": str(mnist_dir)}
     out = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "api_tour.py"), str(tmp_path)],
+        [sys.executable, str(repo / "examples" / "api_tour.py"), str(tmp_path)],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
