@@ -256,7 +256,8 @@ def test_load_dataset_bad_inputs(tmp_path):
 
 
 @pytest.mark.parametrize("inputs", ["unit", "normalized"])
-def test_tfds_mock_data(inputs):
+def test_tfds_mock_data(inputs, monkeypatch):
+    monkeypatch.delenv("LOTTERY_JAX_DATA", raising=False)  # (it would take precedence)
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=37):
         d = load_dataset(None, dataset="mnist", inputs=inputs)
@@ -274,7 +275,8 @@ def test_tfds_mock_data(inputs):
         assert float(d.train_images.min()) >= 0.0 and float(d.train_images.max()) <= 1.0
 
 
-def test_tfds_fashion_mnist_mock():
+def test_tfds_fashion_mnist_mock(monkeypatch):
+    monkeypatch.delenv("LOTTERY_JAX_DATA", raising=False)
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=5):
         d = load_dataset(None, dataset="fashion_mnist", inputs="unit")
@@ -283,6 +285,7 @@ def test_tfds_fashion_mnist_mock():
 
 def test_tfds_unprepared_falls_back_to_the_download_cache(tmp_path, monkeypatch):
     """No prepared TFDS copy and no mirror reachable: one line naming the URL and --data-dir."""
+    monkeypatch.delenv("LOTTERY_JAX_DATA", raising=False)
     monkeypatch.setenv("LOTTERY_JAX_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("LOTTERY_JAX_MIRROR", "http://127.0.0.1:9/")  # discard port: refused
     with pytest.raises(UserError) as info:
