@@ -370,7 +370,7 @@ def _popcount_groups(k: int) -> list[np.ndarray]:
     return [idx[pop == p] for p in range(k + 1)]
 
 
-def min_count_kernel(coefs: jax.Array, weights: jax.Array, epsilon: float, *, ka: int):
+def min_count_kernel(coefs: jax.Array, weights: jax.Array, epsilon, *, ka: int):
     """Fewest coefficients with ``|w - sum| <= eps``, ties broken by the smaller error.
 
     Levels ``c = 0, 1, ...`` (subset sizes) are searched in order inside a ``while_loop`` that stops
@@ -471,11 +471,14 @@ class CompiledSolver:
     compile_seconds: float
     _fn: Callable
     _mesh: Mesh
+    epsilon: float | None = None  # min-count: a runtime argument (one compile serves every eps)
 
     def __call__(self, coefs: np.ndarray, weights: np.ndarray):
         with jax.enable_x64(True):
-            out = self._fn(jnp.asarray(coefs, jnp.float64), jnp.asarray(weights, jnp.float64))
-            return jax.tree.map(np.asarray, out)
+            args = [jnp.asarray(coefs, jnp.float64), jnp.asarray(weights, jnp.float64)]
+            if self.kind == "min-count":
+                args.append(jnp.asarray(self.epsilon, jnp.float64))
+            return jax.tree.map(np.asarray, self._fn(*args))
 
 
 _COMPILED: dict[tuple, CompiledSolver] = {}
@@ -506,26 +509,25 @@ def compile_solver(
         rows,
         width,
         n,
-        float(epsilon) if kind == "min-count" and epsilon is not None else None,
         ka,
         tuple(d.id for d in mesh.devices.flat),
     )
+    eps = None if kind != "min-count" or epsilon is None else float(epsilon)
     if key in _COMPILED:  # same shapes again in this process: no compile time to report
-        return dataclasses.replace(_COMPILED[key], compile_seconds=0.0)
+        return dataclasses.replace(_COMPILED[key], compile_seconds=0.0, epsilon=eps)
     if kind == "min-error":
         kernel = partial(min_error_kernel, ka=ka)
         out_specs = (PartitionSpec("inst"), PartitionSpec("inst"))
     elif kind == "min-count":
         if epsilon is None:
             raise ValueError("min-count needs epsilon")
-        kernel = partial(min_count_kernel, epsilon=float(epsilon), ka=ka)
+        kernel = partial(min_count_kernel, ka=ka)
         out_specs = tuple(PartitionSpec("inst") for _ in range(4))
     else:
         raise ValueError(f"unknown objective {kind!r}")
     spec = PartitionSpec("inst")
-    fn = jax.shard_map(
-        kernel, mesh=mesh, in_specs=(spec, spec), out_specs=out_specs, check_vma=False
-    )
+    in_specs = (spec, spec, PartitionSpec()) if kind == "min-count" else (spec, spec)
+    fn = jax.shard_map(kernel, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
     t0 = time.perf_counter()
     with jax.enable_x64(True):
         sharding = jax.sharding.NamedSharding(mesh, spec)
@@ -533,9 +535,14 @@ def compile_solver(
             jax.ShapeDtypeStruct((rows, n), jnp.float64, sharding=sharding),
             jax.ShapeDtypeStruct((rows, width), jnp.float64, sharding=sharding),
         )
+        if kind == "min-count":
+            rep = jax.sharding.NamedSharding(mesh, PartitionSpec())
+            args = (*args, jax.ShapeDtypeStruct((), jnp.float64, sharding=rep))
         compiled = jax.jit(fn).lower(*args).compile()
-    solver = CompiledSolver(kind, rows, width, n, ka, time.perf_counter() - t0, compiled, mesh)
-    if len(_COMPILED) >= 32:
+    solver = CompiledSolver(
+        kind, rows, width, n, ka, time.perf_counter() - t0, compiled, mesh, epsilon=eps
+    )
+    if len(_COMPILED) >= 64:
         _COMPILED.pop(next(iter(_COMPILED)))
     _COMPILED[key] = solver
     return solver
