@@ -17,6 +17,7 @@ then multiples of 64), so a second call with a similar shape does not compile ag
 
 from __future__ import annotations
 
+import glob
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -124,7 +125,7 @@ def approximate(
         max_enum_n=max_enum_n,
         scip_time_limit=scip_time_limit,
         scip_workers=scip_workers,
-        layers=tuple(target),
+        layers=tuple(glob.escape(k) for k in target),  # (names as literal patterns)
         prove=prove,
         max_hours=max_hours,
     )
