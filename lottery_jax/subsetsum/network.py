@@ -396,21 +396,23 @@ def out_dtype(n: int):
     return np.uint8 if ss.packed_masks(n) else np.int64
 
 
-def _small_counts(inst_c: np.ndarray, w: np.ndarray, eps: float):
+def _small_counts(inst_c: np.ndarray, rows: np.ndarray, w: np.ndarray, eps: float):
     """Exact min-count over all ``n`` coefficients where it is 0, 1 or 2 (ties by the error).
 
-    ``inst_c (K, n)``, ``w (K,)`` (one instance per weight). Returns ``(count, bits, error)`` with
-    ``count = -1`` where the minimum count is larger than 2.
+    Weight ``i`` has the coefficients ``inst_c[rows[i]]`` and the value ``w[i]``. Returns
+    ``(count, bits, error)`` with ``count = -1`` where the minimum count is larger than 2. Worked
+    in blocks of weights, so memory stays bounded at any n.
     """
-    K, n = inst_c.shape
+    K, n = len(rows), inst_c.shape[1]
     count = np.full(K, -1)
     bits = np.zeros((K, n), bool)
     err = np.abs(w).astype(np.float64)
     count[err <= eps] = 0
     iu, ju = np.triu_indices(n, 1)
-    for s0 in range(0, K, 4096):
-        sl = slice(s0, min(K, s0 + 4096))
-        c, ws, todo = inst_c[sl], w[sl], count[sl] < 0
+    block = max(1, 2**22 // max(1, len(iu) + n))
+    for s0 in range(0, K, block):
+        sl = slice(s0, min(K, s0 + block))
+        c, ws, todo = inst_c[rows[sl]], w[sl], count[sl] < 0
         e1 = np.abs(ws[:, None] - c)
         i1 = np.argmin(e1, axis=1)
         b1 = e1[np.arange(len(ws)), i1]
@@ -596,7 +598,7 @@ def _settle(cfg, inst_c, inst_w, masks, errors, tier, k, mesh, stats, **scip_kw)
     if cfg.objective == "min-count":
         r, j = np.nonzero(tier != INFEASIBLE)
         t0 = time.perf_counter()
-        cnt, bits, err = _small_counts(inst_c[r], inst_w[r, j], eps)
+        cnt, bits, err = _small_counts(inst_c, r, inst_w[r, j], eps)
         stats.seconds += time.perf_counter() - t0
         ok = cnt >= 0
         masks[r[ok], j[ok]] = ss.bits_to_mask(bits[ok])
