@@ -15,10 +15,14 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    """A non-zero exit with exactly one ``error: ...`` line on stderr that names every needle."""
+def assert_one_line_error(code: int, err: str, *needles: str, only: bool = True) -> None:
+    """A non-zero exit with one ``error: ...`` line on stderr that names every needle; with
+    ``only`` (the default) that line is all of stderr (no log lines before it)."""
     assert code != 0
     assert "Traceback" not in err
+    if only:
+        assert err.startswith("error: "), err
+        assert err.count("\n") == 1 and err.endswith("\n"), err
     lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1, err
     for needle in needles:

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_idx_file
-from lottery_jax.cli import main
+from helpers import assert_one_line_error
+from helpers import run_cli as cli
 
 from lottery_jax import checkpoint, training
 from lottery_jax.nets.targets import build_model, torch_state
@@ -35,25 +36,6 @@ def _no_data_env(monkeypatch):
     """Tests name their data explicitly; a user's LOTTERY_JAX_DATA must not leak in."""
     monkeypatch.delenv("LOTTERY_JAX_DATA", raising=False)
     monkeypatch.setenv("COLUMNS", "200")
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    """Run ``lottery-jax *argv`` in-process: (exit code, stdout, stderr)."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code != 0
-    assert "Traceback" not in err
-    assert err.startswith("error: "), err
-    assert err.count("\n") == 1 and err.endswith("\n"), err
-    for needle in needles:
-        assert needle in err, (needle, err)
 
 
 def read_results(out_dir: Path) -> dict:

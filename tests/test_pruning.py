@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import tiny_block_data as tiny_data
 from flax import nnx
+from helpers import assert_one_line_error, run_cli
 from lottery_jax.cli import main
 
 from lottery_jax import pruning
@@ -293,13 +294,6 @@ def test_wide_export_is_the_masked_weight(tmp_path):
 # ----------------------------------------------------------------------------- CLI errors
 
 
-def _cli(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    err = capsys.readouterr().err.strip().splitlines()
-    return e.value.code, err
-
-
 @pytest.mark.parametrize(
     ("args", "match"),
     [
@@ -312,19 +306,19 @@ def _cli(args, capsys):
     ],
 )
 def test_prune_bad_input_one_line_error(args, match, capsys, tmp_path):
-    code, err = _cli(["prune", *args, "--out", str(tmp_path), "--epochs", "0"], capsys)
+    code, _, err = run_cli(capsys, "prune", *args, "--out", tmp_path, "--epochs", "0")
     assert code == 2
-    assert len(err) == 1 and err[0].startswith("error:") and match in err[0]
+    assert_one_line_error(code, err, match)
 
 
 def test_prune_conv_checkpoint_wrong_shape_cli(capsys, tmp_path):
     save_weights(tmp_path / "fc2.npz", "fc2", models.torch_state(models.build_model("fc2", seed=0)))
-    code, err = _cli(
-        ["prune", "--model", "red-lenet5", "--conv-from", str(tmp_path / "fc2.npz"), "--out",
-         str(tmp_path / "o"), "--epochs", "0"],
-        capsys,
+    code, _, err = run_cli(
+        capsys, "prune", "--model", "red-lenet5", "--conv-from", tmp_path / "fc2.npz", "--out",
+        tmp_path / "o", "--epochs", "0",
     )  # fmt: skip
-    assert code == 2 and len(err) == 1 and "conv1.weight" in err[0]
+    assert code == 2
+    assert_one_line_error(code, err, "conv1.weight")
 
 
 @pytest.mark.shared_data
