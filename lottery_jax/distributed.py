@@ -39,14 +39,39 @@ class Processes:
         return owner == self.index
 
     def barrier(self, name: str) -> None:
-        """Wait until every process reaches the barrier ``name`` (nothing to wait for alone)."""
-        if self.count > 1:
-            from jax.experimental import multihost_utils
+        """Wait until every process reaches the barrier ``name`` (nothing to wait for alone).
 
-            multihost_utils.sync_global_devices(name)
+        Through the runtime's coordination service (no device collective: nothing to compile,
+        and on CPU no Gloo start-up lines on stdout); ``sync_global_devices`` where that is
+        not available.
+        """
+        if self.count <= 1:
+            return
+        client = _client()
+        if client is not None:
+            client.wait_at_barrier(name, BARRIER_TIMEOUT_MS)
+            return
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
     def describe(self) -> str:
         return f"process {self.index} of {self.count}"
+
+
+#: How long a process waits at a barrier for the others (they may have hours of work left).
+BARRIER_TIMEOUT_MS = 2**31 - 1  # ~24 days
+
+
+def _client():
+    """The distributed runtime's client (a JAX internal), or None."""
+    try:
+        from jax._src import distributed as _dist
+
+        client = _dist.global_state.client
+    except (ImportError, AttributeError):
+        return None
+    return client if hasattr(client, "wait_at_barrier") else None
 
 
 def current() -> Processes:

@@ -286,8 +286,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _sweep(out: Path, data: Path, devices: int = 1, processes: int = 1) -> list[str]:
-    """Run the tiny sweep with ``processes`` processes of ``devices`` CPU devices; stderr each."""
+def _sweep(out: Path, data: Path, devices: int = 1, processes: int = 1, command=None):
+    """Run the tiny sweep (or ``command``) with ``processes`` processes of ``devices`` CPU
+    devices; returns each process's (stdout, stderr)."""
     port = _free_port()
     procs = []
     for i in range(processes):
@@ -295,15 +296,16 @@ def _sweep(out: Path, data: Path, devices: int = 1, processes: int = 1) -> list[
             "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(processes),
             "--process-id", str(i),
         ]  # fmt: skip
-        cmd = [sys.executable, "-c", CLI, *SWEEP, "--data-dir", str(data), "--out", str(out)]
+        cmd = [sys.executable, "-c", CLI, *(command or SWEEP), "--data-dir", str(data), "--out",
+               str(out)]  # fmt: skip
         procs.append(subprocess.Popen(cmd + extra, env=_env(devices), text=True,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE))  # fmt: skip
     logs = []
     try:
         for p in procs:
-            _, err = p.communicate(timeout=600)
+            outs, err = p.communicate(timeout=600)
             assert p.returncode == 0, err[-3000:]
-            logs.append(err)
+            logs.append(err if command is None else (outs, err))
     finally:
         for p in procs:
             if p.poll() is None:
@@ -356,3 +358,16 @@ def test_sweep_in_two_processes_equals_one_process(sweep_dirs):
     # A rerun (any process count) finds everything finished.
     logs = _sweep(root / "two", data, processes=2)
     assert all("trained 0 run(s)" in log for log in logs)
+
+
+@pytest.mark.slow
+def test_prune_in_two_processes_splits_the_members(sweep_dirs):
+    """One group of 2 members for 2 processes: each trains one; process 0 reports both."""
+    root, data, _ = sweep_dirs
+    cmd = ["prune", "--model", "wide-fc2", "--redundancy", "1", "--sparsity", "0.5,0.9",
+           "--epochs", "1", "--no-progress"]  # fmt: skip
+    _sweep(root / "prune-one", data, command=cmd)
+    (out0, err0), (out1, err1) = _sweep(root / "prune-two", data, processes=2, command=cmd)
+    assert _runs(root / "prune-two") == _runs(root / "prune-one")
+    assert "training 1 run(s)" in err0 and "training 1 run(s)" in err1
+    assert out0.count("% test") == 2 and out1 == ""
