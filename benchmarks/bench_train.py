@@ -15,11 +15,8 @@ JAX epoch time excludes compilation, which is reported separately; neither side 
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,9 +24,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from lottery_jax.data import Dataset, load_dataset
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+
+from lottery_jax.data import Dataset
 from lottery_jax.nets.targets import build_model, count_params
-from lottery_jax.results import device_summary
 from lottery_jax.training import DEFAULT_LR, fit, steps_per_epoch
 
 BATCH = 64
@@ -37,12 +36,6 @@ MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4
 QUICK_STEPS = 200
 MODELS = ("fc2", "lenet5")
-
-
-def default_data_dir() -> Path | None:
-    """``LOTTERY_JAX_DATA``; without it ``load_dataset`` reads the verified download cache."""
-    env = os.environ.get("LOTTERY_JAX_DATA")
-    return Path(env) if env else None
 
 
 def bench_jax(
@@ -180,7 +173,7 @@ def best_of(repeat: int, bench, *args, **kwargs) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: fc2,lenet5")
     parser.add_argument(
         "--quick",
@@ -188,15 +181,12 @@ def main(argv: list[str] | None = None) -> int:
         help=f"time the first {QUICK_STEPS} batches only and scale to a full epoch (LeNet5 conv "
         "features then cover those batches and the test set only)",
     )
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--repeat",
         type=int,
         default=1,
         help="time each side N times and report the fastest epoch (for a busy machine)",
     )
-    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch loop")
     parser.add_argument(
         "--no-precompute",
@@ -226,25 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             torch.set_num_threads(args.torch_threads)
 
-    data = load_dataset(args.data_dir, inputs="normalized")
+    data = harness.load_data(args.data_dir, "normalized")
     jax.block_until_ready(data.train_images)
-    dev = device_summary()
-    report = {
-        "device": dev,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "load_average_before": os.getloadavg(),
-        "quick": args.quick,
-        "repeat": args.repeat,
-        "batch_size": BATCH,
-        "models": {},
-    }
-    print(
-        f"device: {dev['backend']} ({dev['device_kind']}), {os.cpu_count()} CPU cores, "
-        f"load {os.getloadavg()[0]:.2f}, jax {dev['jax_version']}"
-        + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else "")
-        + (f"; quick: first {QUICK_STEPS} batches, scaled to an epoch" if args.quick else "")
-    )
+    full = int(data.train_images.shape[0]) == 60_000  # quality bands hold for the real MNIST
+    report = harness.header(quick=args.quick, repeat=args.repeat, batch_size=BATCH, models={})
+    if torch is not None:
+        print(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    if args.quick:
+        print(f"quick: first {QUICK_STEPS} batches, scaled to an epoch")
     for name in names:
         row = {
             "jax": best_of(
@@ -283,11 +262,13 @@ def main(argv: list[str] | None = None) -> int:
         print(line, flush=True)
         if not math.isfinite(j["epoch_seconds"]):
             return 1
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.json}")
-    return 0
+        if full:  # one epoch of the published recipe (200 batches with --quick)
+            low = 85.0 if args.quick else 90.0
+            harness.check_band(report, f"{name} JAX test accuracy", j["test_accuracy"], low, 100.0)
+            if "torch" in row:
+                gap = abs(j["test_accuracy"] - row["torch"]["test_accuracy"])
+                harness.check_band(report, f"{name} |JAX - PyTorch| accuracy", gap, 0.0, 3.0)
+    return harness.finish(report, args.json)
 
 
 if __name__ == "__main__":
