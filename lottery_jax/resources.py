@@ -73,7 +73,8 @@ def require_time(seconds: float, what: str, max_hours: float, hint: str) -> None
     if seconds > 3600.0 * max_hours:
         raise UserError(
             f"{what} would take about {seconds / 3600:.3g} h (estimate on this "
-            f"{jax.default_backend().upper()}), more than --max-hours {max_hours:g}; {hint}"
+            f"{jax.default_backend().upper()}), more than the budget of {max_hours:g} h "
+            f"(max hours); {hint}"
         )
 
 

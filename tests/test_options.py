@@ -97,7 +97,7 @@ def test_oversized_network_and_batch_refused_up_front(capsys, tmp_path, tiny_idx
     # take about a day on a CPU, three members together do not fit in memory.
     args = ["prune", "--redundancy", "1000", "--data-dir", mnist_dir, "--out", tmp_path / "b"]
     code, _, err = run_cli(capsys, *args)
-    assert_one_line_error(code, err, "h (estimate", "--max-hours", only=False)
+    assert_one_line_error(code, err, "h (estimate", "max hours", only=False)
     code, _, err = run_cli(capsys, *args, "--sparsity", "0.1,0.2,0.3", "--max-hours", "1e6")
     assert_one_line_error(code, err, "memory", "redundancy", only=False)  # (after a log line)
     assert not list((tmp_path / "b").rglob("results.json"))

@@ -231,7 +231,7 @@ def require_time_for(jobs: Sequence[tuple[PruneConfig, int]], n_train: int, max_
     runs = sum(m for _, m in jobs)
     require_time(
         estimated_seconds(jobs, n_train), f"training {runs} run(s)", max_hours,
-        "allow more with --max-hours, or train fewer runs, epochs or a smaller redundancy",
+        "raise the budget, or train fewer runs, epochs or a smaller redundancy",
     )  # fmt: skip
 
 

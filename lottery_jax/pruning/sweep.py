@@ -87,7 +87,7 @@ def run_prune(
     cfg.validate()
     check_sparsities(sparsities)
     if not seeds or not sparsities:
-        raise UserError("give at least one --seed and one --sparsity")
+        raise UserError("nothing to run: give at least one seed and one sparsity")
     rundir.prepare_dir(out, "results directory")
     procs = processes or distributed.current()
     members = [(int(seed), float(s)) for seed in seeds for s in sparsities]
