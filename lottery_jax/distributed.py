@@ -21,6 +21,7 @@ into parts only when there are fewer groups than processes), trained on a mesh o
 from __future__ import annotations
 
 import heapq
+import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +48,9 @@ class Processes:
         """
         if self.count <= 1:
             return
+        # Every process passes the same barriers in the same order: the count makes each id
+        # unique, so a library caller may pass the same name again.
+        name = f"{name} #{next(_BARRIERS)}"
         client = _client()
         if client is not None:
             client.wait_at_barrier(name, BARRIER_TIMEOUT_MS)
@@ -61,6 +65,7 @@ class Processes:
 
 #: How long a process waits at a barrier for the others (they may have hours of work left).
 BARRIER_TIMEOUT_MS = 2**31 - 1  # ~24 days
+_BARRIERS = itertools.count()
 
 
 def _client():
