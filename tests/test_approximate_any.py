@@ -11,6 +11,7 @@ import pytest
 from lottery_jax import subsetsum as ap
 from lottery_jax.errors import UserError
 from lottery_jax.nets import targets as models
+from lottery_jax.subsetsum import network as nw
 from lottery_jax.subsetsum import search as ss
 from lottery_jax.subsetsum.api import approximate
 
@@ -110,6 +111,27 @@ def test_min_count_beyond_the_ceiling_is_exact_for_small_counts():
     c = res.coefficients["fc.weight"]
     for i, j in zip(*np.nonzero((r.status == ap.OPT_ENUM) & (counts == 2)), strict=True):
         assert np.abs(target["fc.weight"][i, j] - c[i]).min() > 0.01
+
+
+def test_small_counts_match_brute_force_in_any_block_size():
+    import itertools
+
+    rng = np.random.default_rng(7)
+    c = rng.uniform(-0.5, 0.5, (3, 9))
+    rows = rng.integers(0, 3, 300)
+    w = rng.uniform(-0.3, 0.3, 300)
+    cnt, bits, err = nw._small_counts(c, rows, w, 0.01)
+    cnt7, bits7, err7 = nw._small_counts(c, rows, w, 0.01, block=7)
+    np.testing.assert_array_equal(cnt, cnt7)
+    np.testing.assert_array_equal(bits, bits7)
+    for i in range(300):
+        cc = c[rows[i]]
+        sums = {0: [0.0], 1: list(cc), 2: [a + b for a, b in itertools.combinations(cc, 2)]}
+        want = next((k for k in (0, 1, 2) if min(abs(w[i] - s) for s in sums[k]) <= 0.01), -1)
+        assert cnt[i] == want
+        if want >= 0:
+            assert bits[i].sum() == want
+            assert err[i] == pytest.approx(min(abs(w[i] - s) for s in sums[want]), abs=1e-15)
 
 
 def test_masks_beyond_64_bits_are_packed_and_verify(tmp_path):

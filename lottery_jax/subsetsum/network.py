@@ -396,7 +396,9 @@ def out_dtype(n: int):
     return np.uint8 if ss.packed_masks(n) else np.int64
 
 
-def _small_counts(inst_c: np.ndarray, rows: np.ndarray, w: np.ndarray, eps: float):
+def _small_counts(
+    inst_c: np.ndarray, rows: np.ndarray, w: np.ndarray, eps: float, block: int | None = None
+):
     """Exact min-count over all ``n`` coefficients where it is 0, 1 or 2 (ties by the error).
 
     Weight ``i`` has the coefficients ``inst_c[rows[i]]`` and the value ``w[i]``. Returns
@@ -409,7 +411,7 @@ def _small_counts(inst_c: np.ndarray, rows: np.ndarray, w: np.ndarray, eps: floa
     err = np.abs(w).astype(np.float64)
     count[err <= eps] = 0
     iu, ju = np.triu_indices(n, 1)
-    block = max(1, 2**22 // max(1, len(iu) + n))
+    block = block or max(1, 2**22 // max(1, len(iu) + n))
     for s0 in range(0, K, block):
         sl = slice(s0, min(K, s0 + block))
         c, ws, todo = inst_c[rows[sl]], w[sl], count[sl] < 0
@@ -422,12 +424,12 @@ def _small_counts(inst_c: np.ndarray, rows: np.ndarray, w: np.ndarray, eps: floa
         bits[idx, i1[one]] = True
         todo = todo & ~one
         if n >= 2 and todo.any():
-            rows = np.nonzero(todo)[0]
-            e2 = np.abs(ws[rows, None] - (c[rows][:, iu] + c[rows][:, ju]))
+            left = np.nonzero(todo)[0]
+            e2 = np.abs(ws[left, None] - (c[left][:, iu] + c[left][:, ju]))
             p = np.argmin(e2, axis=1)
-            b2 = e2[np.arange(len(rows)), p]
+            b2 = e2[np.arange(len(left)), p]
             two = b2 <= eps
-            idx = rows[two] + s0
+            idx = left[two] + s0
             count[idx], err[idx] = 2, b2[two]
             bits[idx, iu[p[two]]] = True
             bits[idx, ju[p[two]]] = True
