@@ -162,7 +162,7 @@ def test_sweep_lenet5_takes_the_paper_convs_by_default(
 
     def fake_run_sweep(family, **kw):
         seen.update(kw, family=family)
-        return {"runs": 0}
+        return {"runs": 0, "trained": 0, "baselines": 0}
 
     monkeypatch.setattr("lottery_jax.cli.prune.sweep.run_sweep", fake_run_sweep)
     code, _, err = cli(
