@@ -28,11 +28,8 @@ Compile time is reported separately and never included in step times. Prints the
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -42,9 +39,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+
 from lottery_jax import pruning
 from lottery_jax.data import Dataset
 from lottery_jax.nets.supermask import num_pruned, topk_mask
+from lottery_jax.pruning import batched
 from lottery_jax.training import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,20 +54,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # ----------------------------------------------------------------------------- data
 
 
-def load_data(n_train: int) -> tuple[Dataset, str]:
-    """MNIST (normalized) if found, else random images of the same shape."""
-    from lottery_jax.data import load_dataset
-
-    d = os.environ.get("LOTTERY_JAX_DATA")  # without it: the verified download cache
-    try:
-        data = load_dataset(d)
-        return data, f"mnist:{d or data.name}"
-    except Exception:  # noqa: BLE001 - fall back to synthetic
-        pass
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(n_train, 28, 28, 1)).astype(np.float32))
-    y = jnp.asarray(rng.integers(0, 10, n_train), jnp.int32)
-    return Dataset(x, y, x[:1000], y[:1000], "synthetic"), "synthetic"
+def load_data(data_dir) -> tuple[Dataset, str]:
+    """The real MNIST (normalized), or a one-line error: never synthetic data (harness)."""
+    data = harness.load_data(data_dir, "normalized")
+    return data, data.name
 
 
 # ----------------------------------------------------------------------------- lottery_jax
@@ -80,7 +71,7 @@ def jax_steps(model: str, sparsities, data, steps: int, *, relu=False, mode="aut
     spe = math.ceil(n / cfg.batch_size)
     opt = make_optimizer(cfg.learning_rate, 1, spe)
     opt_state = [opt.init(sc) for sc in batch.scores]
-    idx, valid, shared = pruning._member_order(batch, 0, n)
+    idx, valid, shared = batched.member_order(batch, 0, n)
     runner = pruning.make_batched_runner(batch, opt, shared, batch.mode)
     args = (batch.scores, opt_state, batch.frozen, batch.counts, data.train_images,
             data.train_labels, idx, valid)  # fmt: skip
@@ -278,9 +269,8 @@ def _restart_with_host_devices(n: int) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = harness.parser(__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer steps (a short run)")
-    ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--torch-threads", type=int, default=None)
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     ap.add_argument("--members", default="auto", help="auto, unroll or vmap for the batched run")
@@ -294,28 +284,21 @@ def main() -> None:
                 and not os.environ.get("_BENCH_PRUNE_RESTARTED")):  # fmt: skip
             _restart_with_host_devices(args.mesh)
         n = min(args.mesh, jax.local_device_count())
-        print(f"devices: {jax.local_devices()}  backend: {jax.default_backend()}  "
-              f"host: {platform.node()} ({os.cpu_count()} cpus)  load: {os.getloadavg()}")  # fmt: skip
         steps = 10 if args.quick else 40
-        data, source = load_data(64 * steps)
-        res = {"devices": [str(d) for d in jax.local_devices()], "backend": jax.default_backend(),
-               "cpu_count": os.cpu_count(), "loadavg_before": os.getloadavg(), "data": source,
-               "mesh": mesh_times(n, args.mesh_members, steps, data, args.members),
-               "loadavg_after": os.getloadavg()}  # fmt: skip
-        if args.json:
-            args.json.write_text(json.dumps(res, indent=2) + "\n")
-            print(f"wrote {args.json}")
-        return
+        data, source = load_data(args.data_dir)
+        res = harness.header(devices=[str(d) for d in jax.local_devices()], data=source)
+        res["mesh"] = mesh_times(n, args.mesh_members, steps, data, args.members)
+        same = all(r["same_losses_as_one_device"] for r in res["mesh"]["runs"].values())
+        harness.check_band(res, "mesh runs equal one device (losses)", float(same), 1.0, 1.0)
+        sys.exit(harness.finish(res, args.json))
 
     steps = 20 if args.quick else 100
     torch_n = 5 if args.quick else 20
     n_sweep = 14
-    print(f"devices: {jax.devices()}  backend: {jax.default_backend()}  "
-          f"host: {platform.node()} ({os.cpu_count()} cpus)")  # fmt: skip
-    data, source = load_data(64 * (steps + 20))
+    data, source = load_data(args.data_dir)
     print(f"data: {source}")
-    res: dict = {"devices": [str(d) for d in jax.devices()], "backend": jax.default_backend(),
-                 "cpu_count": os.cpu_count(), "quick": args.quick, "data": source}  # fmt: skip
+    res: dict = harness.header(devices=[str(d) for d in jax.devices()], quick=args.quick,
+                               data=source)  # fmt: skip
 
     res["mask_2M"] = mask_times(5 if args.quick else 20)
     print("exact top-k mask, 500x3920 scores (s = 0.5): "
@@ -324,6 +307,8 @@ def main() -> None:
     for model in ("red-fc2", "wide-fc2"):
         r = jax_steps(model, [0.5], data, steps)
         res[f"jax_{model}"] = r
+        for loss in (*r["loss_first"], *r["loss_last"]):  # quality beside the timing
+            harness.check_band(res, f"{model} training loss", loss, 0.0, 10.0)
         line = f"{model} (s = 0.5): lottery_jax {r['step_ms']:.2f} ms/step (compile {r['compile_s']:.1f} s)"
         if not args.no_torch:
             t = torch_steps(model, torch_n, data, args.torch_threads)
@@ -353,9 +338,7 @@ def main() -> None:
               f"({single['step_ms'] / per_run:.2f}x); compile {b['compile_s']:.1f} s once vs "
               f"{single['compile_s']:.1f} s x 14; one epoch per run incl. compile "
               f"{epoch_batched:.1f} s vs {epoch_single:.1f} s", flush=True)  # fmt: skip
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    sys.exit(harness.finish(res, args.json))
 
 
 if __name__ == "__main__":

@@ -525,7 +525,7 @@ def _data_key(seed: int, epoch: int) -> jax.Array:
     return epoch_key(seed + 0x5EED, epoch)
 
 
-def _member_order(batch: Batch, epoch: int, n: int) -> tuple[Any, Any, bool]:
+def member_order(batch: Batch, epoch: int, n: int) -> tuple[Any, Any, bool]:
     """Each member's data order is seeded by its own seed (so a batched run equals its single
     runs); one (idx, valid) pair when all members share a seed, else lists."""
     seeds = sorted({s for s, _ in batch.members})
@@ -578,7 +578,7 @@ def train_batch(
     if saved is not None:
         first, (batch.scores, opt_state), past = saved
         history.update({k: past[k] for k in ("test_accuracy", "train_loss", "epoch_seconds")})
-    idx, valid, shared = _member_order(batch, 0, n)
+    idx, valid, shared = member_order(batch, 0, n)
     opt_args = (cfg.learning_rate, cfg.epochs, spe, cfg.momentum, cfg.weight_decay)
     mesh, slots = batch.mesh, batch.slots
 
@@ -610,7 +610,7 @@ def train_batch(
     correct = correct.lower(frozen, scores, counts, test_images, test_labels).compile()
     history["compile_seconds"] = time.perf_counter() - t0
     for epoch in range(first, cfg.epochs):
-        idx, valid, _ = _member_order(batch, epoch, n)
+        idx, valid, _ = member_order(batch, epoch, n)
         idx, valid = put(idx, shared), put(valid, shared)
         jax.block_until_ready((idx, valid))
         t0 = time.perf_counter()
