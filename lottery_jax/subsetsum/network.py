@@ -319,7 +319,7 @@ def plan_approximation(
 
     n = cfg.n
     mask_bytes = 8 if not ss.packed_masks(n) else (n + 7) // 8
-    memory = 64 * 2**20 + ss.default_queries() * 48
+    memory = memory_base = 0
     jax_s = scip_w = 0.0
     plans: dict[str, LayerPlan] = {}
     cpu = jax.default_backend() == "cpu"
@@ -330,11 +330,15 @@ def plan_approximation(
         if len(shape) == 1:
             rows, width = size, 1
         ncoef = rows * n if cfg.coefficients == "per-row" else size * n
-        memory += 8 * ncoef + size * (mask_bytes + 8 + 8 + 8 + 1)
+        memory_base += 8 * ncoef + size * (mask_bytes + 8 + 8 + 8 + 1)
+        memory = max(memory, memory_base)
         ceiling = cfg.max_enum_n if cfg.max_enum_n is not None else ss.exact_ceiling(width)
         exact = n <= ceiling
         k = n if exact else ss.feasibility_bits(cfg.epsilon, low, high, n)
         ops = ss.exact_ops_per_weight(k, width) * size
+        ka = ss.default_a_bits(k, ss.bucket(width, 1))  # one chunk's searches (>= 1 row)
+        chunk = max(ss.bucket(width, 1) * 2**ka, 2 ** (k - ka + 1))
+        memory = max(memory, 64 * 2**20 + 48 * max(chunk, ss.default_queries()) + memory_base)
         seconds = ops * ss.SECONDS_PER_OP if cpu else 0.0
         unsettled = 0.0
         if not exact:
