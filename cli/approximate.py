@@ -75,13 +75,13 @@ def layer_table(rows: list[dict[str, Any]]) -> Table:
     """The per-layer table: weights, remaining coefficients, relative size, max error, statuses."""
     t = Table(title="per layer")
     for col in ["layer", "shape", "tier", "weights", "remaining", "relative", "max error"]:
-        t.add_column(col, justify="left" if col in ("layer", "tier") else "right", no_wrap=True)
+        t.add_column(col, justify="left" if col in ("layer", "tier") else "right")
     t.add_column("statuses")
     for r in rows:
         t.add_row(
             r["layer"],
             "x".join(map(str, r["shape"])),
-            r.get("tier") or "-",
+            (r.get("tier") or "-").replace("feasibility", "feas."),
             f"{r['weights']:,}",
             f"{r['remaining_params']:,}",
             f"{r['relative_size']:.2f}x",
