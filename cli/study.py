@@ -29,15 +29,13 @@ from lottery_jax.subsetsum import study as st
 
 from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, app
 from .approximate import model_for
+from .options import POSITIVE, parse_floats
 
 console = Console(stderr=True)
 
 
 def _floats(text: str, what: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"--{what} must be comma-separated numbers, got {text!r}") from None
+    values = parse_floats([text], f"--{what}", POSITIVE)
     if not values:
         raise UserError(f"--{what} is empty")
     return values

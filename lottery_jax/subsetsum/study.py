@@ -199,14 +199,14 @@ def fitted_constant(rows: list[dict[str, Any]], level: float = 0.9999) -> dict[s
 def plot_study(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> Path:
     """Two panels: (a) fraction within eps against ``n / log2(1/eps)``, one curve per eps; (b)
     relative size (coefficients kept per weight, both objectives) against eps at the largest c."""
-    import matplotlib
+    from matplotlib import colormaps
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from lottery_jax.plotting import new_figure  # (no pyplot: no global backend or state)
 
     epsilons = sorted({r["epsilon"] for r in rows}, reverse=True)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    cmap = plt.get_cmap("viridis")
+    fig = new_figure(figsize=(11, 4.2))
+    ax1, ax2 = fig.subplots(1, 2)
+    cmap = colormaps["viridis"]
     for i, eps in enumerate(epsilons):
         rs = sorted((r for r in rows if r["epsilon"] == eps), key=lambda r: r["n"])
         ax1.plot(
@@ -238,7 +238,6 @@ def plot_study(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> Pa
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, format="png")
-    plt.close(fig)
     return path
 
 
