@@ -26,17 +26,16 @@ from lottery_jax.download import DownloadError
 from lottery_jax.errors import UserError
 from lottery_jax.nets import targets as models
 from lottery_jax.paper import resolve_weights
-from lottery_jax.results import device_summary
 from lottery_jax.runs import train_config
+from lottery_jax.subsetsum.experiment import EXIT_NO_DATA, approximate_target
 
 from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, app
+from .options import FRACTION_OPEN, POSITIVE, POSITIVE_INT, Rule, check
 from .train import train_with_progress
 
 console = Console(stderr=True)
 
 
-#: Exit status when the test data cannot be had: the ticket is written, accuracies are null.
-EXIT_NO_DATA = 5
 
 
 def _target_kind(target: Path | None) -> str:
@@ -61,13 +60,6 @@ class Rounding(StrEnum):
     readme = "readme"
 
 
-def model_for(state: dict[str, np.ndarray], source: str, model: str | None = None):
-    """The network a PyTorch-layout state describes (FC2, FC4 or LeNet5, with or without biases,
-    any key names such as an ``nn.Sequential``'s ``0.weight``), loaded with it."""
-    name, canonical, _ = models.infer_model(state, source=source, model=model)
-    return name, models.model_from_state(name, canonical, source=source)
-
-
 _SHORT = {"optimal-enumeration": "opt-enum", "optimal-scip": "opt-scip", "infeasible": "infeas"}
 
 
@@ -89,12 +81,6 @@ def layer_table(rows: list[dict[str, Any]]) -> Table:
             ", ".join(f"{_SHORT.get(k, k)} {v:,}" for k, v in r["status_counts"].items() if v),
         )
     return t
-
-
-def _accuracy(net, data) -> float:
-    from lottery_jax.training import evaluate
-
-    return evaluate(net, data.test_images, data.test_labels)
 
 
 def _train_target(
@@ -134,7 +120,7 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
-def _scip_reporter(bar: Progress, scip: dict[str, Any]):
+def _scip_reporter(bar: Progress):
     """The ``on_scip`` callback: warn once per layer before its SCIP phase (instances, resumed,
     worst case), then keep a bar with a time estimate."""
     tasks: dict[str, Any] = {}
@@ -149,7 +135,6 @@ def _scip_reporter(bar: Progress, scip: dict[str, Any]):
                 markup=False, highlight=False, soft_wrap=True,
             )  # fmt: skip
             tasks[p.layer] = bar.add_task(f"{p.layer} SCIP", total=p.total, completed=p.done)
-            scip[p.layer] = {"instances": p.total, "resumed": p.resumed}
         bar.update(tasks[p.layer], completed=p.done)
 
     return on_scip
@@ -288,8 +273,17 @@ def approximate(
     """
     if (range_low is None) != (range_high is None):
         raise UserError("give both --range-low and --range-high, or neither")
-    if epochs <= 0:
-        raise UserError(f"--epochs must be positive, got {epochs}")
+    check("--epsilon", epsilon, FRACTION_OPEN)
+    check("--c", c, POSITIVE)
+    check("--epochs", epochs, POSITIVE_INT)
+    check("--range-low", range_low, Rule())
+    check("--range-high", range_high, Rule())
+    check("--max-enum-n", max_enum_n, POSITIVE_INT)
+    check("--feasibility-groups", feasibility_groups, POSITIVE_INT)
+    check("--max-hours", max_hours, POSITIVE)
+    check("--scip-time-limit", scip_time_limit, POSITIVE)
+    check("--scip-workers", scip_workers, POSITIVE_INT)
+    check("--rows-per-chunk", rows_per_chunk, POSITIVE_INT)
     cfg = ap.ApproxConfig(
         epsilon=epsilon,
         c=c,
@@ -335,10 +329,6 @@ def approximate(
         state, target_path = _train_target(
             out, epochs, seed, data, inputs.value, data_info, progress
         )
-    state = {k: np.asarray(v) for k, v in state.items()}
-    meta_model = (meta or {}).get("model")
-    model_name, net = model_for(state, str(target_path), meta_model)
-
     with _progress(progress) as bar:
         tasks: dict[str, Any] = {}
 
@@ -348,65 +338,20 @@ def approximate(
         def on_chunk(name: str, done: int) -> None:
             bar.update(tasks[name], completed=done)
 
-        scip: dict[str, Any] = {}
-        res = ap.approximate_network(
-            state, cfg, run, on_layer=on_layer, on_chunk=on_chunk,
-            on_scip=_scip_reporter(bar, scip),
+        done = approximate_target(
+            state, cfg, run, model=(meta or {}).get("model"), source=str(target_path),
+            inputs=inputs.value, data=data if evaluate else None, data_error=data_error,
+            config={
+                "target": "paper-fc2" if target_kind == "paper" else str(target_path),
+                "data_dir": str(data_dir) if data_dir else None,
+                "dataset": dataset.value,
+                "epochs": epochs if target_kind == "train" else None,
+            },
+            on_layer=on_layer, on_chunk=on_chunk, on_scip=_scip_reporter(bar),
         )  # fmt: skip
-
-    summary = ap.summarize(res)
-    outside = ap.not_within_epsilon(res, state)
-    approx_state = ap.approximated_state(res, state)
-    target_acc = approx_acc = None
-    if evaluate and data is not None:
-        target_acc = _accuracy(net, data)
-        _, approx_net = model_for(approx_state, "approximation", model_name)
-        approx_acc = _accuracy(approx_net, data)
-    config = {
-        **ap.config_dict(cfg),
-        "target": "paper-fc2" if target_kind == "paper" else str(target_path),
-        "model": model_name,
-        "inputs": inputs.value,
-        "data_dir": str(data_dir) if data_dir else None,
-        "dataset": dataset.value,
-        "epochs": epochs if target_kind == "train" else None,
-    }
-    results = {
-        "command": "approximate",
-        "target_accuracy": target_acc,
-        "approx_accuracy": approx_acc,
-        **summary,
-        "seconds": res.seconds,
-        "compile_seconds": res.compile_seconds,
-        "scip_seconds": res.scip_seconds,
-        "resumed_chunks": res.resumed_chunks,
-        "scip": scip,
-        "not_within_epsilon": outside,
-        "n": cfg.n,
-        "epsilon": cfg.epsilon,
-        "c": cfg.c,
-        "objective": cfg.objective,
-        "coefficients": cfg.coefficients,
-        "zero_small": cfg.zero_small,
-        "coefficient_range": [res.low, res.high],
-        "seed": cfg.seed,
-        "device": device_summary(),
-        "config": config,
-        "exit_status": (
-            ap.EXIT_INFEASIBLE if outside["total"] else EXIT_NO_DATA if data_error else 0
-        ),
-        "accuracy_not_measured": data_error,
-    }
+    results, outside, summary = done.results, done.outside, done.results
     # The three files commit together (lottery_jax.rundir): a rerun never finds a mix of runs.
-    run.commit(
-        {
-            "approximated.npz": checkpoint.weights_bytes(
-                model_name, approx_state, {"inputs": inputs.value, "config": config}
-            ),
-            "ticket.npz": lambda path: ap.save_ticket(path, res, state),
-            "results.json": rundir.json_bytes(results),
-        }
-    )
+    run.commit(done.files)
     Console().print(results_table(results))
     Console().print(layer_table(results["layers"]))
     console.print(f"wrote {out / 'results.json'}, {out / 'ticket.npz'}, {out / 'approximated.npz'}")

@@ -22,13 +22,13 @@ from rich.table import Table
 from lottery_jax import checkpoint, rundir
 from lottery_jax.download import DownloadError
 from lottery_jax.errors import UserError
+from lottery_jax.nets import targets as models
 from lottery_jax.paper import resolve_weights
 from lottery_jax.results import device_summary
 from lottery_jax.subsetsum import network as nw
 from lottery_jax.subsetsum import study as st
 
 from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, app
-from .approximate import model_for
 from .options import POSITIVE, parse_floats
 
 console = Console(stderr=True)
@@ -108,9 +108,7 @@ def study(
     path = resolve_weights("paper-fc2" if target == "paper" else target)
     state, meta = checkpoint.load_weights(path)
     state = {k: np.asarray(v) for k, v in state.items()}
-    model_name, _ = model_for(state, str(path), meta.get("model"))
-    from lottery_jax.nets import targets as models
-
+    model_name, _ = models.network_for(state, source=str(path), model=meta.get("model"))
     inputs = inputs or Inputs(meta.get("inputs") or models.DEFAULT_INPUTS[model_name])
     layers = nw.target_layers(state)
     args = st.study_args(nw.target_fingerprint(state, layers), seed, "published", inputs.value)
@@ -128,7 +126,7 @@ def study(
             data = load_dataset(data_dir, dataset=dataset.value, inputs=inputs.value)
 
             def evaluator(approx_state: dict[str, np.ndarray]) -> float:
-                _, net = model_for(approx_state, "approximation", model_name)
+                _, net = models.network_for(approx_state, source="approximation", model=model_name)
                 return eval_net(net, data.test_images, data.test_labels)
 
         except DownloadError as e:

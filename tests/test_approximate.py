@@ -179,7 +179,7 @@ def test_interrupted_run_leaves_only_whole_chunks(tmp_path):
     [
         (["--epsilon", "0"], "epsilon"),
         (["--epsilon", "1.5"], "epsilon"),
-        (["--c", "-1"], "c must be positive"),
+        (["--c", "-1"], "--c must be > 0"),
         (["--range-low", "0.1"], "range"),
     ],
 )

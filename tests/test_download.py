@@ -383,7 +383,7 @@ def test_approximate_defaults_to_the_paper_target(monkeypatch, capsys, tmp_path)
         seen["state"] = state
         raise Stop
 
-    monkeypatch.setattr("lottery_jax.cli.approximate.ap.approximate_network", fake)
+    monkeypatch.setattr("lottery_jax.subsetsum.network.approximate_network", fake)
     with pytest.raises(Stop):
         cli(capsys, "approximate", "--no-evaluate", "--no-progress", "--out", tmp_path / "o")
     want, _ = checkpoint.load_weights(paper_weights("paper-fc2"))

@@ -107,3 +107,22 @@ def test_oversized_network_and_batch_refused_up_front(capsys, tmp_path, tiny_idx
         "--out", tmp_path / "c",
     )  # fmt: skip
     assert_one_line_error(code, err, "batch size")
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["approximate", "--epsilon", "nan"], "--epsilon"),
+        (["approximate", "--c", "inf"], "--c"),
+        (["approximate", "--scip-time-limit", "nan"], "--scip-time-limit"),
+        (["approximate", "--scip-workers", "0"], "--scip-workers"),
+        (["approximate", "--max-hours", "nan"], "--max-hours"),
+        (["approximate", "--range-low", "nan", "--range-high", "1"], "--range-low"),
+        (["study", "--epsilon", "nan"], "--epsilon"),
+    ],
+)
+def test_approximate_numeric_options_one_line_errors(argv, needle, capsys, tmp_path):
+    code, _, err = run_cli(capsys, *argv, "--out", tmp_path / "out")
+    assert code == 2
+    assert_one_line_error(code, err, needle)
+    assert not (tmp_path / "out").exists()

@@ -314,3 +314,12 @@ def infer_model(
     if extra:
         raise UserError(f"{where}tensors {', '.join(extra[:6])} fit no layer of {name.upper()}")
     return name, {c: np.asarray(state[o]) for c, o in mapping.items()}, mapping
+
+
+def network_for(
+    state: dict[str, np.ndarray], *, source: str = "", model: str | None = None
+) -> tuple[str, nnx.Module]:
+    """The network a PyTorch-layout ``state`` describes (FC2, FC4 or LeNet5, with or without
+    biases, any key names), built and loaded: ``(name, network)``; see :func:`infer_model`."""
+    name, canonical, _ = infer_model(state, source=source, model=model)
+    return name, model_from_state(name, canonical, source=source)
