@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import synthetic_digits
+from helpers import run_cli as cli
 
 from lottery_jax import download
 from lottery_jax.download import STEMS, DatasetSpec, IdxFile
@@ -346,17 +347,6 @@ def test_real_mnist_verifies_with_the_builtin_checksums(mnist_mirror, monkeypatc
 
 
 # --- a fresh machine: no data directory, nothing cached, the mirror stands in for the network ----
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    from lottery_jax.cli import main
-
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_fresh_machine_evaluate_builtin_target(mnist_mirror, monkeypatch, tmp_path, capsys):

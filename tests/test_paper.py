@@ -6,20 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from lottery_jax.cli import main
+from helpers import run_cli as cli
 
 from lottery_jax import checkpoint, paper
 from lottery_jax.errors import UserError
 from lottery_jax.nets.targets import build_model, torch_state
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_builtin_networks_carry_their_origin():

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import tiny_block_data
+from helpers import run_cli as cli
 
 from lottery_jax import checkpoint, rundir
 from lottery_jax import subsetsum as ap
@@ -32,17 +33,6 @@ REPO = Path(__file__).resolve().parents[1]
 def _no_data_env(monkeypatch):
     monkeypatch.delenv("LOTTERY_JAX_DATA", raising=False)
     monkeypatch.setenv("COLUMNS", "200")
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    from lottery_jax.cli import main
-
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line_error(code: int, err: str, *needles: str) -> str:

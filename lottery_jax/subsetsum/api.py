@@ -130,21 +130,6 @@ def approximate(
         max_hours=max_hours,
     )
     res = nw.approximate_network(target, cfg)
-    summary = nw.summarize(res)
-    report = {
-        **summary,
-        "seconds": res.seconds,
-        "compile_seconds": res.compile_seconds,
-        "scip_seconds": res.scip_seconds,
-        "n": cfg.n,
-        "epsilon": cfg.epsilon,
-        "c": cfg.c,
-        "objective": cfg.objective,
-        "coefficients": cfg.coefficients,
-        "zero_small": cfg.zero_small,
-        "coefficient_range": [res.low, res.high],
-        "seed": cfg.seed,
-        "config": nw.config_dict(cfg),
-    }
+    report = nw.record(res)
     out = {k: res.results[k].approx.copy() for k in target}
     return Approximation(out[SINGLE_NAME] if single else out, report, res, target)

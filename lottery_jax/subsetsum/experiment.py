@@ -73,7 +73,6 @@ def approximate_target(
     res = net_mod.approximate_network(
         state, cfg, run, on_layer=on_layer, on_chunk=on_chunk, on_scip=scip_progress
     )
-    summary = net_mod.summarize(res)
     outside = net_mod.not_within_epsilon(res, state)
     approx_state = net_mod.approximated_state(res, state)
     target_acc = approx_acc = None
@@ -88,21 +87,9 @@ def approximate_target(
         "command": "approximate",
         "target_accuracy": target_acc,
         "approx_accuracy": approx_acc,
-        **summary,
-        "seconds": res.seconds,
-        "compile_seconds": res.compile_seconds,
-        "scip_seconds": res.scip_seconds,
-        "resumed_chunks": res.resumed_chunks,
+        **net_mod.record(res),
         "scip": scip,
         "not_within_epsilon": outside,
-        "n": cfg.n,
-        "epsilon": cfg.epsilon,
-        "c": cfg.c,
-        "objective": cfg.objective,
-        "coefficients": cfg.coefficients,
-        "zero_small": cfg.zero_small,
-        "coefficient_range": [res.low, res.high],
-        "seed": cfg.seed,
         "device": device_summary(),
         "config": full_config,
         "exit_status": exit_status,

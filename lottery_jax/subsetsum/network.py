@@ -833,3 +833,25 @@ def not_within_epsilon(
                 rows.append({"layer": k, "index": list(ix), "w": float(w[ix]),
                              "error": float(r.errors[ix]), "status": STATUSES[r.status[ix]]})  # fmt: skip
     return {"total": total, "shown": len(rows), "weights": rows}
+
+
+def record(res: ApproxResult) -> dict[str, Any]:
+    """The results record of a run: :func:`summarize` plus timings and the settings that made it
+    (the fields ``results.json`` and the Python API's ``report`` share)."""
+    cfg = res.cfg
+    return {
+        **summarize(res),
+        "seconds": res.seconds,
+        "compile_seconds": res.compile_seconds,
+        "scip_seconds": res.scip_seconds,
+        "resumed_chunks": res.resumed_chunks,
+        "n": cfg.n,
+        "epsilon": cfg.epsilon,
+        "c": cfg.c,
+        "objective": cfg.objective,
+        "coefficients": cfg.coefficients,
+        "zero_small": cfg.zero_small,
+        "coefficient_range": [res.low, res.high],
+        "seed": cfg.seed,
+        "config": config_dict(cfg),
+    }
