@@ -31,14 +31,19 @@ class Rule:
     hi_open: bool = False
     integer: bool = False
 
+    def _num(self, x: float) -> str:
+        return f"{int(x):,}" if self.integer else f"{x:g}"
+
     def describe(self) -> str:
-        if self.lo is not None and self.hi is not None:
+        lo, hi = (None if v is None else self._num(v) for v in (self.lo, self.hi))
+        kind = "an integer " if self.integer else ""
+        if lo is not None and hi is not None:
             left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
-            return f"in {left}{self.lo:g}, {self.hi:g}{right}"
-        if self.lo is not None:
-            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
-        if self.hi is not None:
-            return f"{'<' if self.hi_open else '<='} {self.hi:g}"
+            return f"{kind}in {left}{lo}, {hi}{right}"
+        if lo is not None:
+            return f"{kind}{'>' if self.lo_open else '>='} {lo}"
+        if hi is not None:
+            return f"{kind}{'<' if self.hi_open else '<='} {hi}"
         return "finite"
 
 
