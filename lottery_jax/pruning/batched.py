@@ -125,7 +125,6 @@ class PruneConfig:
 
 
 MEMBER_MODES = ("auto", "unroll", "vmap")
-SEQUENTIAL_MEMBERS = True
 
 
 def member_mode(mode: str = "auto") -> str:
@@ -314,7 +313,7 @@ def _over_members(fn, mode: str, shared: tuple[bool, ...], *args) -> list[Any]:
         outs: list[Any] = []
         for i in range(m):
             member = [a if sh else a[i] for a, sh in zip(args, shared, strict=True)]
-            if outs and SEQUENTIAL_MEMBERS:
+            if outs:
                 # Member i starts after member i-1 is done: one member's arrays at a time in
                 # cache instead of XLA interleaving all of them.
                 member, _ = jax.lax.optimization_barrier((member, outs[-1]))

@@ -209,28 +209,6 @@ def subset_sums(coefs: np.ndarray, masks: np.ndarray, n: int | None = None) -> n
     return np.where(bits, np.asarray(coefs, np.float64), 0.0).sum(-1)
 
 
-def brute_force(coefs: np.ndarray, w: float, epsilon: float | None = None):
-    """Reference: all ``2^n`` subset sums in float64 (n <= 22 or so).
-
-    Returns ``(min_error, min_error_mask, min_count, min_count_error)``; the last two are ``None``
-    when ``epsilon`` is None or no subset is within it.
-    """
-    coefs = np.asarray(coefs, np.float64)
-    n = coefs.shape[0]
-    masks = np.arange(2**n, dtype=np.int64)
-    sums = subset_sums(coefs, masks)
-    err = np.abs(w - sums)
-    best = int(np.argmin(err))
-    count = cerr = None
-    if epsilon is not None:
-        ok = err <= epsilon
-        if ok.any():
-            pop = np.array([bin(int(m)).count("1") for m in masks])
-            count = int(pop[ok].min())
-            cerr = float(err[ok & (pop == count)].min())
-    return float(err[best]), best, count, cerr
-
-
 # ----------------------------------------------------------------------------------------------
 # Kernels (one shard of instances). Shapes: coefs (R, n), weights (R, W).
 # ----------------------------------------------------------------------------------------------
