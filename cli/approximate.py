@@ -11,12 +11,7 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Table
 
@@ -31,11 +26,8 @@ from lottery_jax.subsetsum.experiment import EXIT_NO_DATA, approximate_target
 
 from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, app
 from .options import FRACTION_OPEN, POSITIVE, POSITIVE_INT, Rule, check
+from .progress import console, progress_bar
 from .train import train_with_progress
-
-console = Console(stderr=True)
-
-
 
 
 def _target_kind(target: Path | None) -> str:
@@ -100,18 +92,6 @@ def _hold_run_dir(out: Path, ctx: typer.Context) -> rundir.RunDir:
     ).open()
     ctx.call_on_close(run.close)
     return run
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not enabled,
-    )
 
 
 def _hours(seconds: float) -> str:
@@ -329,7 +309,7 @@ def approximate(
         state, target_path = _train_target(
             out, epochs, seed, data, inputs.value, data_info, progress
         )
-    with _progress(progress) as bar:
+    with progress_bar(progress, elapsed=True) as bar:
         tasks: dict[str, Any] = {}
 
         def on_layer(name: str, total: int) -> None:

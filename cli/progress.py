@@ -7,26 +7,35 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 #: Status lines and progress bars go to stderr; results tables to stdout.
 console = Console(stderr=True)
 
 
-def progress_bar(enabled: bool = True, *, elapsed: bool = False) -> Progress:
-    """A rich progress bar: description, bar, done/total, an ``info`` field, time left (or elapsed).
+class _Info(ProgressColumn):
+    """A task's ``info`` field (loss, accuracy...), empty for tasks added without one."""
 
-    Tasks must be added with an ``info`` field (``bar.add_task(desc, total=n, info="")``).
-    """
+    def render(self, task) -> Text:
+        return Text(str(task.fields.get("info", "")))
+
+
+def progress_bar(enabled: bool = True, *, elapsed: bool = False) -> Progress:
+    """The command line's progress bar: description, bar, done/total, the task's ``info`` field
+    (``bar.add_task(desc, total=n, info="...")``, optional), time elapsed (with ``elapsed``) and
+    time left."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn() if elapsed else TimeRemainingColumn(),
+        _Info(),
+        *((TimeElapsedColumn(),) if elapsed else ()),
+        TimeRemainingColumn(),
         console=console,
         disable=not enabled,
         transient=False,

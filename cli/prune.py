@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from lottery_jax import pruning
 from lottery_jax.data import load_dataset
@@ -40,9 +39,7 @@ from .options import (
     parse_floats,
     parse_ints,
 )
-from .progress import progress_bar
-
-console = Console(stderr=True)
+from .progress import console, progress_bar
 
 SparsityOpt = Annotated[
     list[str] | None,

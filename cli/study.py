@@ -9,14 +9,6 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from lottery_jax import checkpoint, rundir
@@ -30,8 +22,7 @@ from lottery_jax.subsetsum import study as st
 
 from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, app
 from .options import POSITIVE, parse_floats
-
-console = Console(stderr=True)
+from .progress import console, progress_bar
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -133,15 +124,7 @@ def study(
             data_error = str(e)
             console.print(f"accuracy not measured: {data_error}", markup=False, soft_wrap=True)
 
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not progress,
-    ) as bar:
+    with progress_bar(progress, elapsed=True) as bar:
         task = bar.add_task("study", total=len(cells))
 
         def on_cell(done: int, total: int, row: dict[str, Any], resumed: bool) -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from lottery_jax import checkpoint
 from lottery_jax.data import load_dataset
@@ -22,9 +21,7 @@ from lottery_jax.training import evaluate as evaluate_model
 
 from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, app
 from .options import MOMENTUM, NON_NEGATIVE, POSITIVE, POSITIVE_INT, check
-from .progress import EpochBar, progress_bar
-
-console = Console(stderr=True)
+from .progress import EpochBar, console, progress_bar
 
 
 class Schedule(StrEnum):
