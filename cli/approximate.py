@@ -24,7 +24,19 @@ from lottery_jax.paper import resolve_weights
 from lottery_jax.runs import train_config
 from lottery_jax.subsetsum.experiment import EXIT_NO_DATA, approximate_target
 
-from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, app
+from .app import (
+    CoordinatorOpt,
+    DataDirOpt,
+    DatasetName,
+    DatasetOpt,
+    DistributedOpt,
+    Inputs,
+    NumProcessesOpt,
+    ProcessIdOpt,
+    SeedOpt,
+    app,
+    start_processes,
+)
 from .options import FRACTION_OPEN, POSITIVE, POSITIVE_INT, Rule, check
 from .progress import console, progress_bar
 from .train import train_with_progress
@@ -243,6 +255,10 @@ def approximate(
         Path | None, typer.Option(help="Output directory \\[default: runs/approximate-OBJ-seedS]")
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    coordinator: CoordinatorOpt = None,
+    num_processes: NumProcessesOpt = None,
+    process_id: ProcessIdOpt = None,
+    distributed: DistributedOpt = None,
 ) -> None:
     """Approximate every weight of a target by a subset sum of n random numbers (Experiment 1).
 
@@ -284,7 +300,15 @@ def approximate(
         max_hours=max_hours,
     )
     out = out or Path("runs") / f"approximate-{objective.value}-seed{seed}"
-    run = _hold_run_dir(out, ctx)
+    procs = start_processes(coordinator, num_processes, process_id, distributed)
+    if procs.count > 1 and _target_kind(target) == "train":
+        raise UserError("several processes approximate a given target: pass --target paper|FILE")
+    if procs.index == 0:
+        run = _hold_run_dir(out, ctx)
+    else:  # process 0 holds the directory; this one only writes its own sealed chunks
+        run = rundir.RunDir(out, command=" ".join(["lottery-jax", *sys.argv[1:]])).attach()
+        ctx.call_on_close(run.close)
+    procs.barrier("lottery-jax approximate: run directory open")
     data = None
     target_kind, data_error = _target_kind(target), None
     state = meta = target_path = None
@@ -295,7 +319,19 @@ def approximate(
     if inputs is None:  # the file's own preprocessing, else the paper's for this network
         guess = models.infer_model(state, source=str(target_path))[0] if state else "fc2"
         inputs = Inputs((meta or {}).get("inputs") or models.DEFAULT_INPUTS[guess])
-    if evaluate or target_kind == "train":
+    if procs.count > 1:  # each process solves its share of the chunks; process 0 assembles
+        with progress_bar(progress, elapsed=True) as bar:
+            tasks: dict[str, Any] = {}
+            solved = ap.approximate_network(
+                state, cfg, run, share=(procs.index, procs.count),
+                on_layer=lambda name, total: tasks.setdefault(name, bar.add_task(name, total=total)),
+                on_chunk=lambda name, done: bar.update(tasks[name], completed=done),
+            )  # fmt: skip
+        console.print(f"{procs.describe()}: solved {solved} chunk(s)")
+        procs.barrier("lottery-jax approximate: every process's chunks")
+        if procs.index != 0:
+            return
+    if (evaluate or target_kind == "train") and procs.index == 0:
         from lottery_jax.data import load_dataset
 
         try:

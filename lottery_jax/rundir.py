@@ -448,6 +448,7 @@ class RunDir:
         self._fp: str | None = None
         self._lock = Lock(self.path / LOCK_NAME, f"{self.path}", command, wait)
         self._open = False
+        self._attached = False
 
     # -- life cycle
     def open(self) -> RunDir:
@@ -463,10 +464,22 @@ class RunDir:
             raise
         return self
 
+    def attach(self) -> RunDir:
+        """Use the directory without its lock, for a secondary process of a multi-process run
+        whose process 0 holds the lock: only sealed chunks may be written (each process writes
+        its own); :meth:`commit` is refused. The arguments must still match (:meth:`require`)."""
+        prepare_dir(self.path)
+        self._open = True
+        self._attached = True
+        if self._args is not None:
+            self.require(self._args)
+        return self
+
     def close(self) -> None:
         if self._open:
             self._open = False
-            self._lock.release()
+            if not self._attached:
+                self._lock.release()
 
     def __enter__(self) -> RunDir:
         return self.open()
@@ -509,6 +522,8 @@ class RunDir:
         """Replace ``files`` (names relative to the directory) and ``state`` together
         (:func:`commit`)."""
         self._check_open()
+        if self._attached:
+            raise RuntimeError("an attached run directory (a secondary process) cannot commit")
         commit(self.path, files, state, fingerprint=self._fp)
 
     def committed(self) -> Any:

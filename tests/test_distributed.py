@@ -371,3 +371,59 @@ def test_prune_in_two_processes_splits_the_members(sweep_dirs):
     assert _runs(root / "prune-two") == _runs(root / "prune-one")
     assert "training 1 run(s)" in err0 and "training 1 run(s)" in err1
     assert out0.count("% test") == 2 and out1 == ""
+
+
+# ----------------------------------------------------------------------------- approximate
+
+
+def _small_target(hidden: int = 6) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "fc1.weight": rng.normal(0, 0.05, (hidden, 784)).astype(np.float32),
+        "fc2.weight": rng.normal(0, 0.05, (10, hidden)).astype(np.float32),
+    }
+
+
+def _ticket_arrays(path: Path) -> dict[str, str]:
+    with np.load(path) as f:
+        return {k: f[k].tobytes().hex() for k in f.files if k != "__meta__"}
+
+
+def test_approximate_chunks_shared_among_processes_equal_one_process(tmp_path):
+    """Each of 2 'processes' solves its own chunks (share=(i, 2)) into one run directory; the
+    assembling call then resumes every chunk and gives exactly a one-process run."""
+    from lottery_jax import rundir
+    from lottery_jax import subsetsum as ap
+
+    target = _small_target()
+    cfg = ap.ApproxConfig(epsilon=0.05, c=2.0, rows_per_chunk=2)
+    one = ap.approximate_network(target, cfg)
+    with rundir.RunDir(tmp_path / "run", command="test") as run:
+        solved = [ap.approximate_network(target, cfg, run, share=(i, 2)) for i in (0, 1)]
+        # fc1: 6 rows in chunks 0..2 (process 0: 0, 2); fc2: 10 rows in chunks 0..4 (0, 2, 4).
+        assert solved == [2 + 3, 1 + 2]
+        res = ap.approximate_network(target, cfg, run)
+    assert res.resumed_chunks == sum(solved)
+    for k in one.results:
+        np.testing.assert_array_equal(res.results[k].masks, one.results[k].masks)
+        np.testing.assert_array_equal(res.results[k].status, one.results[k].status)
+    with pytest.raises(ValueError, match="run directory"):
+        ap.approximate_network(target, cfg, share=(0, 2))
+
+
+@pytest.mark.slow
+def test_approximate_in_two_processes_equals_one_process(tmp_path):
+    from lottery_jax.checkpoint import save_weights
+
+    path = save_weights(tmp_path / "target.npz", "fc2", _small_target())
+    cmd = ["approximate", "--target", str(path), "--epsilon", "0.05", "--c", "3",
+           "--rows-per-chunk", "2", "--no-evaluate", "--no-progress"]  # fmt: skip
+    _sweep(tmp_path / "one", tmp_path, command=cmd)
+    logs = _sweep(tmp_path / "two", tmp_path, processes=2, command=cmd)
+    assert "process 0 of 2: solved 5 chunk(s)" in logs[0][1]
+    assert "process 1 of 2: solved 3 chunk(s)" in logs[1][1]
+    assert _ticket_arrays(tmp_path / "two" / "ticket.npz") == _ticket_arrays(
+        tmp_path / "one" / "ticket.npz"
+    )
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert two["resumed_chunks"] == 8 and two["all_within_epsilon"] is not None

@@ -450,12 +450,18 @@ def approximate_network(
     on_chunk: Callable[[str, int], None] | None = None,
     plan: Plan | None = None,
     on_scip: Callable[[Any], None] | None = None,
-) -> ApproxResult:
+    share: tuple[int, int] | None = None,
+) -> ApproxResult | int:
     """Approximate every selected tensor of ``target`` (PyTorch layout) under ``cfg``.
 
     With ``out`` given, finished chunks go to ``out/chunks`` and are reused by a later call with the
     same arguments. ``on_layer(name, rows)`` / ``on_chunk(name, rows_done)`` report progress.
     The work is planned (and refused beyond the machine or ``cfg.max_hours``) before it starts.
+
+    ``share=(index, count)``: one of ``count`` processes sharing the work. This call only solves
+    the chunks this process owns (chunk ``i`` of every layer goes to process ``i % count``) into
+    ``out`` and returns how many it solved; afterwards (a barrier) one process calls again without
+    ``share`` and resumes every chunk, settles the rest (SCIP) and gets the result.
     """
     layers = target_layers(target, cfg.layers)
     n = cfg.n
@@ -475,6 +481,9 @@ def approximate_network(
     }
     if out is not None:
         _check_resume(out, fp)
+    if share is not None and out is None:
+        raise ValueError("sharing the chunks among processes needs a run directory")
+    solved = 0
     mesh = ss.local_mesh()
     ndev = mesh.devices.size
     stats = ss.SolveStats()
@@ -503,6 +512,8 @@ def approximate_network(
         for i in range(n_chunks):
             s0, s1 = i * rows, min(R, (i + 1) * rows)
             chunk = _chunk_name(name, i)
+            if share is not None and i % share[1] != share[0]:
+                continue  # another process's chunk
             done = _load_chunk(out, chunk, s1 - s0, W) if out is not None else None
             if done is not None:
                 resumed += 1
@@ -533,9 +544,12 @@ def approximate_network(
                 done = {"masks": m, "errors": e, "tier": t, "seconds": stats.seconds - before}
                 if out is not None:
                     out.save_chunk(chunk, done)
+                solved += 1
             local[s0:s1], errors[s0:s1], tier[s0:s1] = done["masks"], done["errors"], done["tier"]
             if on_chunk:
                 on_chunk(name, s1)
+        if share is not None:
+            continue  # (only the chunks: the process that assembles settles the rest)
         masks = _lift(local, cols, n)
         del local
         if not lp.exact:
@@ -551,6 +565,8 @@ def approximate_network(
             masks = np.where(small.reshape(*w.shape, *([1] * (masks.ndim - w.ndim))), 0, masks)
             tier = np.where(small, FEASIBLE, tier).astype(np.uint8)
         results[name] = _recheck(coefs, w, masks, tier, eps, n)
+    if share is not None:
+        return solved
     counts = {
         s: int(sum(int((r.status == i).sum()) for r in results.values()))
         for i, s in enumerate(STATUSES)
