@@ -150,7 +150,7 @@ def parse_resume(
     if config is not None and meta.get("config") != config:
         raise UserError(
             f"{Path(source).parent} holds a run with a different configuration; "
-            "use another --out or delete it"
+            "use another output directory or delete it"
         )
     leaves = {k: v for k, v in arrays.items() if k.startswith(LEAF_PREFIX)}
     if not leaves:  # the first release: leaf0000, leaf0001, ...

@@ -104,8 +104,8 @@ def run_prune(
             results.append(json.loads(path.read_text()))
         except (OSError, ValueError):
             raise UserError(
-                f"{path} is missing after every process finished: with several processes --out "
-                "must be a directory all of them share"
+                f"{path} is missing after every process finished: with several processes the "
+                "output directory must be one that all of them share"
             ) from None
     return results
 

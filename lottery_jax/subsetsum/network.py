@@ -121,7 +121,7 @@ class ApproxConfig:
         if not 1 <= self.feasibility_groups <= 64:
             raise UserError(f"feasibility groups must be in [1, 64], got {self.feasibility_groups}")
         if not (math.isfinite(self.max_hours) and self.max_hours > 0):
-            raise UserError(f"--max-hours must be positive, got {self.max_hours}")
+            raise UserError(f"max hours must be positive, got {self.max_hours}")
         if self.layers is not None and (
             not self.layers or not all(isinstance(p, str) and p for p in self.layers)
         ):
@@ -149,7 +149,7 @@ def target_layers(
         names = [k for k in target if any(fnmatchcase(k, p) for p in patterns)]
         if not names:
             raise UserError(
-                f"--layers {','.join(patterns)} matches none of the target's tensors "
+                f"layer patterns {','.join(patterns)} match none of the target's tensors "
                 f"({', '.join(list(target)[:12])})"
             )
         bad = [k for k in names if not floating(target[k]) or np.ndim(target[k]) == 0]
@@ -363,7 +363,7 @@ def plan_approximation(
         require_memory(
             plan.memory_bytes,
             f"approximating {weights:,} weights with n={n} coefficients each",
-            "lower --c or raise --epsilon",
+            "lower c or raise epsilon",
         )
         if plan.seconds > cfg.max_hours * 3600:
             what = (
@@ -372,8 +372,9 @@ def plan_approximation(
                 else "the JAX tiers"
             )
             raise UserError(
-                f"estimated {plan.seconds / 3600:,.1f} h ({what}, n={n}), over --max-hours "
-                f"{cfg.max_hours:g}; raise --max-hours, lower --scip-time-limit or raise --epsilon"
+                f"estimated {plan.seconds / 3600:,.1f} h ({what}, n={n}), over the budget of "
+                f"{cfg.max_hours:g} h (max hours); raise it, lower the SCIP time limit or raise "
+                "epsilon"
             )
     return plan
 
@@ -637,8 +638,9 @@ def _settle(cfg, inst_c, inst_w, masks, errors, tier, k, mesh, stats, **scip_kw)
         if need > budget:
             raise UserError(
                 f"{r.size:,} weights need the SCIP tier: up to {need / 3600:,.1f} h at "
-                f"--scip-time-limit {cfg.scip_time_limit:g} with {cfg.scip_workers} workers, over "
-                f"--max-hours {cfg.max_hours:g}; raise --max-hours or lower --scip-time-limit"
+                f"a SCIP time limit of {cfg.scip_time_limit:g} s with {cfg.scip_workers} workers, "
+                f"over the budget of {cfg.max_hours:g} h (max hours); raise it or lower the SCIP "
+                "time limit"
             )
         start = masks[r, j]
         start = ss.masks_to_ints(start, n) if ss.packed_masks(n) else start
