@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import cli_code as run_cli
 
 from lottery_jax import subsetsum as ap
 from lottery_jax.checkpoint import save_weights
@@ -25,15 +26,6 @@ def small_target(seed: int = 0, hidden: int = 6) -> dict[str, np.ndarray]:
 
 # eps 0.05, c 2 -> n = int(2 * round(log2(20))) = 8: tiny and fast, still nontrivial.
 SMALL = dict(epsilon=0.05, c=2.0)
-
-
-def run_cli(args: list[str]) -> int:
-    from lottery_jax.cli import main
-
-    try:
-        return main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
 
 
 def test_min_error_network_statuses_and_recheck():

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import cli_code as run_cli
 
 from lottery_jax import subsetsum as ap
 from lottery_jax.errors import UserError
@@ -14,15 +15,6 @@ from lottery_jax.nets import targets as models
 from lottery_jax.subsetsum import network as nw
 from lottery_jax.subsetsum import search as ss
 from lottery_jax.subsetsum.api import approximate
-
-
-def run_cli(args: list[str]) -> int:
-    from lottery_jax.cli import main
-
-    try:
-        return main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
 
 
 def lenet_like(seed: int = 0, bias: bool = True) -> dict[str, np.ndarray]:

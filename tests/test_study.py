@@ -6,20 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from helpers import cli_code as run_cli
 
 from lottery_jax.checkpoint import load_weights, save_weights
 from lottery_jax.errors import UserError
 from lottery_jax.paper import resolve_weights
 from lottery_jax.subsetsum import study as st
-
-
-def run_cli(args: list[str]) -> int:
-    from lottery_jax.cli import main
-
-    try:
-        return main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
 
 
 def paper_slice(rows: int) -> dict[str, np.ndarray]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import cli_code as run_cli
 
 from lottery_jax import subsetsum as ap
 from lottery_jax import tickets
@@ -24,15 +25,6 @@ def small_target(seed: int = 0, hidden: int = 4) -> dict[str, np.ndarray]:
         "fc1.weight": rng.normal(0, 0.05, (hidden, 784)).astype(np.float32),
         "fc2.weight": rng.normal(0, 0.2, (10, hidden)).astype(np.float32),
     }
-
-
-def run_cli(args: list[str]) -> int:
-    from lottery_jax.cli import main
-
-    try:
-        return main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
 
 
 @pytest.fixture(scope="module")
