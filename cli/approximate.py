@@ -37,7 +37,7 @@ from .app import (
     app,
     start_processes,
 )
-from .options import FRACTION_OPEN, POSITIVE, POSITIVE_INT, Rule, check
+from .options import FRACTION_OPEN, POSITIVE, POSITIVE_INT, Rule, check, parse_names
 from .progress import console, progress_bar
 from .train import train_with_progress
 
@@ -293,7 +293,7 @@ def approximate(
         scip_time_limit=scip_time_limit,
         scip_workers=scip_workers,
         rows_per_chunk=rows_per_chunk,
-        layers=tuple(p.strip() for p in layers.split(",") if p.strip()) if layers else None,
+        layers=tuple(parse_names([layers], "--layers")) or None if layers else None,
         range_mode=range_mode,
         feasibility_groups=feasibility_groups,
         prove=prove,

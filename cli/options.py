@@ -109,3 +109,16 @@ def parse_ints(values: Sequence[str] | None, option: str, rule: Rule | None = No
     """``["0", "1,2"]`` -> [0, 1, 2] (repeated options and comma lists), each checked."""
     out = _parse_list(values, option, int, "an integer")
     return check_all(option, out, rule or Rule(integer=True)) if out else out
+
+
+def parse_names(
+    values: Sequence[str] | None, option: str, choices: Sequence[str] | None = None
+) -> list[str]:
+    """``["fc2", "fc4,lenet5"]`` -> ["fc2", "fc4", "lenet5"] (repeated options and comma lists,
+    duplicates dropped), each one of ``choices`` when given."""
+    out = _parse_list(values, option, str, "a name")
+    if choices is not None:
+        bad = [v for v in out if v not in choices]
+        if bad:
+            raise UserError(f"{option}: unknown {bad[0]!r} (choose from {', '.join(choices)})")
+    return out

@@ -38,6 +38,7 @@ from .options import (
     check,
     parse_floats,
     parse_ints,
+    parse_names,
 )
 from .progress import console, progress_bar
 
@@ -255,7 +256,7 @@ def sweep_cmd(
         conv_from = _conv_source(conv_from)
     eps = parse_ints(epochs, "--epochs", POSITIVE_INT) or list(pruning.PUBLISHED_EPOCHS)
     sps = parse_floats(sparsity, "--sparsity", SPARSITY) or list(pruning.PUBLISHED_SPARSITIES)
-    vs = [v.strip() for x in (variants or list(sweep.VARIANTS)) for v in x.split(",") if v.strip()]
+    vs = parse_names(variants, "--variants") or list(sweep.VARIANTS)
     seeds = parse_ints(seed, "--seed", SEED) or [0]
     check("--max-members", max_members, POSITIVE_INT)
     check("--max-hours", max_hours, POSITIVE)
@@ -304,14 +305,14 @@ def plot(
     labels: Annotated[bool, typer.Option(help="Label each point with its sparsity.")] = True,
 ) -> None:
     """Final test accuracy (mean ± std over seeds) vs remaining parameters per family: PNG, PDF."""
-    from lottery_jax.plotting import plot_results
+    from lottery_jax.plotting import PLOT_VARIANTS, plot_results
 
     results = sweep.collect_results(results_dir)
     paths = plot_results(
         results, out or results_dir, title=title,
         epochs=parse_ints(epochs, "--epochs", POSITIVE_INT) or None,
-        families=[f for x in model or [] for f in x.split(",") if f] or None,
-        variants=[v for x in variant or [] for v in x.split(",") if v] or None,
+        families=parse_names(model, "--model", sweep.FAMILIES) or None,
+        variants=parse_names(variant, "--variant", PLOT_VARIANTS) or None,
         label_sparsity=labels,
     )  # fmt: skip
     for path in paths:

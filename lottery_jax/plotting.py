@@ -29,6 +29,8 @@ STYLE = {
 }
 #: ``--variant`` names (as ``sweep`` spells them) -> curve names.
 VARIANT_CURVES = {"red-linear": "redundant-linear", "red-relu": "redundant-ReLU", "wide": "wide"}
+#: What ``variants`` may name.
+PLOT_VARIANTS = (*VARIANT_CURVES, "baseline")
 #: Commands whose results are trained baselines (``train``, or a sweep's own baseline).
 BASELINE_COMMANDS = ("train", "sweep baseline")
 
@@ -72,9 +74,9 @@ def figure_data(
     ``baseline``) when those filters are given."""
     curves = None
     if variants:
-        unknown = [v for v in variants if v not in (*VARIANT_CURVES, "baseline")]
+        unknown = [v for v in variants if v not in PLOT_VARIANTS]
         if unknown:
-            choices = ", ".join((*VARIANT_CURVES, "baseline"))
+            choices = ", ".join(PLOT_VARIANTS)
             raise UserError(f"unknown variant {unknown[0]!r} (choose from {choices})")
         curves = {VARIANT_CURVES.get(v, v) for v in variants}
     data: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))

@@ -126,3 +126,19 @@ def test_approximate_numeric_options_one_line_errors(argv, needle, capsys, tmp_p
     assert code == 2
     assert_one_line_error(code, err, needle)
     assert not (tmp_path / "out").exists()
+
+
+def test_name_lists(capsys, tmp_path):
+    from lottery_jax.cli.options import parse_names
+
+    assert parse_names(["fc2, fc4", "fc2"], "--model", ("fc2", "fc4")) == ["fc2", "fc4"]
+    with pytest.raises(UserError, match="--model: unknown 'fc9'"):
+        parse_names(["fc9"], "--model", ("fc2", "fc4"))
+    (tmp_path / "r").mkdir()
+    for argv, needle in (
+        (["plot", tmp_path / "r", "--model", "fc9"], "--model: unknown 'fc9'"),
+        (["plot", tmp_path / "r", "--variant", "deep"], "--variant: unknown 'deep'"),
+    ):
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2
+        assert_one_line_error(code, err, needle)
