@@ -332,6 +332,8 @@ def evaluate_ticket(
     data = load_dataset(data_dir, dataset=dataset.value, inputs="normalized")
     acc = pruning.net_accuracy(net, data.test_images, data.test_labels)
     saved = t["meta"].get("test_accuracy")
+    if isinstance(saved, bool) or not isinstance(saved, int | float):  # (a hostile ticket's)
+        saved = None
     if out is not None:
         write_json_atomic(
             out / "results.json",

@@ -11,7 +11,10 @@ three files of a training run together.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,15 @@ from lottery_jax.results import save_npz_atomic
 
 META_KEY = "__meta__"
 WEIGHT_PREFIX = "weights/"
+#: An ``.npz`` may declare this many bytes of arrays whatever its size, and beyond that at most
+#: :data:`NPZ_MAX_RATIO` times its own size (compressed weights take about 1x; a file of large
+#: zero arrays, a "zip bomb", far more): checked from the zip directory and each ``.npy`` header
+#: before any array is read.
+NPZ_FREE_BYTES = 256 << 20
+NPZ_MAX_RATIO = 64
+#: Seeds in metadata feed ``jax.random.key``: integers in [0, 2^32).
+SEED_LIMIT = 2**32
+_KEY_PART = re.compile(r"[^\x00-\x1f/\\]+")
 
 
 def weights_arrays(
@@ -54,10 +66,14 @@ def save_weights(
 
 def read_npz(path: str | os.PathLike, what: str = "weight file") -> dict[str, np.ndarray]:
     """All arrays of an ``.npz`` (no pickles); a one-line UserError naming ``what`` and the path
-    when the file is missing or damaged."""
+    when the file is missing or damaged, or declares more data than a file of its size may
+    (:func:`npz_size_problem`)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} {path} does not exist")
+    problem = npz_size_problem(path)
+    if problem:
+        raise UserError(f"cannot read {what} {path}: {problem}")
     try:
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:  # (closes fh on error)
             return {k: f[k] for k in f.files}
@@ -65,18 +81,99 @@ def read_npz(path: str | os.PathLike, what: str = "weight file") -> dict[str, np
         raise UserError(f"cannot read {what} {path}: {e}") from None
 
 
+def npz_size_problem(path: str | os.PathLike) -> str | None:
+    """Why the ``.npz`` at ``path`` may not be read (None: it may), from its zip directory and the
+    header of each ``.npy`` member, before any array data is read: a member whose header declares
+    more bytes than the zip directory says it holds, or declared sizes beyond
+    :data:`NPZ_FREE_BYTES` and :data:`NPZ_MAX_RATIO` times the file's size. A file that is no zip
+    at all is left to the reader (it says so)."""
+    try:
+        size = os.path.getsize(path)
+        zf = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        return None
+    total = 0
+    with zf:
+        for info in zf.infolist():
+            total += info.file_size
+            if info.filename.endswith(".npy"):
+                declared = _npy_declared_bytes(zf, info)
+                if isinstance(declared, str):
+                    return f"member {info.filename!r}: {declared}"
+                if declared > info.file_size:
+                    return (f"member {info.filename!r} declares {declared:,} bytes of data but "
+                            f"holds {info.file_size:,}")  # fmt: skip
+    if total > max(NPZ_FREE_BYTES, NPZ_MAX_RATIO * size):
+        return (f"its arrays would take {total:,} bytes, more than a {size:,}-byte file may "
+                f"declare (at most {max(NPZ_FREE_BYTES, NPZ_MAX_RATIO * size):,})")  # fmt: skip
+    return None
+
+
+def _npy_declared_bytes(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> int | str:
+    """Bytes of data the ``.npy`` header of ``info`` declares (shape x itemsize, exact integers),
+    or what is wrong with the header."""
+    from numpy.lib import format as npy
+
+    try:
+        with zf.open(info) as m:
+            version = npy.read_magic(m)
+            if version == (1, 0):
+                shape, _, dtype = npy.read_array_header_1_0(m)
+            elif version == (2, 0):
+                shape, _, dtype = npy.read_array_header_2_0(m)
+            else:
+                return f"unsupported .npy format version {version}"
+    except Exception as e:  # zip, zlib, header syntax: damaged
+        return f"damaged .npy header ({type(e).__name__})"
+    return math.prod(int(d) for d in shape) * int(dtype.itemsize)
+
+
+def check_state_keys(keys, source: str) -> None:
+    """Refuse key names no PyTorch state dict could have (they name tensors, never files): empty,
+    a path (``/``, ``\\``), an empty or ``..`` part, a control character, over 256 characters."""
+    for k in keys:
+        parts = k.split(".")
+        bad = not k or len(k) > 256 or any(p in ("", "..") for p in parts)
+        if bad or not _KEY_PART.fullmatch(k):
+            raise UserError(f"{source}: {k!r} is not a parameter name a PyTorch state dict has")
+
+
+def _check_weights_meta(meta: dict[str, Any], path: Path) -> None:
+    """The metadata the readers use must have the right types (one line otherwise)."""
+    from lottery_jax.data import INPUT_MODES
+
+    def bad(key: str, want: str) -> UserError:
+        return UserError(f"weight file {path}: {META_KEY} {key} {meta[key]!r} is not {want}")
+
+    if "model" in meta and not (isinstance(meta["model"], str) and meta["model"]):
+        raise bad("model", "a model name")
+    if "inputs" in meta and meta["inputs"] is not None and meta["inputs"] not in INPUT_MODES:
+        raise bad("inputs", f"one of {', '.join(INPUT_MODES)}")
+    seed = meta.get("seed")
+    if seed is not None and not (_is_int(seed) and 0 <= seed < SEED_LIMIT):
+        raise bad("seed", "an integer in [0, 2^32)")
+    hidden = meta.get("hidden")
+    if hidden is not None and not (_is_int(hidden) and 0 < hidden < 2**31):
+        raise bad("hidden", "a positive integer")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def load_weights(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a weight file: (PyTorch-layout state, metadata dict; empty when the file has none)."""
+    from lottery_jax.tickets import parse_json_object
+
     path = Path(path)
     arrays = read_npz(path)
     meta: dict[str, Any] = {}
     if META_KEY in arrays:
-        try:
-            meta = json.loads(str(arrays.pop(META_KEY)))
-        except json.JSONDecodeError as e:
-            raise UserError(f"weight file {path}: corrupt {META_KEY} entry ({e})") from None
+        meta = parse_json_object(arrays.pop(META_KEY), f"weight file {path}: {META_KEY} entry")
+        _check_weights_meta(meta, path)
     if not arrays:
         raise UserError(f"weight file {path} holds no arrays")
+    check_state_keys(arrays, f"weight file {path}")
     return arrays, meta
 
 
@@ -141,11 +238,12 @@ def parse_resume(
     before its optimizer state is read, since another model's state has another structure).
     """
     from lottery_jax.rundir import LEAF_PREFIX, unpack_tree
+    from lottery_jax.tickets import parse_json_object
 
     try:
-        meta = json.loads(str(arrays[META_KEY]))
+        meta = parse_json_object(arrays[META_KEY], f"{source}: {META_KEY}")
         epoch = int(arrays["epoch"])
-    except (KeyError, ValueError, json.JSONDecodeError):
+    except (KeyError, ValueError, TypeError):  # (UserError is a ValueError)
         raise UserError(f"{source} is not a resume file; delete it to restart") from None
     if config is not None and meta.get("config") != config:
         raise UserError(

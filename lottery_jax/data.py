@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import math
 import os
 import sys
 import zlib
@@ -46,35 +47,60 @@ class Dataset(NamedTuple):
     name: str
 
 
-def _read_bytes(path: Path) -> bytes:
+#: The largest example count an IDX file may declare: far above the known datasets (MNIST,
+#: Fashion-MNIST and KMNIST have 60,000 + 10,000; EMNIST digits 240,000), so a header can never
+#: make a small file take gigabytes.
+MAX_IDX_COUNT = 1_000_000
+#: ... and at most this many bytes of data in all (MNIST's training images: 47 MB).
+MAX_IDX_BYTES = 1 << 30
+
+
+def _open_idx(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _read_bytes(path: Path, limit: int | None = None) -> bytes:
+    """The (decompressed) bytes of ``path``; with ``limit``, at most that many."""
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
+        with _open_idx(path) as f:
+            return f.read() if limit is None else f.read(limit)
     except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
         raise UserError(f"cannot read {path}: {e}") from None
 
 
-def read_idx(path: str | os.PathLike, *, expect_magic: int | None = None) -> np.ndarray:
-    """Read one IDX file (raw or gzip) into a uint8 array, validating header and length.
-
-    Images (magic 0x803) come back as (count, rows, cols), labels (magic 0x801) as (count,).
-    """
-    path = Path(path)
-    raw = _read_bytes(path)
-    if len(raw) < 8:
-        raise UserError(f"{path}: truncated IDX header ({len(raw)} bytes)")
-    magic = int.from_bytes(raw[:4], "big")
+def _idx_dims(path: Path, head: bytes, expect_magic: int | None) -> tuple[int, tuple[int, ...]]:
+    """(header length, dimensions) of an IDX header, the dimensions bounded (28x28 images, at
+    most :data:`MAX_IDX_COUNT` examples and :data:`MAX_IDX_BYTES` bytes) before any data is read."""
+    if len(head) < 8:
+        raise UserError(f"{path}: truncated IDX header ({len(head)} bytes)")
+    magic = int.from_bytes(head[:4], "big")
     if magic not in (IMAGE_MAGIC, LABEL_MAGIC) or (expect_magic and magic != expect_magic):
         want = f" (expected {expect_magic:#010x})" if expect_magic else ""
         raise UserError(f"{path}: bad IDX magic number {magic:#010x}{want}")
     ndim = 3 if magic == IMAGE_MAGIC else 1
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise UserError(f"{path}: truncated IDX header ({len(raw)} bytes)")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(dims))
+    if len(head) < header:
+        raise UserError(f"{path}: truncated IDX header ({len(head)} bytes)")
+    dims = tuple(int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    if dims[0] > MAX_IDX_COUNT:
+        raise UserError(f"{path}: header says {dims[0]:,} examples (at most {MAX_IDX_COUNT:,})")
+    if math.prod(dims) > MAX_IDX_BYTES:
+        raise UserError(f"{path}: header says {dims}: {math.prod(dims):,} bytes (at most "
+                        f"{MAX_IDX_BYTES:,})")  # fmt: skip
+    return header, dims
+
+
+def read_idx(path: str | os.PathLike, *, expect_magic: int | None = None) -> np.ndarray:
+    """Read one IDX file (raw or gzip) into a uint8 array, validating header and length.
+
+    Images (magic 0x803) come back as (count, rows, cols), labels (magic 0x801) as (count,). The
+    header is read and bounded first (:func:`_idx_dims`), so at most the bytes it declares (plus
+    one, to tell trailing data) are ever read or decompressed.
+    """
+    path = Path(path)
+    header, dims = _idx_dims(path, _read_bytes(path, 16), expect_magic)
+    expected = math.prod(dims)
+    raw = _read_bytes(path, header + expected + 1)
     body = len(raw) - header
     if body != expected:
         kind = "truncated" if body < expected else "has trailing data"

@@ -18,6 +18,9 @@ IDX files that :func:`lottery_jax.data.read_idx_dir` reads.
   whose checksum matches is renamed into place. A lock file per dataset makes concurrent fetches
   (processes or threads) download each file once and leave one valid copy. A cached file that no
   longer verifies is downloaded again.
+- **Bounds.** Each file may take at most its known size (a stream without a Content-Length cannot
+  fill the disk), and a whole fetch at most :data:`FETCH_DEADLINE` seconds. A mirror that answers
+  with an HTML page (a login or error page) is reported as such.
 - **Failure.** When every mirror fails (offline, server down, truncated transfer, checksum mismatch) a
   :class:`DownloadError` (a :class:`~lottery_jax.errors.UserError`) names the dataset, the last URL,
   the reason and how to pass ``--data-dir`` instead. A refused connection or an unknown host fails
@@ -35,7 +38,6 @@ import contextvars
 import gzip
 import hashlib
 import os
-import shutil
 import tempfile
 import time
 import zlib
@@ -52,6 +54,9 @@ CONNECT_TIMEOUT = 3.0
 #: offline machine whose packets vanish, rather than being refused, still fails in about 10 s).
 CONNECT_BUDGET = 8.0
 READ_TIMEOUT = 30.0
+#: Seconds one fetch (all of a dataset's files, every mirror) may take in all: a mirror that
+#: trickles (one byte a second never trips the read timeout) fails with one line when it is spent.
+FETCH_DEADLINE = 1800.0
 #: Seconds to wait for another process that is fetching the same dataset.
 LOCK_TIMEOUT = 900.0
 CHUNK = 1 << 16
@@ -332,7 +337,12 @@ class _Total:
 
 def _reason(e: BaseException) -> str:
     import requests
+    import urllib3.exceptions as u3
 
+    if isinstance(e, u3.ReadTimeoutError | u3.ConnectTimeoutError):
+        return "timed out"
+    if isinstance(e, u3.ProtocolError | u3.DecodeError):
+        return "transfer cut short"
     if isinstance(e, requests.HTTPError) and e.response is not None:
         return f"HTTP {e.response.status_code} {e.response.reason}".strip()
     if isinstance(e, requests.Timeout):
@@ -352,18 +362,53 @@ def _reason(e: BaseException) -> str:
     return msg
 
 
-def _download(url: str, dest, on_total, on_bytes) -> _Sink:
-    import pooch
+class _Deadline(OSError):
+    """The fetch's overall deadline passed (no further mirror is tried)."""
+
+
+def _download(url: str, dest, on_total, on_bytes, cap: int | None = None,
+              deadline: float | None = None) -> _Sink:  # fmt: skip
+    """Stream ``url`` into ``dest``: at most ``cap`` bytes, until ``deadline`` (monotonic).
+
+    Each read returns as soon as some bytes arrive (``read1``), so the deadline holds against a
+    mirror that trickles; the read timeout holds against one that stops."""
+    import requests
 
     sink = _Sink(dest, on_bytes)
-    downloader = pooch.HTTPDownloader(
-        progressbar=_Total(on_total),
-        chunk_size=CHUNK,
-        timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
-        headers={"Accept-Encoding": "identity"},  # the .gz bytes as stored, not re-encoded
-    )
-    downloader(url, sink, None)
+    headers = {"Accept-Encoding": "identity"}  # the .gz bytes as stored, not re-encoded
+    with requests.get(url, stream=True, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+                      headers=headers) as r:  # fmt: skip
+        r.raise_for_status()
+        try:
+            total = max(0, int(r.headers.get("Content-Length") or 0))
+        except ValueError:
+            total = 0
+        if cap is not None and total > cap:
+            raise OSError(f"the mirror announces {total:,} bytes, more than this file's {cap:,}")
+        on_total(total)
+        while True:
+            if deadline is not None and time.monotonic() > deadline:
+                raise _Deadline(f"the fetch took longer than its deadline of {FETCH_DEADLINE:g} s")
+            chunk = r.raw.read1(CHUNK, decode_content=True)
+            if not chunk:
+                break
+            sink.write(chunk)
+            if cap is not None and sink.done > cap:
+                raise OSError(f"the mirror sent more than this file's {cap:,} bytes")
     return sink
+
+
+def _download_cap(f: IdxFile) -> int:
+    """The most bytes a download of ``f`` may take: its decompressed size (a ``.gz`` is smaller;
+    a mirror may serve it uncompressed) plus room for gzip's framing."""
+    raw = f.size or MAX_RAW_BYTES
+    return raw + raw // 100 + 4096
+
+
+def _looks_like_html(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(512).lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml"))
 
 
 def _decompress(src: Path, dst: Path, limit: int) -> tuple[str, int]:
@@ -385,7 +430,8 @@ def _decompress(src: Path, dst: Path, limit: int) -> tuple[str, int]:
 
 
 def _fetch_file(
-    spec: DatasetSpec, f: IdxFile, directory: Path, mirrors: tuple[str, ...], report: Callback
+    spec: DatasetSpec, f: IdxFile, directory: Path, mirrors: tuple[str, ...], report: Callback,
+    deadline: float | None = None,
 ) -> Path:
     """Download one file from the first mirror that gives a verified copy; atomically cache it."""
     import requests
@@ -413,7 +459,10 @@ def _fetch_file(
         try:
             try:
                 with os.fdopen(gz_fd, "wb") as fh:
-                    sink = _download(url, fh, on_total, on_bytes)
+                    sink = _download(url, fh, on_total, on_bytes, _download_cap(f), deadline)
+                if _looks_like_html(Path(gz_tmp)):
+                    raise OSError("the mirror sent an HTML page, not the file (an error or "
+                                  "login page?)")  # fmt: skip
                 if total[0] is not None and sink.done != total[0]:
                     raise OSError(f"transfer cut short ({sink.done} of {total[0]} bytes)")
                 if f.hash_of == "gz" and sink.sha.hexdigest() != f.sha256:
@@ -434,6 +483,8 @@ def _fetch_file(
                     last_reason = f"not a complete gzip file ({e})"
                 else:
                     last_reason = _reason(e)
+                if isinstance(e, _Deadline):
+                    break
                 if i < len(mirrors) - 1 and connect_seconds <= CONNECT_BUDGET:
                     message = f"{last_reason}; trying the next mirror"
                     report(DownloadEvent("failed", spec.name, f.stem, url, message=message))
@@ -492,14 +543,15 @@ def fetch_dataset(
     from filelock import FileLock, Timeout
 
     lock = FileLock(str(directory / ".lock"), timeout=LOCK_TIMEOUT)
+    deadline = time.monotonic() + FETCH_DEADLINE
     try:
         with lock:
-            _sweep_parts(directory)
+            _sweep_parts(directory, spec)
             for f in spec.files:
                 if check_file(directory, f).verified:  # (another process may have fetched it)
                     continue
                 (directory / f.stem).unlink(missing_ok=True)
-                _fetch_file(spec, f, directory, mirrors or mirrors_for(spec), report)
+                _fetch_file(spec, f, directory, mirrors or mirrors_for(spec), report, deadline)
     except Timeout:
         raise UserError(
             f"another process is still fetching {spec.name} into {directory} after "
@@ -515,15 +567,57 @@ def fetch_dataset(
     return directory
 
 
-def _sweep_parts(directory: Path) -> None:
-    """Remove ``.part`` files a killed fetch left behind (the caller holds the lock)."""
+def _sweep_parts(directory: Path, spec: DatasetSpec | None = None) -> None:
+    """Remove the ``.part`` files a killed fetch left behind (the caller holds the lock): only
+    regular files named as :func:`_fetch_file` names them (``.<stem>[.gz].XXXX.part``)."""
     for p in directory.glob(".*.part"):
-        with contextlib.suppress(OSError):
+        if _is_part_name(p.name, spec) and not p.is_symlink():
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
+def _is_part_name(name: str, spec: DatasetSpec | None) -> bool:
+    stems = [f.stem for f in spec.files] if spec is not None else list(STEMS)
+    return any(
+        name.startswith((f".{s}.gz.", f".{s}.")) and name.endswith(".part") for s in stems
+    ) or name in {f".{s}.sha256.part" for s in stems}
+
+
+def owned_files(directory: Path, spec: DatasetSpec) -> list[Path]:
+    """The files of ``directory`` the tool wrote for ``spec``: the IDX files, their ``.sha256``
+    records, the lock and download temporaries (nothing else there is the tool's)."""
+    names = {".lock"} | {f.stem for f in spec.files} | {f"{f.stem}.sha256" for f in spec.files}
+    out = []
+    for p in sorted(directory.iterdir()) if directory.is_dir() else []:
+        if p.name in names or _is_part_name(p.name, spec):
+            out.append(p)
+    return out
+
+
+def remove_dataset(name: str, root: str | os.PathLike | None = None,
+                   spec: DatasetSpec | None = None) -> int:  # fmt: skip
+    """Delete the files the tool wrote for a dataset in its cache folder (used by tests and
+    ``data fetch --force``), and the folder when nothing else is left in it; returns how many
+    files. A user's own files there stay; a folder that is a symbolic link is refused (one line),
+    as is any file of ours that is not a regular file."""
+    spec = spec or dataset_spec(name)
+    directory = dataset_dir(spec.name, root)
+    if directory.is_symlink():
+        raise UserError(
+            f"the data cache folder {directory} is a symbolic link; not deleting through it "
+            "(remove the files yourself, or set LOTTERY_JAX_CACHE to a real folder)"
+        )
+    if not directory.exists():
+        return 0
+    files = owned_files(directory, spec)
+    for p in files:
+        if p.is_symlink() or not p.is_file():
+            raise UserError(f"{p} is not a regular file; not deleting it (remove it yourself)")
+    try:
+        for p in files:
             p.unlink()
-
-
-def remove_dataset(name: str, root: str | os.PathLike | None = None) -> None:
-    """Delete a dataset's cache folder (used by tests and ``data fetch --force``)."""
-    directory = dataset_dir(name, root)
-    if directory.exists():
-        shutil.rmtree(directory)
+        with contextlib.suppress(OSError):
+            directory.rmdir()  # (only when empty: a user's files keep it)
+    except OSError as e:
+        raise UserError(f"cannot delete {directory}: {e.strerror or e}") from None
+    return len(files)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,9 @@ def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     ensure_dir(path.parent)
     # A unique sibling created with mode 0666, so the process umask gives the usual file mode
     # (mkstemp would make it 0600, and reading the umask means setting it: global state).
-    tmp_path = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    from lottery_jax.rundir import tmp_name  # (the one form of the tool's temporaries)
+
+    tmp_path = path.parent / tmp_name(path.name)
     os.close(os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         write(tmp_path)

@@ -21,8 +21,14 @@ One module owns it, so that ``train``, ``approximate``, ``prune`` and ``sweep`` 
   ``.npz`` files that carry the fingerprint of the run that wrote them and a sha256 of their
   contents (:func:`write_sealed`). A truncated, bit-flipped or foreign piece is detected on reading
   (:func:`read_sealed`), deleted and recomputed; it is never reused and never raises a zip error.
-- **No litter.** Temporary files (``.NAME.*.tmp``) that an interrupted writer left are removed the
-  next time the directory is opened under its lock.
+- **No litter.** Temporary files (``.lottery-jax.NAME.PID-HEX.tmp``) that an interrupted writer
+  left are removed the next time the directory is opened under its lock: only names of that form
+  (and the first release's ``.NAME.PID-HEX.tmp``), only regular files, only in the folders the tool
+  writes them to (the run directory, its ``chunks/``, the folders of committed files); links are
+  never followed, so a user's own ``.draft.tmp`` or a linked folder is never touched.
+- **Names are never paths.** A chunk's file name is derived from its name only when that is a
+  plain file name (letters, digits, ``._-``); otherwise it is a digest, and the name itself stays
+  inside the sealed file. The journal's file names must be plain relative paths.
 
 Tree-shaped state (optimizer state) is stored as ``state/leaf00000``... arrays
 (:func:`pack_tree`/:func:`unpack_tree`), one format for every resumable command.
@@ -37,7 +43,9 @@ import json
 import math
 import os
 import platform
+import re
 import secrets
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -55,6 +63,13 @@ HOLDER_NAME = ".lock.json"
 RUN_NAME = "run.json"
 JOURNAL_NAME = ".commit.json"
 TMP_SUFFIX = ".tmp"
+#: Every temporary file the tool writes starts with this (so cleanup never mistakes a user's file).
+TMP_PREFIX = ".lottery-jax."
+_TMP_RE = re.compile(r"\.lottery-jax\..+\.\d+-[0-9a-f]{8}\.tmp")
+_OLD_TMP_RE = re.compile(r"\.(?!lottery-jax\.).+\.\d+[-.][0-9a-f]+\.tmp")  # the first release's
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,150}")
+#: Sub-folders of a run directory the tool writes temporaries into (besides committed files').
+TMP_FOLDERS = ("chunks",)
 SEAL_KEY = "__seal__"
 LEAF_PREFIX = "state/leaf"
 
@@ -154,7 +169,41 @@ def _file_sha256(path: Path) -> str | None:
 
 
 def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}")
+    return path.with_name(tmp_name(path.name))
+
+
+def tmp_name(name: str) -> str:
+    """The name of a temporary sibling of the file ``name``: ``.lottery-jax.NAME.PID-HEX.tmp``
+    (the one form :func:`clean_leftovers` removes)."""
+    return f"{TMP_PREFIX}{name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}"
+
+
+def is_tmp_name(name: str, of: Iterable[str] | None = None) -> bool:
+    """Whether ``name`` is a temporary this tool writes (:func:`tmp_name`, or the first release's
+    ``.NAME.PID-HEX.tmp``); with ``of``, a temporary of one of those file names."""
+    if not (_TMP_RE.fullmatch(name) or _OLD_TMP_RE.fullmatch(name)):
+        return False
+    if of is None:
+        return True
+    return any(name.startswith((f"{TMP_PREFIX}{n}.", f".{n}.")) for n in of)
+
+
+def safe_relative(name: Any) -> bool:
+    """Whether ``name`` (from a journal, say) is a plain relative path: no absolute path, no
+    ``..``, no empty part, no NUL or backslash."""
+    if not isinstance(name, str) or not name or "\0" in name or "\\" in name:
+        return False
+    parts = name.split("/")
+    return not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+
+
+def file_name_for(name: str) -> str:
+    """A file name (one path component) for the piece ``name``: ``name`` itself when it is plain
+    (letters, digits, ``._-``, not starting with a dot), else ``x-`` and its sha256 (a name from a
+    weight file never becomes a path)."""
+    if _PLAIN_NAME.fullmatch(name) and ".." not in name:
+        return name
+    return "x-" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
 def _write_new(path: Path, data: bytes, sync: bool) -> None:
@@ -210,7 +259,7 @@ def prepare_dir(path: str | os.PathLike, what: str = "output directory") -> Path
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create {what} {path}: {e.strerror or e}") from None
-    probe = path / f".write-probe.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}"
+    probe = path / tmp_name("write-probe")
     try:
         _write_new(probe, b"", sync=False)
         probe.unlink()
@@ -221,29 +270,46 @@ def prepare_dir(path: str | os.PathLike, what: str = "output directory") -> Path
 
 def clean_leftovers(directory: Path, *, names: Iterable[str] | None = None,
                     recursive: bool = True) -> int:  # fmt: skip
-    """Remove temporary files (``.NAME.*.tmp``) an interrupted writer left in ``directory``.
+    """Remove the temporary files (:func:`tmp_name`) an interrupted writer left in ``directory``.
 
-    ``names`` limits it to the temporaries of those file names. Subdirectories that are run
-    directories of their own (they hold a ``.lock``) are left to their own runs. Call it only while
-    holding the lock that covers those files.
+    ``names`` limits it to the temporaries of those file names. With ``recursive``, the
+    sub-folders the tool writes temporaries into (:data:`TMP_FOLDERS`) are cleaned too, unless
+    they are run directories of their own (they hold a ``.lock``). Only regular files whose names
+    the tool gives its temporaries are removed; links (to files or folders) are never followed or
+    removed. Call it only while holding the lock that covers those files.
     """
-    if not directory.is_dir():
-        return 0
-    prefixes = None if names is None else tuple(f".{n}." for n in names)
+    names = None if names is None else list(names)
     removed = 0
-    for p in list(directory.iterdir()):
-        if p.is_dir():
-            if recursive and not (p / LOCK_NAME).exists():
-                removed += clean_leftovers(p, names=names, recursive=True)
-            continue
-        if not (p.name.startswith(".") and p.name.endswith(TMP_SUFFIX)):
-            continue
-        if prefixes and not p.name.startswith(prefixes):
-            continue
-        with contextlib.suppress(OSError):
-            p.unlink()
-            removed += 1
+    for entry in _scan(directory):
+        if entry.is_file(follow_symlinks=False) and is_tmp_name(entry.name, names):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+                removed += 1
+    if recursive:
+        for sub in TMP_FOLDERS:
+            removed += _clean_folder(Path(directory) / sub, names)
     return removed
+
+
+def _scan(directory: Path) -> list[os.DirEntry]:
+    try:
+        if not stat.S_ISDIR(os.lstat(directory).st_mode):
+            return []
+        with os.scandir(directory) as it:
+            return list(it)
+    except OSError:
+        return []
+
+
+def _clean_folder(folder: Path, names: list[str] | None) -> int:
+    """:func:`clean_leftovers` of a sub-folder (not recursive) if it is a real folder (not a
+    link) and not a run directory of its own."""
+    try:
+        if not stat.S_ISDIR(os.lstat(folder).st_mode) or os.path.lexists(folder / LOCK_NAME):
+            return 0
+    except OSError:
+        return 0
+    return clean_leftovers(folder, names=names, recursive=False)
 
 
 class RunLocked(UserError):
@@ -265,7 +331,7 @@ def _describe_holder(holder_path: Path) -> str:
         return (
             f"pid {h.get('pid')} on {h.get('host')} ({h.get('command')}), since {h.get('started')}"
         )
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return "another process"
 
 
@@ -365,35 +431,92 @@ def committed(directory: Path, *, fingerprint: str | None = None, log: Log = _qu
     and intact (and, with ``fingerprint``, it was made by that run); else None, with a line to
     ``log`` saying what is wrong."""
     directory = Path(directory)
-    journal = _read_json(directory / JOURNAL_NAME)
+    journal = _read_journal(directory, log)
     if journal is None:
         return None
     if fingerprint is not None and journal.get("fingerprint") != fingerprint:
         log(f"{directory}: the last commit belongs to other arguments; starting over")
         return None
-    for name, entry in (journal.get("files") or {}).items():
-        if _file_sha256(directory / name) != entry.get("sha256"):
-            log(f"{directory / name} does not match its commit record; starting over")
-            return None
+    if verified_files(directory, journal, log) is None:
+        return None
     return journal.get("state")
+
+
+def verified_files(directory: Path, journal: Any = None, log: Log = _quiet) -> set[str] | None:
+    """The names of the files of the last commit in ``directory`` when every one of them is
+    present and matches the journal's sha256; None when any does not (or there is no journal)."""
+    journal = _read_journal(Path(directory), log) if journal is None else journal
+    if journal is None:
+        return None
+    for name, entry in journal["files"].items():
+        if _file_sha256(Path(directory) / name) != entry.get("sha256"):
+            log(f"{Path(directory) / name} does not match its commit record; starting over")
+            return None
+    return set(journal["files"])
+
+
+def _read_journal(directory: Path, log: Log = _quiet) -> dict | None:
+    """The journal ``.commit.json`` when it is one (an object whose files are plain relative
+    names, each with an object entry); else None (a line to ``log`` when it exists but is not)."""
+    path = directory / JOURNAL_NAME
+    journal = _read_json(path)
+    if journal is None:
+        return None
+    files = journal.get("files") if isinstance(journal, dict) else None
+    files = {} if isinstance(journal, dict) and files is None else files
+    if not isinstance(files, dict) or not all(
+        safe_relative(k) and isinstance(v, dict) for k, v in files.items()
+    ):
+        log(f"{path} is not a commit record; ignoring it")
+        return None
+    return {**journal, "files": files}
 
 
 def recover(directory: Path, log: Log = _quiet) -> None:
     """Finish a :func:`commit` that was interrupted after its journal (roll forward), then remove
     the temporaries an interrupted writer left. Call it only while holding the lock."""
     directory = Path(directory)
-    journal = _read_json(directory / JOURNAL_NAME)
-    if journal is not None:
-        for name, entry in (journal.get("files") or {}).items():
-            final = directory / name
-            tmp = final.with_name(str(entry.get("pending", "")))
-            ok = entry.get("pending") and tmp.is_file()
-            if ok and _file_sha256(tmp) == entry.get("sha256"):  # (else: a leftover)
-                os.replace(tmp, final)
-                log(f"completed the interrupted commit of {final}")
+    journal = _read_journal(directory, log)
+    folders = set()
+    for name, entry in (journal or {"files": {}})["files"].items():
+        final = directory / name
+        folders.add(final.parent)
+        pending = entry.get("pending")
+        if not (isinstance(pending, str) and is_tmp_name(pending) and "/" not in pending):
+            continue
+        tmp = final.with_name(pending)
+        ok = tmp.is_file() and not tmp.is_symlink() and not _has_link(directory, name)
+        if ok and _file_sha256(tmp) == entry.get("sha256"):  # (else: a leftover)
+            os.replace(tmp, final)
+            log(f"completed the interrupted commit of {final}")
     removed = clean_leftovers(directory)
+    for folder in sorted(folders - {directory}):
+        if not _has_link(directory, str(folder.relative_to(directory))):
+            removed += clean_leftovers(folder, recursive=False)
     if removed:
         log(f"removed {removed} temporary file(s) left by an interrupted run in {directory}")
+
+
+def _has_link(directory: Path, name: str) -> bool:
+    """Whether a folder on the way from ``directory`` to ``directory/name`` is a link."""
+    path = Path(directory)
+    for part in Path(name).parts[:-1]:
+        path = path / part
+        if path.is_symlink():
+            return True
+    return False
+
+
+def refuse_links(directory: Path, names: Iterable[str], what: str = "") -> None:
+    """A one-line UserError when one of ``directory/<name>`` (files and folders the tool writes or
+    locks there) is a symbolic link: the tool never writes through a link it did not make."""
+    for name in names:
+        path = Path(directory) / name
+        if path.is_symlink():
+            raise UserError(
+                f"{path} is a symbolic link; {what or 'the tool'} writes only its own files "
+                "inside the output directory (remove the link or use another directory)"
+            )
 
 
 @contextlib.contextmanager
@@ -408,6 +531,8 @@ def claim(
     locks: list[Lock] = []
     try:
         for name in sorted(set(names)):
+            refuse_links(out, [name], "a run folder")
+            refuse_links(out / name, [LOCK_NAME], "a run folder")
             prepare_dir(out / name)
             locks.append(Lock(out / name / LOCK_NAME, f"run {out / name}", command, wait).acquire())
             recover(out / name, log)
@@ -453,6 +578,7 @@ class RunDir:
     # -- life cycle
     def open(self) -> RunDir:
         prepare_dir(self.path)
+        refuse_links(self.path, [LOCK_NAME, *TMP_FOLDERS], "a run directory")
         self._lock.acquire()
         self._open = True
         try:
@@ -469,6 +595,7 @@ class RunDir:
         whose process 0 holds the lock: only sealed chunks may be written (each process writes
         its own); :meth:`commit` is refused. The arguments must still match (:meth:`require`)."""
         prepare_dir(self.path)
+        refuse_links(self.path, TMP_FOLDERS, "a run directory")
         self._open = True
         self._attached = True
         if self._args is not None:
@@ -499,6 +626,11 @@ class RunDir:
         fp = fingerprint(args)
         path = self.path / RUN_NAME
         old = _read_json(path)
+        if old is not None and not isinstance(old, dict):
+            raise UserError(
+                f"{path} is not a lottery-jax run record; delete it or use another output "
+                "directory"
+            )
         if old is not None and old.get("fingerprint") != fp:
             diff = first_difference(old.get("args"), _plain(args))
             if diff is None:  # (same arguments, older fingerprint rule)
@@ -548,7 +680,9 @@ class RunDir:
         return read_sealed(self.chunk_path(name), self._seal_id(name), expect_shapes, self.log)
 
     def chunk_path(self, name: str) -> Path:
-        return self.path / "chunks" / f"{name}.npz"
+        """``chunks/<file name>.npz``: the name itself when plain, else its digest
+        (:func:`file_name_for`); the seal holds the name."""
+        return self.path / "chunks" / f"{file_name_for(name)}.npz"
 
     def _seal_id(self, name: str) -> str:
         if self._fp is None:
@@ -565,7 +699,7 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # (unreadable, not JSON, nested too deeply)
         return None
 
 
@@ -604,10 +738,14 @@ def read_sealed(
     path = Path(path)
     if not path.is_file():
         return None
-    reason = None
+    from lottery_jax.checkpoint import npz_size_problem
+
+    reason = npz_size_problem(path)  # (sizes from the zip directory, before reading any data)
+    arrays = None
     try:
-        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
+        if reason is None:
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
     except Exception as e:  # zip, zlib, CRC, .npy header errors: damaged
         arrays, reason = None, f"unreadable ({type(e).__name__})"
     if arrays is not None:

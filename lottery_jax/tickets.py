@@ -64,16 +64,50 @@ class Ticket:
         return self.format == LEGACY_FORMAT
 
 
-def _parse_meta(raw: np.ndarray, path: Path, key: str) -> dict[str, Any]:
-    if raw.dtype.kind not in "UO" or raw.ndim != 0:
-        raise UserError(f"ticket {path}: the {key} entry is not a JSON string")
+#: Metadata JSON larger than this, or nested deeper, is refused (no reader needs more).
+MAX_META_CHARS = 1 << 22
+MAX_META_DEPTH = 64
+
+
+def parse_json_object(raw: Any, where: str) -> dict[str, Any]:
+    """The JSON object of a ``__meta__``-style entry (a 0-d string array, or a string); a
+    one-line UserError naming ``where`` when it is no string, too large, not JSON, nested deeper
+    than :data:`MAX_META_DEPTH` or not an object."""
+    if isinstance(raw, np.ndarray):
+        if raw.dtype.kind != "U" or raw.ndim != 0:
+            raise UserError(f"{where} is not a JSON string")
+        raw = str(raw)
+    if not isinstance(raw, str):
+        raise UserError(f"{where} is not a JSON string")
+    if len(raw) > MAX_META_CHARS:
+        raise UserError(f"{where} is {len(raw):,} characters of JSON (at most {MAX_META_CHARS:,})")
     try:
-        meta = json.loads(str(raw))
+        obj = json.loads(raw)
+    except RecursionError:
+        raise UserError(f"{where} is nested too deeply") from None
     except ValueError as e:
-        raise UserError(f"ticket {path}: corrupt {key} entry ({e})") from None
-    if not isinstance(meta, dict):
-        raise UserError(f"ticket {path}: the {key} entry is not a JSON object")
-    return meta
+        raise UserError(f"{where} is corrupt ({e})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{where} is not a JSON object")
+    if json_depth(obj) > MAX_META_DEPTH:
+        raise UserError(f"{where} is nested more than {MAX_META_DEPTH} levels deep")
+    return obj
+
+
+def json_depth(obj: Any) -> int:
+    """How deeply lists and objects nest in ``obj`` (a scalar: 0); iterative, never recursing."""
+    depth, stack = 0, [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, dict | list):
+            depth = max(depth, d)
+            if d <= MAX_META_DEPTH:
+                stack.extend((v, d + 1) for v in (o.values() if isinstance(o, dict) else o))
+    return depth
+
+
+def _parse_meta(raw: np.ndarray, path: Path, key: str) -> dict[str, Any]:
+    return parse_json_object(raw, f"ticket {path}: the {key} entry")
 
 
 def load_ticket(path: str | os.PathLike) -> Ticket:

@@ -36,6 +36,7 @@ from lottery_jax.nets.pruned import (
     set_sparsity,
 )
 from lottery_jax.nets.supermask import (
+    METHODS,
     PruneCount,
     Score,
     check_sparsity,
@@ -91,7 +92,14 @@ class PruneConfig:
 
     def validate(self) -> None:
         kind, _ = parse_model(self.model)
-        pruned_sizes(self.model, int(self.redundancy), self.sizes)  # (custom sizes are required)
+        sizes = pruned_sizes(self.model, int(self.redundancy), self.sizes)  # (custom: required)
+        if self.sizes is not None and (sizes[0] != IMAGE_PIXELS or sizes[-1] != NUM_CLASSES):
+            raise UserError(
+                f"layer sizes {tuple(sizes)} must start with the {IMAGE_PIXELS} input pixels "
+                f"(28x28) and end with the {NUM_CLASSES} classes"
+            )
+        if self.method not in METHODS:
+            raise UserError(f"unknown mask method {self.method!r} ({', '.join(METHODS)})")
         if int(self.redundancy) < 1:
             raise UserError(f"redundancy must be at least 1, got {self.redundancy}")
         if not 0 <= self.epochs < 2**31:
@@ -116,7 +124,7 @@ class PruneConfig:
             variant = f"{model}-r{self.redundancy}-{'relu' if self.relu else 'linear'}"
         else:
             variant = f"{model}-r{self.redundancy}"
-        return f"{variant}-e{self.epochs}-s{sparsity:g}-seed{seed}"
+        return f"{variant}-e{self.epochs}-s{sparsity_label(sparsity)}-seed{seed}"
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -124,7 +132,19 @@ class PruneConfig:
         return d
 
 
+def sparsity_label(sparsity: float) -> str:
+    """The sparsity in a run folder's name: ``%g`` (``0.5``, ``1e-05``) when that reads back as
+    the very same float, else its exact ``repr`` (``0.1234561``): distinct sparsities never share
+    a folder. ``-0`` is ``0``."""
+    s = float(sparsity) + 0.0
+    short = f"{s:g}"
+    return short if float(short) == s else repr(s)
+
+
 MEMBER_MODES = ("auto", "unroll", "vmap")
+#: What the fully connected nets read and predict (28x28 images, 10 classes).
+IMAGE_PIXELS = 28 * 28
+NUM_CLASSES = 10
 
 
 def member_mode(mode: str = "auto") -> str:

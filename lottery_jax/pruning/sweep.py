@@ -51,12 +51,29 @@ def run_config(cfg: batched.PruneConfig, seed: int, sparsity: float, data_name: 
 
 
 def is_finished(path: Path, config: dict) -> bool:
-    """A run is done when its results.json exists and records the same configuration."""
+    """A run is done when its last commit verifies (every file the journal names is present with
+    its recorded sha256: :func:`lottery_jax.rundir.verified_files`), it holds the ticket and the
+    results, and results.json records the same configuration."""
+    files = rundir.verified_files(path.parent)
+    if files is None or not {"ticket.npz", path.name} <= files:
+        return False
     try:
         done = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
+        return False
+    if not isinstance(done, dict):
         return False
     return done.get("config") == config and done.get("final_test_accuracy") is not None
+
+
+def _check_run_names(cfg: batched.PruneConfig, members: Sequence[tuple[int, float]]) -> None:
+    """Two runs never share a folder (names are exact, so only equal runs could; refused)."""
+    seen: dict[str, tuple[int, float]] = {}
+    for seed, s in members:
+        name = cfg.run_name(s, seed)
+        if name in seen and seen[name] != (seed, s):
+            raise UserError(f"runs {seen[name]} and {(seed, s)} would share the folder {name}")
+        seen[name] = (seed, s)
 
 
 def run_prune(
@@ -90,7 +107,8 @@ def run_prune(
         raise UserError("nothing to run: give at least one seed and one sparsity")
     rundir.prepare_dir(out, "results directory")
     procs = processes or distributed.current()
-    members = [(int(seed), float(s)) for seed in seeds for s in sparsities]
+    members = [(int(seed), float(s) + 0.0) for seed in seeds for s in sparsities]  # (-0: 0)
+    _check_run_names(cfg, members)
     batched.require_time_for([(cfg, len(members))], int(data.train_images.shape[0]), max_hours)
     for owner, _, group in plan_groups([(cfg, members)], max_members, procs.count):
         if procs.owns(owner):
@@ -101,8 +119,11 @@ def run_prune(
     for seed, s in members:
         path = out / cfg.run_name(s, seed) / "results.json"
         try:
-            results.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
+            record = json.loads(path.read_text())
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+            results.append(record)
+        except (OSError, ValueError, RecursionError):
             raise UserError(
                 f"{path} is missing after every process finished: with several processes the "
                 "output directory must be one that all of them share"
@@ -334,6 +355,7 @@ def run_sweep(
     if not epochs or any(e <= 0 for e in epochs):
         raise UserError(f"epochs must be positive, got {list(epochs)}")
     check_sparsities(sparsities)
+    sparsities = list(dict.fromkeys(float(s) + 0.0 for s in sparsities))  # (-0 is 0)
     if redundancy < 1:
         raise UserError(f"redundancy must be at least 1, got {redundancy}")
     for v in variants:
@@ -374,6 +396,7 @@ def run_sweep(
             if family == "lenet5" and (fixed_conv is not None or conv_baseline):
                 cfg = replace(cfg, conv_from=str(conv_from) if conv_from else "baseline")
             jobs.append((cfg, [(seed, s) for s in sparsities]))
+            _check_run_names(cfg, jobs[-1][1])
             keys.append((e, seed))
     trained = 0
     for owner, j, group in plan_groups(jobs, max_members, procs.count):
@@ -394,9 +417,9 @@ def collect_results(results_dir: Path) -> list[dict]:
     for path in sorted(results_dir.rglob("results.json")):
         try:
             r = json.loads(path.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             continue
-        if r.get("final_test_accuracy") is None:
+        if not isinstance(r, dict) or r.get("final_test_accuracy") is None:
             continue
         r["_path"] = str(path)
         out.append(r)

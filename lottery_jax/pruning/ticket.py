@@ -5,6 +5,7 @@ configuration and its packed masks; rebuilding a network from one and exporting 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ from lottery_jax.tickets import SUPERMASK_FORMAT, open_ticket
 
 #: Format id of the supermask ticket (files of the first release, ``lottery-jax-ticket/1``, load too).
 TICKET_FORMAT = SUPERMASK_FORMAT
+#: The largest mask a ticket may declare (entries): far above any network the tool builds.
+MAX_MASK_ENTRIES = 1 << 30
 
 
 # ----------------------------------------------------------------------------- tickets
@@ -87,18 +90,12 @@ def load_ticket(path: str | Path) -> dict[str, Any]:
     """
     t = open_ticket(path, "supermask")
     path, arrays, meta = t.path, t.arrays, t.meta
-    try:
-        shapes = {str(k): [int(d) for d in v] for k, v in meta["shapes"].items()}
-        head = (meta["config"], int(meta["seed"]), float(meta["sparsity"]))
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise UserError(f"ticket {path}: malformed metadata ({type(e).__name__}: {e})") from None
-    if not isinstance(head[0], dict):
-        raise UserError(f"ticket {path}: malformed metadata (config is not an object)")
+    shapes, head = _ticket_head(meta, path)
     masks = {}
     for key, shape in shapes.items():
-        size = int(np.prod(shape))
+        size = math.prod(shape)
         bits = arrays.get(f"mask:{key}")
-        if bits is None or bits.dtype != np.uint8 or bits.size != (size + 7) // 8:
+        if bits is None or bits.dtype != np.uint8 or bits.ndim != 1 or bits.size != (size + 7) // 8:
             raise UserError(f"{path}: mask {key} is missing or has the wrong length")
         masks[key] = np.unpackbits(bits, count=size).astype(bool).reshape(shape)
     conv = {k[len("conv:") :]: v for k, v in arrays.items() if k.startswith("conv:")} or None
@@ -112,9 +109,64 @@ def load_ticket(path: str | Path) -> dict[str, Any]:
     }
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _ticket_head(meta: dict[str, Any], path) -> tuple[dict[str, list[int]], tuple]:
+    """The mask shapes and (config, seed, sparsity) of a ticket's metadata, every one of the
+    right type and range (a one-line UserError naming the first that is not)."""
+
+    def bad(what: str) -> UserError:
+        return UserError(f"ticket {path}: malformed metadata ({what})")
+
+    for key in ("shapes", "config", "seed", "sparsity"):
+        if key not in meta:
+            raise bad(f"no {key}")
+    seed, sparsity, config = meta["seed"], meta["sparsity"], meta["config"]
+    if not (_is_int(seed) and 0 <= seed < 2**32):
+        raise bad(f"seed {seed!r} is not an integer in [0, 2^32)")
+    if not (isinstance(sparsity, int | float) and not isinstance(sparsity, bool)
+            and 0 <= sparsity < 1):  # fmt: skip
+        raise bad(f"sparsity {sparsity!r} is not a number in [0, 1)")
+    if not isinstance(config, dict):
+        raise bad("config is not an object")
+    if not isinstance(meta["shapes"], dict) or not meta["shapes"]:
+        raise bad("shapes is not a non-empty object")
+    shapes = {}
+    for k, v in meta["shapes"].items():
+        ok = isinstance(v, list) and 1 <= len(v) <= 4 and all(_is_int(d) and d > 0 for d in v)
+        if not ok or math.prod(v) > MAX_MASK_ENTRIES:
+            raise bad(f"shape of {k} {v!r} is not 1 to 4 positive sizes of at most "
+                      f"{MAX_MASK_ENTRIES:,} entries")  # fmt: skip
+        shapes[str(k)] = [int(d) for d in v]
+    return shapes, (config, int(seed), float(sparsity))
+
+
 def ticket_config(ticket: dict[str, Any]) -> PruneConfig:
+    """The :class:`PruneConfig` a ticket records, validated (a one-line UserError when it holds
+    wrong types or values)."""
     known = {f for f in PruneConfig.__dataclass_fields__}
-    return PruneConfig(**{k: v for k, v in ticket["config"].items() if k in known})
+    try:
+        cfg = PruneConfig(**{k: v for k, v in ticket["config"].items() if k in known})
+        cfg.validate()
+        _check_config_types(cfg)
+    except UserError as e:
+        raise UserError(f"ticket config: {e}") from None
+    except (TypeError, ValueError, OverflowError, AttributeError, KeyError) as e:
+        raise UserError(f"ticket config is malformed ({type(e).__name__}: {e})") from None
+    return cfg
+
+
+def _check_config_types(cfg: PruneConfig) -> None:
+    for name in ("redundancy", "epochs", "batch_size"):
+        if not _is_int(getattr(cfg, name)):
+            raise UserError(f"{name} {getattr(cfg, name)!r} is not an integer")
+    if not isinstance(cfg.relu, bool):
+        raise UserError(f"relu {cfg.relu!r} is not true or false")
+    if cfg.sizes is not None and not (isinstance(cfg.sizes, list | tuple)
+                                      and all(_is_int(x) for x in cfg.sizes)):  # fmt: skip
+        raise UserError(f"sizes {cfg.sizes!r} is not a list of integers")
 
 
 def net_from_ticket(ticket: dict[str, Any]) -> PrunedNet:

@@ -389,7 +389,9 @@ class ChunkDir:
         self.fingerprint = str(fingerprint)
 
     def chunk_path(self, name: str) -> Path:
-        return self.path / "chunks" / f"{name}.npz"
+        from lottery_jax.rundir import file_name_for  # (a layer name never becomes a path)
+
+        return self.path / "chunks" / f"{file_name_for(name)}.npz"
 
     def save_chunk(self, name: str, arrays) -> Path:
         from lottery_jax.rundir import write_sealed
@@ -428,7 +430,9 @@ class SavedResults:
                  every: int | None = None, seconds: float = 10.0):  # fmt: skip
         self.store = store
         self.n = int(n)
-        self.prefix = f"{layer}.scip-{tasks_key(tasks)}-"
+        from lottery_jax.rundir import file_name_for  # (the prefix is globbed: a plain name)
+
+        self.prefix = f"{file_name_for(layer)}.scip-{tasks_key(tasks)}-"
         self.total = len(tasks)
         self.every = every or max(8, min(512, self.total // 50))
         self.seconds = seconds
