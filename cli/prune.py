@@ -308,6 +308,7 @@ def plot(
     from lottery_jax.plotting import PLOT_VARIANTS, plot_results
 
     results = sweep.collect_results(results_dir)
+    prepare_dir(out or results_dir, "figure folder")  # (a file or a read-only folder: one line)
     paths = plot_results(
         results, out or results_dir, title=title,
         epochs=parse_ints(epochs, "--epochs", POSITIVE_INT) or None,

@@ -31,6 +31,8 @@ def ensure_dir(path: str | os.PathLike) -> Path:
 def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Write through ``write(tmp_path)`` then rename onto ``path`` (same directory, atomic)."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a directory; give the path of the file to write")
     ensure_dir(path.parent)
     # A unique sibling created with mode 0666, so the process umask gives the usual file mode
     # (mkstemp would make it 0600, and reading the umask means setting it: global state).

@@ -373,3 +373,132 @@ def test_weight_metadata_of_the_wrong_type(capsys, tmp_path, tiny_idx_dir, meta)
     code, _, err = run_cli(capsys, "evaluate", "--weights", path, "--data-dir", tiny_idx_dir,
                            "--out", tmp_path / "o")  # fmt: skip
     assert_one_line_error(code, err, str(path))
+
+
+# --- SIGTERM and a full disk: one line, a resumable state -----------------------------------------
+
+
+def _train_argv(data, out, epochs="2"):
+    return ["train", "--model", "fc2", "--hidden", "16", "--epochs", epochs, "--data-dir", data,
+            "--out", out, "--no-progress"]  # fmt: skip
+
+
+def test_sigterm_is_like_ctrl_c(capsys, tmp_path, tiny_idx_dir, monkeypatch):
+    import os
+    import signal
+
+    from lottery_jax import training
+
+    real_fit = training.fit
+
+    def fit_terminated_after_first_epoch(*args, on_epoch, **kwargs):
+        def hook(epoch, *rest):
+            on_epoch(epoch, *rest)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        return real_fit(*args, on_epoch=hook, **kwargs)
+
+    monkeypatch.setattr(training, "fit", fit_terminated_after_first_epoch)
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, *_train_argv(tiny_idx_dir, out))
+    assert code == 143
+    assert_one_line_error(code, err, "SIGTERM", "resume")
+    assert not (out / rundir.HOLDER_NAME).exists()
+    assert signal.getsignal(signal.SIGTERM) is not None  # (restored after the command)
+    monkeypatch.setattr(training, "fit", real_fit)
+    code, out_text, err = run_cli(capsys, *_train_argv(tiny_idx_dir, out))
+    assert code == 0 and "resuming" in out_text + err, err
+    assert json.loads((out / "results.json").read_text())["epochs_done"] == 2
+
+
+def _disk_full_after(monkeypatch, name: str, nth: int = 1):
+    """rundir's file writer raises ENOSPC from the ``nth`` write of a temporary of ``name`` on
+    (earlier writes go through)."""
+    import errno
+
+    real = rundir._write_new
+    seen = [0]
+
+    def write_new(path, data, sync):
+        if name in Path(path).name:
+            seen[0] += 1
+        if seen[0] >= nth:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data, sync)
+
+    monkeypatch.setattr(rundir, "_write_new", write_new)
+    return real
+
+
+def test_full_disk_in_train_is_one_line_and_resumes(capsys, tmp_path, tiny_idx_dir, monkeypatch):
+    out = tmp_path / "run"
+    real = _disk_full_after(monkeypatch, "resume.npz", 2)  # (epoch 1's commit goes through)
+    code, _, err = run_cli(capsys, *_train_argv(tiny_idx_dir, out))
+    assert_one_line_error(code, err, "No space left", "intact", "resume")
+    assert not list(out.glob(".lottery-jax.*.tmp"))
+    monkeypatch.setattr(rundir, "_write_new", real)
+    code, out_text, err = run_cli(capsys, *_train_argv(tiny_idx_dir, out))
+    assert code == 0 and "resuming" in out_text + err, err
+
+
+def test_full_disk_in_approximate_is_one_line(capsys, tmp_path, monkeypatch):
+    from test_containment import small_target
+
+    path = tmp_path / "t.npz"
+    checkpoint.save_weights(path, "fc2", small_target())
+    argv = ["approximate", "--target", path, "--no-evaluate", "--no-progress", "--epsilon",
+            "0.05", "--c", "2", "--rows-per-chunk", "2", "--out", tmp_path / "o"]  # fmt: skip
+    real = _disk_full_after(monkeypatch, "fc2.weight-00001", 1)  # (fc1's chunks are written)
+    code, _, err = run_cli(capsys, *argv)
+    assert_one_line_error(code, err, "No space left", "resume")
+    monkeypatch.setattr(rundir, "_write_new", real)
+    code, _, err = run_cli(capsys, *argv)
+    assert code in (0, 3), err
+    assert json.loads((tmp_path / "o" / "results.json").read_text())["resumed_chunks"] >= 1
+
+
+def test_full_disk_in_prune_is_one_line(capsys, tmp_path, tiny_idx_dir, monkeypatch):
+    argv = ["prune", "--model", "wide-fc2", "--redundancy", "1", "--epochs", "0", "--data-dir",
+            tiny_idx_dir, "--out", tmp_path / "p", "--no-progress"]  # fmt: skip
+    real = _disk_full_after(monkeypatch, "results.json", 1)
+    code, _, err = run_cli(capsys, *argv)
+    assert_one_line_error(code, err, "No space left", "resume", only=False)  # (after its log)
+    monkeypatch.setattr(rundir, "_write_new", real)
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0, err
+
+
+# --- output paths of the wrong kind ---------------------------------------------------------------
+
+
+def test_export_ticket_out_is_an_existing_directory(capsys, tmp_path):
+    path = _supermask_ticket(tmp_path)
+    (tmp_path / "dense").mkdir()
+    code, _, err = run_cli(capsys, "export-ticket", path, "--out", tmp_path / "dense")
+    assert_one_line_error(code, err, "is a directory")
+
+
+def test_plot_out_is_a_file_or_read_only(capsys, pruned, tmp_path):
+    import os
+
+    src, _, _ = pruned
+    (tmp_path / "fig").write_text("a file")
+    code, _, err = run_cli(capsys, "plot", src, "--out", tmp_path / "fig")
+    assert_one_line_error(code, err, "not a directory")
+    if os.geteuid() != 0:  # (root writes into a read-only folder)
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        code, _, err = run_cli(capsys, "plot", src, "--out", ro)
+        assert_one_line_error(code, err, "cannot write")
+
+
+def test_export_of_a_custom_depth_is_refused_not_labelled_fc2(tmp_path):
+    from lottery_jax.nets.pruned import build_pruned
+
+    net = build_pruned("wide", seed=0, redundancy=1, sizes=(784, 16, 16, 10))
+    with pytest.raises(UserError, match="none of fc2, fc4, lenet5") as e:
+        pruning.export_dense(net, tmp_path / "d.npz")
+    one_line(e)
+    net = build_pruned("wide", seed=0, redundancy=1, sizes=(784, 16, 10))
+    state, meta = checkpoint.load_weights(pruning.export_dense(net, tmp_path / "d.npz"))
+    assert meta["model"] == "fc2" and state["fc1.weight"].shape == (16, 784)

@@ -217,9 +217,15 @@ def dense_state(net: PrunedNet) -> tuple[str, dict[str, np.ndarray]]:
                     static_argnums=0)(graphdef, params)  # fmt: skip
     for name, w in zip(net.names, dense, strict=True):
         state[f"{name}.weight"] = np.asarray(w)
-    family = {3: "fc2", 5: "fc4"}.get(len(net.names) + 1, "fc2")
-    if net.conv:
-        family = "lenet5"
+    from lottery_jax.checkpoint import infer_model
+
+    family = infer_model(state)  # (from the shapes: a custom depth or width is no target net)
+    if family is None:
+        shapes = ", ".join("x".join(map(str, v.shape)) for v in state.values())
+        raise UserError(
+            f"the dense network ({shapes}) is none of fc2, fc4, lenet5, so evaluate cannot read "
+            "it; export a ticket of one of those shapes"
+        )
     return family, state
 
 
