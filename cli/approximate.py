@@ -156,6 +156,27 @@ def results_table(r: dict[str, Any]) -> Table:
     return t
 
 
+def _check_n(c: float, epsilon: float, rounding: str) -> None:
+    """--c and --epsilon must give at least one coefficient (never silently n = 1)."""
+    from lottery_jax.subsetsum import search as ss
+
+    if ss.raw_n_coefficients(c, epsilon, rounding) < 1:
+        raise UserError(
+            f"--c {c:g} with --epsilon {epsilon:g} gives n = 0 coefficients ({rounding} "
+            "rounding); raise --c"
+        )
+
+
+def _layer_patterns(layers: str | None) -> tuple[str, ...] | None:
+    """--layers: None (not given) is every layer; given, it must name at least one pattern."""
+    if layers is None:
+        return None
+    patterns = tuple(parse_names([layers], "--layers"))
+    if not patterns:
+        raise UserError(f"--layers {layers!r} names no pattern (leave it out for every layer)")
+    return patterns
+
+
 @app.command()
 def approximate(
     ctx: typer.Context,
@@ -280,6 +301,8 @@ def approximate(
     check("--scip-time-limit", scip_time_limit, POSITIVE)
     check("--scip-workers", scip_workers, POSITIVE_INT)
     check("--rows-per-chunk", rows_per_chunk, POSITIVE_INT)
+    _check_n(c, epsilon, rounding.value)
+    patterns = _layer_patterns(layers)
     cfg = ap.ApproxConfig(
         epsilon=epsilon,
         c=c,
@@ -293,7 +316,7 @@ def approximate(
         scip_time_limit=scip_time_limit,
         scip_workers=scip_workers,
         rows_per_chunk=rows_per_chunk,
-        layers=tuple(parse_names([layers], "--layers")) or None if layers else None,
+        layers=patterns,
         range_mode=range_mode,
         feasibility_groups=feasibility_groups,
         prove=prove,

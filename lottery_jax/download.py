@@ -73,7 +73,8 @@ STEMS = (
 
 
 class DownloadError(UserError):
-    """No mirror gave a verified copy of a dataset file."""
+    """No verified copy of a dataset file could be had: from the cache (missing, or unusable) or
+    from any mirror."""
 
 
 @dataclass(frozen=True)
@@ -536,7 +537,7 @@ def fetch_dataset(
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(
+        raise DownloadError(
             f"cannot create the data cache {directory}: {e.strerror or e}; set {ENV_CACHE} to a "
             "writable folder or pass --data-dir"
         ) from None
@@ -553,12 +554,12 @@ def fetch_dataset(
                 (directory / f.stem).unlink(missing_ok=True)
                 _fetch_file(spec, f, directory, mirrors or mirrors_for(spec), report, deadline)
     except Timeout:
-        raise UserError(
+        raise DownloadError(
             f"another process is still fetching {spec.name} into {directory} after "
             f"{LOCK_TIMEOUT:.0f} s of waiting; try again when it is done"
         ) from None
     except OSError as e:  # the cache itself (downloads' own errors are handled per mirror)
-        raise UserError(
+        raise DownloadError(
             f"cannot write the data cache {directory}: {e.strerror or e}; set {ENV_CACHE} to a "
             "writable folder or pass --data-dir"
         ) from None

@@ -502,3 +502,73 @@ def test_export_of_a_custom_depth_is_refused_not_labelled_fc2(tmp_path):
     net = build_pruned("wide", seed=0, redundancy=1, sizes=(784, 16, 10))
     state, meta = checkpoint.load_weights(pruning.export_dense(net, tmp_path / "d.npz"))
     assert meta["model"] == "fc2" and state["fc1.weight"].shape == (16, 784)
+
+
+# --- approximate and verify: small things, up-front estimates --------------------------------------
+
+
+def _approx_argv(tmp_path, *extra):
+    from test_containment import small_target
+
+    path = tmp_path / "t.npz"
+    checkpoint.save_weights(path, "fc2", small_target())
+    return ["approximate", "--target", path, "--no-progress", "--epsilon", "0.05", "--c", "2",
+            "--out", tmp_path / "o", *extra]  # fmt: skip
+
+
+def test_tiny_c_is_refused_not_n_1(capsys, tmp_path):
+    argv = _approx_argv(tmp_path, "--no-evaluate")
+    argv[argv.index("--c") + 1] = "1e-9"
+    code, _, err = run_cli(capsys, *argv)
+    assert_one_line_error(code, err, "--c", "n = 0")
+
+
+def test_empty_layers_is_refused_not_every_layer(capsys, tmp_path):
+    code, _, err = run_cli(capsys, *_approx_argv(tmp_path, "--no-evaluate", "--layers", ""))
+    assert_one_line_error(code, err, "--layers", "no pattern")
+    code, _, err = run_cli(capsys, *_approx_argv(tmp_path, "--no-evaluate", "--layers", " , "))
+    assert_one_line_error(code, err, "--layers")
+
+
+def test_unusable_cache_is_like_offline(capsys, tmp_path, monkeypatch):
+    """approximate still writes the ticket and exits 5 (no data), as offline."""
+    from lottery_jax.subsetsum.experiment import EXIT_NO_DATA
+
+    monkeypatch.delenv("LOTTERY_JAX_DATA", raising=False)
+    (tmp_path / "not-a-folder").write_text("x")
+    monkeypatch.setenv(download.ENV_CACHE, str(tmp_path / "not-a-folder"))
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "no-tfds"))
+    code, _, err = run_cli(capsys, *_approx_argv(tmp_path))
+    assert code in (EXIT_NO_DATA, 3), err  # (3: some weight not within eps, which comes first)
+    assert (tmp_path / "o" / "ticket.npz").exists()
+    assert "data cache" in json.loads((tmp_path / "o" / "results.json").read_text())[
+        "accuracy_not_measured"]
+
+
+def test_verify_estimates_its_memory_up_front(tmp_path, monkeypatch):
+    """A small per-weight ticket declaring n = 1024 for 392,000 weights (6.8 GB to check) is
+    refused with one line before any work, on a machine of 1 GiB."""
+    from test_containment import small_target
+
+    from lottery_jax import resources
+    from lottery_jax import subsetsum as ap
+
+    target = small_target()
+    res = ap.approximate_network(target, ap.ApproxConfig(epsilon=0.05, c=2.0))
+    path = ap.save_ticket(tmp_path / "t.npz", res, target)
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays["__meta__"]))
+    meta.update(n=1024, c=1024 / 4, coefficients="per-weight", coefficients_stored=False)
+    arrays["__meta__"] = np.asarray(json.dumps(meta))
+    arrays["fc1.weight.target"] = np.zeros((500, 784), np.float32)
+    arrays.pop("fc1.weight.coefficients", None)
+    arrays.pop("fc2.weight.coefficients", None)
+    np.savez_compressed(path, **arrays)
+    assert path.stat().st_size < 200_000
+    monkeypatch.setattr(resources, "device_memory_bytes", lambda: 1 << 30)
+    rss = _rss_mb()
+    with pytest.raises(UserError, match="needs about") as e:
+        ap.verify_ticket(path)
+    one_line(e)
+    assert _rss_mb() - rss < 200

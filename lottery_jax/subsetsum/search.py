@@ -73,13 +73,17 @@ def n_coefficients(c: float, epsilon: float, rounding: Rounding = "published") -
         raise ValueError(f"epsilon must be in (0, 1), got {epsilon}")
     if not c > 0:
         raise ValueError(f"c must be > 0, got {c}")
+    return max(raw_n_coefficients(c, epsilon, rounding), 1)
+
+
+def raw_n_coefficients(c: float, epsilon: float, rounding: Rounding = "published") -> int:
+    """:func:`n_coefficients` before it is raised to at least 1 (0 for a tiny ``c``: a caller
+    that takes ``c`` from a user refuses that rather than silently using n = 1)."""
     if rounding == "published":
-        n = int(c * round(math.log2(1 / epsilon)))
-    elif rounding == "readme":
-        n = round(c * math.log2(1 / epsilon))
-    else:
-        raise ValueError(f"unknown rounding {rounding!r}")
-    return max(int(n), 1)
+        return int(c * round(math.log2(1 / epsilon)))
+    if rounding == "readme":
+        return int(round(c * math.log2(1 / epsilon)))
+    raise ValueError(f"unknown rounding {rounding!r}")
 
 
 #: Ratio ``min(|low|, high) / max(|low|, high)`` of the published range below which ``auto``

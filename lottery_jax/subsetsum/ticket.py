@@ -282,6 +282,29 @@ def _min_errors(coefs: np.ndarray, ws: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return best_err, best_mask
 
 
+#: Bytes per (weight x coefficient) that verifying a layer holds at once: the drawn coefficients
+#: (float64, per weight), the unpacked subset bits and the float64 selected coefficients.
+VERIFY_BYTES_PER_COEFFICIENT = 8 + 1 + 8
+
+
+def verify_bytes(arrays: dict[str, np.ndarray], layers: list[str], n: int) -> int:
+    """Up-front memory estimate of :func:`verify_ticket`: the largest layer's weights times
+    ``n`` times :data:`VERIFY_BYTES_PER_COEFFICIENT` (layers are checked one at a time)."""
+    sizes = [int(arrays[f"{k}.target"].size) for k in layers if f"{k}.target" in arrays]
+    return max(sizes, default=0) * int(n) * VERIFY_BYTES_PER_COEFFICIENT
+
+
+def _require_verify_memory(arrays, layers: list[str], n: int, source: str) -> None:
+    """Refuse (one line) a ticket whose check would not fit in memory, before any of it runs (a
+    small file can declare n = 1024 coefficients for each of many weights)."""
+    from lottery_jax.resources import require_memory
+
+    require_memory(
+        verify_bytes(arrays, layers, n), f"verifying {source} (n = {n} coefficients per weight)",
+        "verify it on a machine with more memory",
+    )  # fmt: skip
+
+
 def verify_ticket(
     path: Path, target: dict[str, np.ndarray] | None = None, *, epsilon: float | None = None
 ) -> VerifyReport:
@@ -315,6 +338,7 @@ def verify_ticket(
         report.mismatches, report.bad_entries = found.lines, found.count
         return report
     n, layers, statuses = int(meta["n"]), list(meta["layers"]), list(meta["statuses"])
+    _require_verify_memory(arrays, layers, n, str(path))
     code = {s: i for i, s in enumerate(statuses)}
     within_codes = [code[s] for s in statuses if s in WITHIN_STATUSES]
     infeasible_code = code.get("infeasible", -1)
