@@ -45,8 +45,20 @@ def _main(
             "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
         ),
     ] = False,
+    allow_unverified_data: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unverified-data", envvar="LOTTERY_JAX_ALLOW_UNVERIFIED_DATA",
+            help="Use a --data-dir that contradicts a dataset whose files are known (MNIST, "
+            "Fashion-MNIST: e.g. train and test swapped) instead of refusing it; recorded in "
+            "every results.json.",
+        ),
+    ] = False,
 ) -> None:
     """Optimal lottery tickets via SubsetSum (Pensia et al., NeurIPS 2020) in JAX."""
+    from lottery_jax import data
+
+    data.CLI_ALLOW_UNVERIFIED[0] = allow_unverified_data  # (set on every invocation)
 
 
 class Inputs(StrEnum):

@@ -9,6 +9,7 @@ Python loader.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
 import math
 import os
@@ -97,7 +98,11 @@ def read_idx(path: str | os.PathLike, *, expect_magic: int | None = None) -> np.
     header is read and bounded first (:func:`_idx_dims`), so at most the bytes it declares (plus
     one, to tell trailing data) are ever read or decompressed.
     """
-    path = Path(path)
+    return _read_idx_raw(Path(path), expect_magic)[0]
+
+
+def _read_idx_raw(path: Path, expect_magic: int | None) -> tuple[np.ndarray, bytes]:
+    """:func:`read_idx` and the decompressed file's bytes (the array is a view of them)."""
     header, dims = _idx_dims(path, _read_bytes(path, 16), expect_magic)
     expected = math.prod(dims)
     raw = _read_bytes(path, header + expected + 1)
@@ -105,7 +110,7 @@ def read_idx(path: str | os.PathLike, *, expect_magic: int | None = None) -> np.
     if body != expected:
         kind = "truncated" if body < expected else "has trailing data"
         raise UserError(f"{path}: {kind}: header says {dims} ({expected} bytes), found {body}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims), raw
 
 
 def _find(data_dir: Path, stem: str) -> Path:
@@ -117,13 +122,19 @@ def _find(data_dir: Path, stem: str) -> Path:
 
 def read_idx_dir(data_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read and cross-check the four standard IDX files of ``data_dir`` (uint8 arrays)."""
-    data_dir = Path(data_dir)
+    return _read_idx_dir(Path(data_dir))[0]
+
+
+def _read_idx_dir(data_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, tuple[Path, bytes]]]:
+    """:func:`read_idx_dir` and, per file, its path and decompressed bytes."""
     if not data_dir.is_dir():
         raise UserError(f"data directory {data_dir} does not exist")
-    out = {}
+    out, raws = {}, {}
     for key, stem in IDX_FILES.items():
         path = _find(data_dir, stem)
-        arr = read_idx(path, expect_magic=IMAGE_MAGIC if "images" in key else LABEL_MAGIC)
+        magic = IMAGE_MAGIC if "images" in key else LABEL_MAGIC
+        arr, raws[key] = _read_idx_raw(path, magic)
+        raws[key] = (path, raws[key])
         if "labels" in key and arr.size and arr.max() >= NUM_CLASSES:
             raise UserError(f"{path}: label {int(arr.max())} outside 0..{NUM_CLASSES - 1}")
         if "images" in key and arr.shape[1:] != (28, 28):
@@ -137,7 +148,95 @@ def read_idx_dir(data_dir: str | os.PathLike) -> dict[str, np.ndarray]:
             )
         if imgs.shape[0] == 0:
             raise UserError(f"{ipath}: no images")
-    return {k: v[0] for k, v in out.items()}
+    return {k: v[0] for k, v in out.items()}, raws
+
+
+# ----------------------------------------------------------------------------- known datasets
+
+ENV_ALLOW_UNVERIFIED = "LOTTERY_JAX_ALLOW_UNVERIFIED_DATA"
+#: Data directories loaded although they contradict a known dataset (recorded in results.json).
+UNVERIFIED_LOADS: list[str] = []
+#: The command line's ``--allow-unverified-data`` (set by every invocation).
+CLI_ALLOW_UNVERIFIED = [False]
+_VERDICTS: dict[tuple, str] = {}
+
+
+def _known_files() -> dict[str, tuple[str, str]]:
+    """sha256 of every pinned decompressed IDX file -> (dataset, file stem) (MNIST and
+    Fashion-MNIST: :data:`lottery_jax.download.DATASETS`)."""
+    from lottery_jax.download import DATASETS
+
+    return {f.sha256: (spec.name, f.stem) for spec in DATASETS.values() for f in spec.files
+            if f.hash_of == "raw"}  # fmt: skip
+
+
+def check_known_dataset(raws: dict[str, tuple[Path, bytes]]) -> str:
+    """Check a data directory against the datasets whose files we know (their sha256).
+
+    The two label files are hashed first (70 KB): when neither is a known file the data is some
+    other dataset (``"unknown"``, accepted as it is). When one is, every file must be that
+    dataset's file of its role, else a one-line UserError names the first that is not (and says
+    when it is the known file of another role: train and test swapped). Returns the dataset's
+    name. The verdict is kept per process, keyed by each file's path, size and mtime."""
+    key = tuple((str(p.resolve()), *_stamp(p)) for p, _ in raws.values())
+    if key in _VERDICTS:
+        return _VERDICTS[key]
+    known = _known_files()
+    labels = [hashlib.sha256(raws[k][1]).hexdigest() for k in ("train_labels", "test_labels")]
+    names = [known[h][0] for h in labels if h in known]
+    if not names:
+        verdict = "unknown"
+    else:
+        verdict = names[0]
+        for role, (path, raw) in raws.items():
+            _check_role(path, raw, verdict, IDX_FILES[role], known)
+    _VERDICTS[key] = verdict
+    return verdict
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _check_role(path: Path, raw: bytes, dataset: str, stem: str, known: dict) -> None:
+    got = hashlib.sha256(raw).hexdigest()
+    if known.get(got) == (dataset, stem):
+        return
+    if got in known:
+        other_set, other = known[got]
+        raise UserError(
+            f"{path} is {other_set}'s {other}, not its {stem} (train and test files swapped?); "
+            f"pass --allow-unverified-data (or set {ENV_ALLOW_UNVERIFIED}=1) to use it anyway"
+        )
+    raise UserError(
+        f"{path} is not {dataset}'s {stem} (sha256 {got[:12]}...), although the labels are "
+        f"{dataset}'s; pass --allow-unverified-data (or set {ENV_ALLOW_UNVERIFIED}=1) to use it "
+        "anyway"
+    )
+
+
+def _allow_unverified(flag: bool | None) -> bool:
+    if flag is not None:
+        return flag
+    env = os.environ.get(ENV_ALLOW_UNVERIFIED, "").lower() in ("1", "true", "yes")
+    return CLI_ALLOW_UNVERIFIED[0] or env
+
+
+def _read_checked_dir(data_dir, allow_unverified: bool | None) -> tuple[dict, str]:
+    """:func:`read_idx_dir` of a user's directory, checked by :func:`check_known_dataset`;
+    (arrays, the Dataset name: ``idx:<dir>``, with `` (unverified)`` when a contradiction was
+    allowed, which every results.json then records)."""
+    arrays, raws = _read_idx_dir(Path(data_dir))
+    name = f"idx:{Path(data_dir).resolve()}"
+    try:
+        check_known_dataset(raws)
+    except UserError as e:
+        if not _allow_unverified(allow_unverified):
+            raise
+        UNVERIFIED_LOADS.append(f"{Path(data_dir).resolve()}: {e}".split("; pass")[0])
+        name += " (unverified)"
+    return arrays, name
 
 
 def _tfds_source(name: str, split: str, data_dir: str | None):
@@ -191,6 +290,7 @@ def load_dataset(
     dataset: str = "mnist",
     inputs: str = "normalized",
     tfds_data_dir: str | None = None,
+    allow_unverified: bool | None = None,
 ) -> Dataset:
     """Load a 28x28 10-class dataset onto the default device.
 
@@ -207,6 +307,10 @@ def load_dataset(
         used without ``data_dir``.
       inputs: ``unit`` (pixels in [0, 1], Experiment 1) or ``normalized`` (mean 0.1307, std 0.3081,
         Experiment 2).
+      allow_unverified: use a ``data_dir`` that contradicts a known dataset
+        (:func:`check_known_dataset`: e.g. MNIST's train and test files swapped) instead of
+        refusing it; None: ``LOTTERY_JAX_ALLOW_UNVERIFIED_DATA`` (the CLI's
+        ``--allow-unverified-data``). Recorded in the Dataset's name and every results.json.
     """
     if inputs not in INPUT_MODES:
         raise UserError(f"unknown input mode {inputs!r} (choose from {', '.join(INPUT_MODES)})")
@@ -216,8 +320,7 @@ def load_dataset(
     if data_dir is None and (train := _tfds_source(dataset, "train", tfds_data_dir)) is not None:
         test = _tfds_source(dataset, "test", tfds_data_dir)
     if data_dir is not None:
-        arrays = read_idx_dir(data_dir)
-        name = f"idx:{Path(data_dir).resolve()}"
+        arrays, name = _read_checked_dir(data_dir, allow_unverified)
     elif train is not None and test is not None:
         tr_x, tr_y = _tfds_split(train)
         te_x, te_y = _tfds_split(test)

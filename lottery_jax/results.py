@@ -81,8 +81,12 @@ def save_npz_atomic(path: str | os.PathLike, arrays: dict[str, Any]) -> Path:
 
 def device_summary() -> dict[str, Any]:
     """What ran the computation: backend, devices, versions (recorded in every results.json)."""
+    from lottery_jax.data import UNVERIFIED_LOADS
+
     devices = jax.devices()
+    extra = {"unverified_data": list(UNVERIFIED_LOADS)} if UNVERIFIED_LOADS else {}
     return {
+        **extra,
         "backend": jax.default_backend(),
         "device_kind": devices[0].device_kind,
         "device_count": len(devices),

@@ -126,6 +126,8 @@ def load_ticket(path: str | os.PathLike) -> Ticket:
         raise UserError(f"{path} is not a lottery-jax ticket (no {META_KEY} entry)")
     meta = _parse_meta(arrays.pop(key), path, key)
     fmt = meta.get("format")
+    if not isinstance(fmt, str):
+        raise UserError(f"{path} is not a lottery-jax ticket (format {fmt!r})"[:300])
     if fmt in _KIND_OF_FORMAT:
         kind = _KIND_OF_FORMAT[fmt]
     elif fmt == LEGACY_FORMAT:

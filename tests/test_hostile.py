@@ -572,3 +572,65 @@ def test_verify_estimates_its_memory_up_front(tmp_path, monkeypatch):
         ap.verify_ticket(path)
     one_line(e)
     assert _rss_mb() - rss < 200
+
+
+# --- wrong data in --data-dir --------------------------------------------------------------------
+
+
+@pytest.fixture
+def swapped_mnist(tmp_path, mnist_dir):
+    """The real MNIST with its train and test files swapped (links, renamed)."""
+    d = tmp_path / "swapped"
+    d.mkdir()
+    pairs = {"train-images-idx3-ubyte": "t10k-images-idx3-ubyte",
+             "train-labels-idx1-ubyte": "t10k-labels-idx1-ubyte"}  # fmt: skip
+    for a, b in [*pairs.items(), *((b, a) for a, b in pairs.items())]:
+        src = next(p for p in mnist_dir.iterdir() if p.name.startswith(a))
+        (d / (b + src.name[len(a):])).symlink_to(src)
+    return d
+
+
+def test_swapped_mnist_is_refused(swapped_mnist):
+    from lottery_jax.data import load_dataset
+
+    with pytest.raises(UserError, match="swapped") as e:
+        load_dataset(swapped_mnist)
+    assert "--allow-unverified-data" in one_line(e)
+
+
+def test_swapped_mnist_allowed_explicitly_is_recorded(capsys, tmp_path, swapped_mnist):
+    from lottery_jax import data
+
+    w = tmp_path / "w.npz"
+    state = {"fc1.weight": np.zeros((4, 784), np.float32), "fc2.weight": np.zeros((10, 4))}
+    checkpoint.save_weights(w, "fc2", state)
+    argv = ["evaluate", "--weights", w, "--data-dir", swapped_mnist, "--out", tmp_path / "e"]
+    code, _, err = run_cli(capsys, *argv)
+    assert_one_line_error(code, err, "swapped")
+    try:
+        code, _, err = run_cli(capsys, "--allow-unverified-data", *argv)
+        assert code == 0, err
+        rec = json.loads((tmp_path / "e" / "results.json").read_text())
+        assert "swapped" in rec["device"]["unverified_data"][0]
+    finally:
+        data.UNVERIFIED_LOADS.clear()
+
+
+def test_real_mnist_verifies_and_is_cached(mnist_dir):
+    from lottery_jax import data
+
+    _, raws = data._read_idx_dir(mnist_dir)
+    data._VERDICTS.clear()
+    t0 = time.perf_counter()
+    assert data.check_known_dataset(raws) == "mnist"
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    assert data.check_known_dataset(raws) == "mnist"
+    assert time.perf_counter() - t0 < first / 10
+
+
+def test_other_data_is_accepted_unchecked(tiny_idx_dir):
+    from lottery_jax import data
+
+    _, raws = data._read_idx_dir(tiny_idx_dir)
+    assert data.check_known_dataset(raws) == "unknown"

@@ -215,6 +215,9 @@ def _check_meta(meta: dict[str, Any], found: _Found) -> None:
             found.add(f"meta.{key}: missing")
         elif not ok(meta[key]):
             found.add(f"meta.{key}: {meta[key]!r} is not {want}")
+    mode = meta.get("range_mode", "published")
+    if not (isinstance(mode, str) and mode in ss.RANGE_MODES):
+        found.add(f"meta.range_mode: {mode!r} is not one of {', '.join(ss.RANGE_MODES)}"[:200])
     if found.lines:
         return
     if meta["low"] > meta["high"]:
@@ -364,6 +367,10 @@ def verify_ticket(
     ws: dict[str, np.ndarray] = {}
     for k in layers:
         shape = shapes_meta.get(k) if shapes_meta else None
+        if shape is not None and not (isinstance(shape, list) and all(_is_int(d) and d >= 0
+                                                                      for d in shape)):  # fmt: skip
+            found.add(f"meta.shapes.{k}: {shape!r} is not a list of sizes"[:200])
+            continue
         wt = _array(arrays, f"{k}.target", found, (np.float32, np.float64), shape)
         if wt is None:
             continue
