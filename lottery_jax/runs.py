@@ -144,8 +144,12 @@ def train_target(
         resume_arrays = None
         if state is not None:
             resume_arrays = checkpoint.read_npz(path / "resume.npz", "resume file")
-            start = int(state["epochs_done"])
-            past = {k: list(state["history"][k]) for k in HISTORY_KEYS}
+            try:  # (the journal's state: verified files, but the state itself is its word)
+                start = int(state["epochs_done"])
+                past = {k: list(state["history"][k]) for k in HISTORY_KEYS}
+            except (KeyError, TypeError, ValueError, OverflowError):
+                raise UserError(f"{path}/{rundir.JOURNAL_NAME}: malformed state; delete the "
+                                "directory to restart") from None  # fmt: skip
         if start >= epochs:
             log(f"{path} is already finished: {path / 'results.json'}")
             weights, _ = checkpoint.load_weights(weights_path)

@@ -257,6 +257,11 @@ def _commands(tmp_path: Path, data: Path, out: Path) -> list[tuple[str, list]]:
                              out / "evaluate-ticket"]),
         ("export-ticket", ["export-ticket", ticket, "--out", out / "dense.npz"]),
         ("plot", ["plot", prune_out, "--out", out / "figures"]),
+        ("sweep", ["sweep", "--family", "fc2", "--no-baseline", "--epochs", "1", "--sparsity",
+                   "0.5", "--variants", "wide", "--redundancy", "1", "--data-dir", data, "--out",
+                   out / "sweep", "--no-progress"]),
+        ("study", ["study", "--target", target, "--epsilon", "0.1", "--c", "1", "--no-evaluate",
+                   "--out", out / "study", "--no-progress"]),
     ]  # fmt: skip
 
 
@@ -267,13 +272,20 @@ def _seed_links(folder: Path, sentinel: Path) -> None:
     (folder / ".draft.tmp").write_text("mine")
 
 
-def test_every_command_leaves_the_sentinel_unchanged(capsys, tmp_path, tiny_idx_dir):
+#: The fast representative in the default suite (the whole list is marked slow).
+FAST = ("train", "approximate", "verify")
+
+
+@pytest.mark.parametrize("which", [pytest.param("all", marks=pytest.mark.slow), "fast"])
+def test_every_command_leaves_the_sentinel_unchanged(capsys, tmp_path, tiny_idx_dir, which):
     sentinel = make_sentinel(tmp_path)
     before = snapshot(sentinel)
     out = linked_out(tmp_path, sentinel)
-    for folder in ("train", "approx", "approx/chunks-not", "prune", "evaluate", "figures"):
+    for folder in ("train", "approx", "prune", "evaluate", "figures", "sweep", "study"):
         _seed_links(out / folder, sentinel)
     for name, argv in _commands(tmp_path, tiny_idx_dir, out):
+        if which == "fast" and name not in FAST:
+            continue
         code, _, err = run_cli(capsys, *argv)
         assert code in (0, ap.EXIT_INFEASIBLE), (name, err)
         assert snapshot(sentinel) == before, name

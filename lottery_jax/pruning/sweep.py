@@ -409,6 +409,10 @@ def run_sweep(
     return {"runs": sum(len(m) for _, m in jobs), "trained": trained, "baselines": baselines}
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
 def collect_results(results_dir: Path) -> list[dict]:
     """Every readable ``results.json`` below ``results_dir`` (prune runs and baselines)."""
     if not results_dir.is_dir():
@@ -419,7 +423,9 @@ def collect_results(results_dir: Path) -> list[dict]:
             r = json.loads(path.read_text())
         except (OSError, ValueError, RecursionError):
             continue
-        if not isinstance(r, dict) or r.get("final_test_accuracy") is None:
+        if not isinstance(r, dict) or not _is_number(r.get("final_test_accuracy")):
+            continue
+        if not isinstance(r.get("config", {}), dict):  # (the readers of results take it apart)
             continue
         r["_path"] = str(path)
         out.append(r)
