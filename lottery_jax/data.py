@@ -54,6 +54,11 @@ class Dataset(NamedTuple):
 MAX_IDX_COUNT = 1_000_000
 #: ... and at most this many bytes of data in all (MNIST's training images: 47 MB).
 MAX_IDX_BYTES = 1 << 30
+#: A ``.gz`` IDX file may declare this many bytes whatever its size, beyond that at most
+#: :data:`IDX_MAX_RATIO` times its own size (MNIST's images compress about 5:1; zeros, a "gzip
+#: bomb", 1000:1): checked from the header before anything is decompressed.
+IDX_FREE_BYTES = 64 << 20
+IDX_MAX_RATIO = 64
 
 
 def _open_idx(path: Path):
@@ -91,6 +96,19 @@ def _idx_dims(path: Path, head: bytes, expect_magic: int | None) -> tuple[int, t
     return header, dims
 
 
+def _check_gz_ratio(path: Path, dims: tuple[int, ...], expected: int) -> None:
+    """A ``.gz`` file may not declare more than :data:`IDX_FREE_BYTES` or :data:`IDX_MAX_RATIO`
+    times its size (a raw file is read only as far as it is long)."""
+    if path.suffix != ".gz":
+        return
+    size = path.stat().st_size
+    if expected > max(IDX_FREE_BYTES, IDX_MAX_RATIO * size):
+        raise UserError(
+            f"{path}: header says {dims} ({expected:,} bytes), more than a {size:,}-byte .gz "
+            f"file may hold (at most {max(IDX_FREE_BYTES, IDX_MAX_RATIO * size):,})"
+        )
+
+
 def read_idx(path: str | os.PathLike, *, expect_magic: int | None = None) -> np.ndarray:
     """Read one IDX file (raw or gzip) into a uint8 array, validating header and length.
 
@@ -105,6 +123,7 @@ def _read_idx_raw(path: Path, expect_magic: int | None) -> tuple[np.ndarray, byt
     """:func:`read_idx` and the decompressed file's bytes (the array is a view of them)."""
     header, dims = _idx_dims(path, _read_bytes(path, 16), expect_magic)
     expected = math.prod(dims)
+    _check_gz_ratio(path, dims, expected)
     raw = _read_bytes(path, header + expected + 1)
     body = len(raw) - header
     if body != expected:

@@ -634,3 +634,18 @@ def test_other_data_is_accepted_unchecked(tiny_idx_dir):
 
     _, raws = data._read_idx_dir(tiny_idx_dir)
     assert data.check_known_dataset(raws) == "unknown"
+
+
+def test_gz_idx_declaring_far_more_than_it_can_hold_is_refused(tmp_path):
+    """784 MB of zeros in a 0.8 MB .gz, within the example count: refused from the header."""
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(_idx_bytes((1_000_000, 28, 28)))
+        block = bytes(1 << 24)
+        for _ in range(4):
+            f.write(block)
+    rss = _rss_mb()
+    with pytest.raises(UserError, match="may hold") as e:
+        read_idx(path)
+    one_line(e)
+    assert _rss_mb() - rss < 50
