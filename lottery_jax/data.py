@@ -8,10 +8,12 @@ Python loader.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import importlib.util
 import os
 import sys
+import tempfile
 import zlib
 from pathlib import Path
 from typing import NamedTuple
@@ -130,11 +132,25 @@ def _tfds_source(name: str, split: str, data_dir: str | None):
     level = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.ERROR)  # no TFDS chatter; restored below
     try:
-        return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        with _scratch_tempdir():
+            return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except Exception:  # not prepared (or not a TFDS name)
         return None
     finally:
         absl_logging.set_verbosity(level)
+
+
+@contextlib.contextmanager
+def _scratch_tempdir():
+    """Point :mod:`tempfile` at a private folder, removed afterwards: TFDS's metadata look-up
+    (``DatasetInfo.initialize_from_bucket``) makes a ``tmp*tfds`` folder it never removes."""
+    saved = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="lottery-jax-tfds-") as scratch:
+        tempfile.tempdir = scratch
+        try:
+            yield
+        finally:
+            tempfile.tempdir = saved
 
 
 def _tfds_split(source) -> tuple[np.ndarray, np.ndarray]:
