@@ -15,8 +15,8 @@ from lottery_jax.nets.pruned import PRUNE_MODELS
 from lottery_jax.nets.supermask import METHODS
 from lottery_jax.pruning import sweep
 from lottery_jax.pruning.batched import MEMBER_MODES
-from lottery_jax.results import device_summary, write_json_atomic
-from lottery_jax.rundir import prepare_dir
+from lottery_jax.results import device_summary
+from lottery_jax.rundir import prepare_dir, write_json
 
 from .app import (
     CoordinatorOpt,
@@ -333,7 +333,7 @@ def evaluate_ticket(
     acc = pruning.net_accuracy(net, data.test_images, data.test_labels)
     saved = t["meta"].get("test_accuracy")
     if out is not None:
-        write_json_atomic(
+        write_json(
             out / "results.json",
             {"command": "evaluate-ticket", "ticket": str(ticket), "config": t["config"],
              "seed": t["seed"], "sparsity": t["sparsity"], "final_test_accuracy": acc,

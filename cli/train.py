@@ -15,7 +15,8 @@ from lottery_jax.data import load_dataset
 from lottery_jax.errors import UserError
 from lottery_jax.nets import targets as models
 from lottery_jax.paper import resolve_weights
-from lottery_jax.results import device_summary, write_json_atomic
+from lottery_jax.results import device_summary
+from lottery_jax.rundir import write_json
 from lottery_jax.runs import TrainResult, train_config, train_target
 from lottery_jax.training import evaluate as evaluate_model
 
@@ -148,7 +149,7 @@ def evaluate(
         "dataset": dataset.value,
         "weights_meta": meta,
     }
-    write_json_atomic(
+    write_json(
         out / "results.json",
         {
             "command": "evaluate",

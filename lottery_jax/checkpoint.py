@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from lottery_jax.errors import UserError
-from lottery_jax.results import save_npz_atomic
+from lottery_jax.rundir import write_npz
 
 META_KEY = "__meta__"
 WEIGHT_PREFIX = "weights/"
@@ -49,7 +49,7 @@ def save_weights(
     path: str | os.PathLike, model_name: str, state: dict[str, np.ndarray], meta: dict | None = None
 ) -> Path:
     """Write ``state`` (PyTorch layout) and ``{"model": model_name, **meta}`` atomically."""
-    return save_npz_atomic(path, weights_arrays(model_name, state, meta))
+    return write_npz(path, weights_arrays(model_name, state, meta))
 
 
 def read_npz(path: str | os.PathLike, what: str = "weight file") -> dict[str, np.ndarray]:
@@ -128,7 +128,7 @@ def save_resume(
     weights: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """:func:`resume_arrays` in one atomically written file."""
-    return save_npz_atomic(path, resume_arrays(opt_state, epoch, meta, weights))
+    return write_npz(path, resume_arrays(opt_state, epoch, meta, weights))
 
 
 def parse_resume(

@@ -35,7 +35,6 @@ KNOWN_PRIVATE: set[str] = {
     "cli/data.py: from lottery_jax.data import _tfds_source",
     "lottery_jax/pruning/batched.py: from lottery_jax.training import _correct_count",
     "lottery_jax/pruning/ticket.py: from lottery_jax.pruning.batched import _batched_correct",
-    "lottery_jax/rundir.py: from lottery_jax.results import _to_jsonable",
 }
 
 

@@ -23,7 +23,7 @@ from lottery_jax.nets.supermask import (
 )
 from lottery_jax.nets.targets import Frozen
 from lottery_jax.pruning.batched import PruneConfig, _batched_correct
-from lottery_jax.results import save_npz_atomic
+from lottery_jax.rundir import write_npz
 from lottery_jax.tickets import SUPERMASK_FORMAT, open_ticket
 
 #: Format id of the supermask ticket (files of the first release, ``lottery-jax-ticket/1``, load too).
@@ -77,7 +77,7 @@ def save_ticket(path: str | Path, ticket: dict[str, Any], extra: dict | None = N
     for k, v in (ticket["conv"] or {}).items():
         arrays[f"conv:{k}"] = np.asarray(v, np.float32)
     arrays["__meta__"] = np.asarray(json.dumps(meta))
-    return save_npz_atomic(path, arrays)
+    return write_npz(path, arrays)
 
 
 def load_ticket(path: str | Path) -> dict[str, Any]:

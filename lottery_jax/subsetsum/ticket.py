@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from lottery_jax.errors import UserError
-from lottery_jax.results import save_npz_atomic
+from lottery_jax.rundir import write_npz
 from lottery_jax.subsetsum import search as ss
 from lottery_jax.subsetsum.network import (
     COEFFICIENT_MODES,
@@ -104,7 +104,7 @@ def save_ticket(path: Path, res: ApproxResult, target: dict[str, np.ndarray]) ->
         arrays[f"{k}.error"] = np.asarray(r.errors, np.float64)
         if stored:
             arrays[f"{k}.coefficients"] = np.asarray(res.coefficients[k], np.float64)
-    return save_npz_atomic(path, arrays)
+    return write_npz(path, arrays)
 
 
 # ------------------------------------------------------------------------------------ verifying
