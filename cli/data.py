@@ -106,7 +106,7 @@ def info(
     ] = None,
 ) -> None:
     """Where each dataset's files are (or would be) and whether they verify; no download."""
-    from lottery_jax.data import _tfds_source
+    from lottery_jax.data import tfds_source
 
     typer.echo(f"cache: {download.cache_root()} (set {download.ENV_CACHE} to move it)")
     data_env = os.environ.get("LOTTERY_JAX_DATA")
@@ -130,7 +130,7 @@ def info(
         typer.echo(f"  checked by: sha256 of the {checks}")
         typer.echo(f"  mirrors: {' '.join(download.mirrors_for(spec))}")
         typer.echo(f"  licence: {spec.licence}")
-        if _tfds_source(name, "test", None) is not None:
+        if tfds_source(name, "test", None) is not None:
             typer.echo(
                 "  a tensorflow-datasets copy is prepared: commands read it before the cache"
             )

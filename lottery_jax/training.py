@@ -103,7 +103,8 @@ def cross_entropy(
     return jnp.sum(losses * valid) / jnp.maximum(jnp.sum(valid), 1.0)
 
 
-def _correct_count(apply, images, labels, batch_size):
+def correct_count(apply, images, labels, batch_size):
+    """Correct predictions of ``apply`` over ``images`` in batches (the last one padded, masked)."""
     n = images.shape[0]
     nb = -(-n // batch_size)
     pad = nb * batch_size - n
@@ -128,7 +129,7 @@ def _apply(graphdef, state, method: str):
 
 @jax.jit(static_argnames=("graphdef", "batch_size", "method"))
 def _model_correct(graphdef, state, images, labels, batch_size, method="__call__"):
-    return _correct_count(lambda x: _apply(graphdef, state, method)(x), images, labels, batch_size)
+    return correct_count(lambda x: _apply(graphdef, state, method)(x), images, labels, batch_size)
 
 
 def evaluate(

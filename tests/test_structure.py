@@ -31,11 +31,7 @@ KNOWN_LONG: set[str] = {
     "lottery_jax/subsetsum/network.py:_scip_tier",
 }
 KNOWN_LONG_COMMANDS: set[str] = {"cli/approximate.py:approximate", "cli/study.py:study"}
-KNOWN_PRIVATE: set[str] = {
-    "cli/data.py: from lottery_jax.data import _tfds_source",
-    "lottery_jax/pruning/batched.py: from lottery_jax.training import _correct_count",
-    "lottery_jax/pruning/ticket.py: from lottery_jax.pruning.batched import _batched_correct",
-}
+KNOWN_PRIVATE: set[str] = set()
 
 
 def _sources() -> list[Path]:

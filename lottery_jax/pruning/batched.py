@@ -44,7 +44,7 @@ from lottery_jax.nets.targets import Frozen
 from lottery_jax.resources import require_memory, require_time, supermask_seconds
 from lottery_jax.training import (
     DEFAULT_LR,
-    _correct_count,
+    correct_count,
     cross_entropy,
     epoch_indices,
     epoch_key,
@@ -454,7 +454,7 @@ def _cached_mesh_correct(graphdef, slots, frozen_shared, batch_size, mode, mesh)
 
     def local(frozen, scores, counts, images, labels):
         def one(fz, sc, ct):
-            return _correct_count(
+            return correct_count(
                 lambda x: _apply(graphdef, fz, sc, ct, x), images, labels, batch_size
             )
 
@@ -489,10 +489,10 @@ def _from_slots(stacked: Any, m: int) -> list[Any]:
 
 
 @jax.jit(static_argnames=("graphdef", "frozen_shared", "batch_size", "mode"))
-def _batched_correct(graphdef, frozen, scores, counts, images, labels, frozen_shared, batch_size,
-                     mode):  # fmt: skip
+def batched_correct(graphdef, frozen, scores, counts, images, labels, frozen_shared, batch_size,
+                    mode):  # fmt: skip
     def one(fz, sc, ct):
-        return _correct_count(lambda x: _apply(graphdef, fz, sc, ct, x), images, labels, batch_size)
+        return correct_count(lambda x: _apply(graphdef, fz, sc, ct, x), images, labels, batch_size)
 
     return jnp.stack(
         _over_members(one, mode, (frozen_shared, False, False), frozen, scores, counts)
@@ -501,10 +501,10 @@ def _batched_correct(graphdef, frozen, scores, counts, images, labels, frozen_sh
 
 @functools.lru_cache(maxsize=16)
 def _cached_correct(graphdef, frozen_shared, batch_size, mode):
-    """:func:`_batched_correct` with its static arguments bound (one device)."""
+    """:func:`batched_correct` with its static arguments bound (one device)."""
 
     def correct(frozen, scores, counts, images, labels):
-        return _batched_correct(graphdef, frozen, scores, counts, images, labels, frozen_shared,
+        return batched_correct(graphdef, frozen, scores, counts, images, labels, frozen_shared,
                                 batch_size, mode)  # fmt: skip
 
     return jax.jit(correct)
@@ -512,7 +512,7 @@ def _cached_correct(graphdef, frozen_shared, batch_size, mode):
 
 def batch_accuracy(batch: Batch, images: jax.Array, labels: jax.Array, batch_size: int = 1000):
     """Test accuracy (percent) of every member: an exact count over ``images``."""
-    correct = _batched_correct(
+    correct = batched_correct(
         batch.graphdef, batch.frozen, batch.scores, batch.counts, images, labels,
         batch.frozen_shared, batch_size, batch.mode,
     )  # fmt: skip

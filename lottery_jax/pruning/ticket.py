@@ -22,7 +22,7 @@ from lottery_jax.nets.supermask import (
     topk_mask,
 )
 from lottery_jax.nets.targets import Frozen
-from lottery_jax.pruning.batched import PruneConfig, _batched_correct
+from lottery_jax.pruning.batched import PruneConfig, batched_correct
 from lottery_jax.rundir import write_npz
 from lottery_jax.tickets import SUPERMASK_FORMAT, open_ticket
 
@@ -144,7 +144,7 @@ def net_from_ticket(ticket: dict[str, Any]) -> PrunedNet:
 def net_accuracy(net: PrunedNet, images: jax.Array, labels: jax.Array) -> float:
     """Test accuracy of one pruned network (the path used for tickets and final accuracies)."""
     graphdef, frozen, scores, counts = nnx.split(net, Frozen, Score, PruneCount)
-    correct = _batched_correct(
+    correct = batched_correct(
         graphdef, frozen, [scores], [counts], images, labels, True, 1000, "unroll"
     )
     return 100.0 * int(np.asarray(correct)[0]) / int(images.shape[0])
