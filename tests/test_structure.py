@@ -17,20 +17,14 @@ COMMAND_LIMIT = 40
 
 # Bodies still over the limit, waiting for their split (issue 16). Empty means strict.
 KNOWN_LONG: set[str] = {
-    "lottery_jax/subsetsum/ticket.py:verify_ticket",
-    "cli/approximate.py:approximate",
-    "lottery_jax/subsetsum/network.py:approximate_network",
     "cli/study.py:study",
     "lottery_jax/training.py:fit",
     "lottery_jax/pruning/batched.py:train_batch",
     "lottery_jax/runs.py:train_target",
     "lottery_jax/download.py:_fetch_file",
-    "lottery_jax/subsetsum/network.py:_settle",
     "lottery_jax/subsetsum/search.py:min_count_kernel",
-    "lottery_jax/subsetsum/network.py:plan_approximation",
-    "lottery_jax/subsetsum/network.py:_scip_tier",
 }
-KNOWN_LONG_COMMANDS: set[str] = {"cli/approximate.py:approximate", "cli/study.py:study"}
+KNOWN_LONG_COMMANDS: set[str] = {"cli/study.py:study"}
 KNOWN_PRIVATE: set[str] = set()
 
 
