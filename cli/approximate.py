@@ -35,12 +35,14 @@ from .app import (
     NumProcessesOpt,
     ProcessIdOpt,
     SeedOpt,
-    app,
     start_processes,
 )
 from .options import FRACTION_OPEN, POSITIVE, POSITIVE_INT, Rule, check, parse_names
 from .progress import console, progress_bar
 from .train import train_with_progress
+
+#: The approximate command group, composed into the ``lottery-jax`` app by ``lottery_jax.cli``.
+commands = typer.Typer()
 
 
 class Objective(StrEnum):
@@ -131,7 +133,7 @@ def results_table(r: dict[str, Any]) -> Table:
     return t
 
 
-@app.command()
+@commands.command()
 def approximate(
     epsilon: Annotated[float, typer.Option("--epsilon", help="Allowed error per weight.")] = 0.01,
     c: Annotated[float, typer.Option("--c", help="n = c * log2(1/eps) coefficients.")] = 3.0,
@@ -342,7 +344,7 @@ def show_outcome(outcome: ExperimentOutcome, cfg: ap.ApproxConfig) -> None:
             )  # fmt: skip
 
 
-@app.command()
+@commands.command()
 def verify(
     ticket: Annotated[Path, typer.Argument(help="ticket.npz written by `approximate`.")],
     target: Annotated[
@@ -378,7 +380,7 @@ def verify(
     rep = ap.verify_ticket(ticket, tstate, epsilon=epsilon)
     if rep.mismatches:
         console.print(f"mismatch: {rep.summary_line}", markup=False, highlight=False, soft_wrap=True)
-        raise SystemExit(rep.exit_code)
+        raise typer.Exit(rep.exit_code)
     t = Table(title=f"verify {ticket}")
     t.add_column("")
     t.add_column("value", justify="right")
@@ -400,4 +402,4 @@ def verify(
             f"{rep.weights - rep.within:,} weights are not within eps={rep.epsilon}{first}",
             markup=False, highlight=False, soft_wrap=True,
         )  # fmt: skip
-        raise SystemExit(rep.exit_code)
+        raise typer.Exit(rep.exit_code)

@@ -22,15 +22,14 @@ from rich.progress import (
 
 from lottery_jax import download
 
-from .app import DatasetName, app
+from .app import DatasetName
 from .progress import console
 
-data_app = typer.Typer(
+commands = typer.Typer(
     name="data",
     help="Download datasets ahead of time and show where they are and whether they verify.",
     no_args_is_help=True,
 )
-app.add_typer(data_app)
 
 
 class DownloadBar:
@@ -80,7 +79,7 @@ def _names(dataset: DatasetName | None) -> list[str]:
     return [dataset.value] if dataset is not None else list(download.DATASETS)
 
 
-@data_app.command()
+@commands.command()
 def fetch(
     dataset: Annotated[
         DatasetName | None,
@@ -98,7 +97,7 @@ def fetch(
         typer.echo(f"{name}: verified in {directory}")
 
 
-@data_app.command()
+@commands.command()
 def info(
     dataset: Annotated[
         DatasetName | None,

@@ -68,7 +68,6 @@ OPT_ENUM, OPT_SCIP, FEASIBLE, INFEASIBLE, UNSOLVED = range(5)
 WITHIN_STATUSES = frozenset({"optimal-enumeration", "optimal-scip", "feasible"})
 OBJECTIVES = ("min-error", "min-count")
 COEFFICIENT_MODES = ("per-row", "per-weight")
-TICKET_FORMAT = "lottery-jax-ticket/1"
 #: Exit status of ``approximate``/``verify`` when some weight has no subset within eps.
 EXIT_INFEASIBLE = 3
 #: Exit status of ``verify`` when the ticket does not reproduce its own records.
@@ -980,7 +979,6 @@ def summarize(res: ApproxResult) -> dict[str, Any]:
         "initial_params": n * total,
         "remaining_params": remaining,
         "relative_size": remaining / total,
-        "mean_coefficients_per_weight": remaining / total,
         "max_error": max_error,
         "all_within_epsilon": bool(not_within == 0 and max_error <= res.cfg.epsilon),
         "status_counts": dict(res.counts),

@@ -371,6 +371,17 @@ def _popcount_groups(k: int) -> list[np.ndarray]:
     return [idx[pop == p] for p in range(k + 1)]
 
 
+def _sorted_by_popcount(B: jax.Array, groups_b: list[np.ndarray]):
+    """``B``'s sums grouped by popcount, each group sorted and padded with +inf to the largest:
+    ``(R, kb+1, gmax)`` sums, the B-masks they come from, and ``gmax``."""
+    gmax = max(len(g) for g in groups_b)
+    pad_idx = np.stack([np.concatenate([g, np.full(gmax - len(g), -1)]) for g in groups_b])
+    vals = jnp.where(pad_idx >= 0, B[:, np.maximum(pad_idx, 0)], jnp.inf)
+    bmask = jnp.broadcast_to(jnp.asarray(np.maximum(pad_idx, 0), jnp.int64), vals.shape)
+    b_sorted, b_masks = lax.sort((vals, bmask), dimension=2, num_keys=1)
+    return b_sorted, b_masks, gmax
+
+
 def min_count_kernel(coefs: jax.Array, weights: jax.Array, epsilon, *, ka: int):
     """Fewest coefficients with ``|w - sum| <= eps``, ties broken by the smaller error.
 
@@ -387,13 +398,7 @@ def min_count_kernel(coefs: jax.Array, weights: jax.Array, epsilon, *, ka: int):
     A = _half_sums(coefs, 0, ka)
     B = _half_sums(coefs, ka, kb)
     groups_a = _popcount_groups(ka)
-    groups_b = _popcount_groups(kb)
-    gmax = max(len(g) for g in groups_b)
-    # (R, kb+1, gmax) sorted sums per popcount and the B-masks they come from.
-    pad_idx = np.stack([np.concatenate([g, np.full(gmax - len(g), -1)]) for g in groups_b])
-    vals = jnp.where(pad_idx >= 0, B[:, np.maximum(pad_idx, 0)], jnp.inf)
-    bmask = jnp.broadcast_to(jnp.asarray(np.maximum(pad_idx, 0), jnp.int64), vals.shape)
-    b_sorted, b_masks = lax.sort((vals, bmask), dimension=2, num_keys=1)
+    b_sorted, b_masks, gmax = _sorted_by_popcount(B, _popcount_groups(kb))
     steps = int(gmax).bit_length()
 
     def level(state):
