@@ -28,7 +28,7 @@ import numpy as np
 from lottery_jax import checkpoint, rundir
 from lottery_jax.data import Dataset
 from lottery_jax.errors import UserError
-from lottery_jax.results import device_summary
+from lottery_jax.results import TrainRecord, device_summary
 
 HISTORY_KEYS = ("test_accuracy", "train_loss", "epoch_seconds")  # training.HISTORY_SERIES
 
@@ -40,7 +40,7 @@ class TrainResult:
     path: Path
     weights: Path
     state: dict[str, np.ndarray]  # the final weights, PyTorch layout
-    results: dict[str, Any]  # results.json
+    results: TrainRecord  # results.json
     start_epoch: int  # epochs finished before this call (0: a fresh run)
     already_finished: bool  # nothing was trained: the directory held the finished run
 
@@ -83,25 +83,16 @@ def train_config(
     }
 
 
-def _results(path: Path, config: dict, history: dict, compile_seconds: float, net) -> dict:
+def _results(path: Path, config: dict, history: dict, compile_seconds: float, net) -> TrainRecord:
     from lottery_jax.nets import targets as models
 
-    accs = history["test_accuracy"]
-    return {
-        "command": "train",
-        "name": path.name,
-        "config": config,
-        "seed": config["seed"],
-        "device": device_summary(),
-        "epochs_done": len(accs),
-        "test_accuracy": accs,
-        "final_test_accuracy": accs[-1] if accs else None,
-        "train_loss": history["train_loss"],
-        "epoch_seconds": history["epoch_seconds"],
-        "compile_seconds": compile_seconds,
-        "trainable_params": models.count_params(net),
-        "frozen_params": models.count_params(net, models.Frozen),
-    }
+    return TrainRecord(
+        name=path.name, config=config, seed=config["seed"], device=device_summary(),
+        test_accuracy=history["test_accuracy"], train_loss=history["train_loss"],
+        epoch_seconds=history["epoch_seconds"], compile_seconds=compile_seconds,
+        trainable_params=models.count_params(net),
+        frozen_params=models.count_params(net, models.Frozen),
+    )  # fmt: skip
 
 
 def train_target(
@@ -120,7 +111,8 @@ def train_target(
 
     ``data`` is the dataset or a function that loads it (called only when there is training to
     do). ``on_chunk`` goes to :func:`lottery_jax.training.fit` (progress within an epoch);
-    ``on_epoch(epoch, results)`` runs after each committed epoch (``results``: results.json);
+    ``on_epoch(epoch, results)`` runs after each committed epoch (``results``: the
+    :class:`~lottery_jax.results.TrainRecord` just committed as results.json);
     ``log`` gets one line per event (resuming, finished, recovered). ``wait``: what to do when
     another process holds ``out`` (False: refuse; True: wait for it; seconds: wait that long).
     A resumed run reproduces the uninterrupted one exactly (same weights, same accuracies).
@@ -169,7 +161,7 @@ def _finished(path: Path, start: int, log: Callable[[str], None]) -> TrainResult
     """The run directory holds the finished run: its weights and record, nothing trained."""
     log(f"{path} is already finished: {path / 'results.json'}")
     weights, _ = checkpoint.load_weights(path / "model.npz")
-    results = json.loads((path / "results.json").read_text())
+    results = TrainRecord.from_json(json.loads((path / "results.json").read_text()))
     return TrainResult(path, path / "model.npz", weights, results, start, True)
 
 
@@ -197,7 +189,7 @@ class _EpochCommitter:
     def __init__(self, run, path: Path, config: dict, past: dict, on_epoch) -> None:
         self.run, self.path, self.config, self.past, self.on_epoch = run, path, config, past, on_epoch
         self.weights: dict[str, np.ndarray] = {}
-        self.results: dict[str, Any] = {}
+        self.results: TrainRecord | None = None
 
     def __call__(self, epoch: int, history: Any, net_now: Any, opt_now: Any) -> None:
         from lottery_jax.nets import targets as models
@@ -212,7 +204,7 @@ class _EpochCommitter:
                     checkpoint.resume_arrays(opt_now, epoch + 1, {"config": config}, weights)
                 ),
                 "model.npz": checkpoint.weights_bytes(config["model"], weights, config),
-                "results.json": rundir.json_bytes(res),
+                "results.json": rundir.json_bytes(res.to_json()),
             },
             state={"epochs_done": epoch + 1, "history": hist},
         )

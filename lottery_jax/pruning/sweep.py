@@ -30,7 +30,7 @@ from lottery_jax.errors import UserError
 from lottery_jax.nets.supermask import check_sparsity
 from lottery_jax.pruning import batched
 from lottery_jax.pruning import ticket as tickets
-from lottery_jax.results import device_summary
+from lottery_jax.results import PruneRecord, device_summary
 
 VARIANTS = ("red-linear", "red-relu", "wide")
 FAMILIES = ("fc2", "fc4", "lenet5")
@@ -244,34 +244,22 @@ def _train_group(cfg, group, where: GroupTraining, conv_state) -> None:
         eval_seconds = time.perf_counter() - t0
         total, remaining = batch.totals[i]
         run_dir = out / names[i]
-        record = {
-            "command": "prune",
-            "name": names[i],
-            "config": run_config(cfg, seed, s, data.name),
-            "seed": seed,
-            "sparsity": s,
-            "total_params": total,
-            "remaining_params": remaining,
-            "test_accuracy": history["test_accuracy"][i],
-            "final_test_accuracy": final,
-            "train_loss": history["train_loss"][i],
-            "epoch_seconds": history["epoch_seconds"],
-            "compile_seconds": history["compile_seconds"],
-            "eval_seconds": eval_seconds,
-            "batched_with": names,
-            "member_mode": batch.mode,
-            "device_members": history.get("device_members"),  # members per device of the mesh
-            "ticket": "ticket.npz",
-            "device": device,
-            "note": "epoch_seconds is the wall time of the whole batched program per epoch",
-        }
+        record = PruneRecord(
+            name=names[i], config=run_config(cfg, seed, s, data.name), seed=seed, sparsity=s,
+            total_params=total, remaining_params=remaining,
+            test_accuracy=history["test_accuracy"][i], final_test_accuracy=final,
+            train_loss=history["train_loss"][i], epoch_seconds=history["epoch_seconds"],
+            compile_seconds=history["compile_seconds"], eval_seconds=eval_seconds,
+            batched_with=names, member_mode=batch.mode,
+            device_members=history.get("device_members"), device=device,
+        )  # fmt: skip
 
         def write_ticket(path, ticket=ticket, final=final):
             tickets.save_ticket(path, ticket, {"test_accuracy": final})
 
         # The ticket and its results.json commit together (lottery_jax.rundir.commit).
         rundir.commit(run_dir, {"ticket.npz": write_ticket,
-                                "results.json": rundir.json_bytes(record)})  # fmt: skip
+                                "results.json": rundir.json_bytes(record.to_json())})  # fmt: skip
         log(f"{names[i]}: {final:.2f}% with {remaining:,} of {total:,} parameters")
     partial.unlink(missing_ok=True)
 
