@@ -116,7 +116,7 @@ def read_idx_dir(data_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     return {k: v[0] for k, v in out.items()}
 
 
-def _tfds_source(name: str, split: str, data_dir: str | None):
+def tfds_source(name: str, split: str, data_dir: str | None):
     """``tfds.data_source`` of a copy a user prepared with tensorflow-datasets, or ``None`` (never
     downloads: TFDS would need TensorFlow to prepare it; :mod:`lottery_jax.download` does without)."""
     if "tensorflow_datasets" not in sys.modules:  # (imported already: a test's mock data, say)
@@ -203,8 +203,8 @@ def load_dataset(
     if data_dir is None and os.environ.get("LOTTERY_JAX_DATA"):
         data_dir = os.environ["LOTTERY_JAX_DATA"]
     train = test = None
-    if data_dir is None and (train := _tfds_source(dataset, "train", tfds_data_dir)) is not None:
-        test = _tfds_source(dataset, "test", tfds_data_dir)
+    if data_dir is None and (train := tfds_source(dataset, "train", tfds_data_dir)) is not None:
+        test = tfds_source(dataset, "test", tfds_data_dir)
     if data_dir is not None:
         arrays = read_idx_dir(data_dir)
         name = f"idx:{Path(data_dir).resolve()}"

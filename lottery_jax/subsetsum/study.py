@@ -29,6 +29,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -255,3 +256,112 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         lines.append(",".join("" if r.get(k) is None else f"{r[k]}" for k in CSV_COLUMNS))
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- the experiment
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """One ``lottery-jax study``: the target (``"paper"`` or a weight file), the grid, the data
+    (``inputs`` None: the file's own, else the paper's for its network) and the run directory."""
+
+    out: Path
+    target: str = "paper"
+    epsilons: tuple[float, ...] = (0.1, 0.03, 0.01, 0.003, 0.001)
+    cs: tuple[float, ...] = (3.0,)
+    seed: int = 0
+    inputs: str | None = None
+    data_dir: Path | None = None
+    dataset: str = "mnist"
+    evaluate: bool = True
+    max_hours: float = 4.0
+    command: str = "study"
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    """What :func:`study_experiment` committed: the ``study.json`` record and its rows."""
+
+    out: Path
+    results: dict[str, Any]
+    rows: list[dict[str, Any]]
+    data_error: str | None
+
+
+def study_experiment(
+    spec: StudySpec,
+    on_cell: Callable[[int, int, dict, bool], None] | None = None,
+    log: Callable[[str], None] = lambda msg: None,
+) -> StudyOutcome:
+    """Resolve the target and its inputs, hold the run directory, load the data (or record why
+    not), run every cell (:func:`run_study`, resuming finished ones), and commit ``study.json``,
+    ``study.csv`` and ``study.png`` together."""
+    from lottery_jax import rundir
+    from lottery_jax.nets import targets as models
+    from lottery_jax.results import device_summary
+
+    state, meta, path = _study_target(spec.target)
+    model_name, _ = models.network_for(state, source=str(path), model=meta.get("model"))
+    inputs = spec.inputs or meta.get("inputs") or models.DEFAULT_INPUTS[model_name]
+    layers = nw.target_layers(state)
+    args = study_args(nw.target_fingerprint(state, layers), spec.seed, "published", inputs)
+    with rundir.RunDir(spec.out, command=spec.command, args=args, log=log) as run:
+        evaluator, data_error = _evaluator(spec, inputs, model_name, log)
+        rows = run_study(
+            state, list(spec.epsilons), list(spec.cs), seed=spec.seed, evaluate=evaluator,
+            run=run, on_cell=on_cell, max_hours=spec.max_hours,
+        )  # fmt: skip
+        results = {
+            "command": "study",
+            "target": "paper-fc2" if spec.target == "paper" else str(path),
+            "model": model_name,
+            "inputs": inputs,
+            "epsilons": list(spec.epsilons),
+            "cs": list(spec.cs),
+            "seed": spec.seed,
+            "rows": rows,
+            "constant": fitted_constant(rows),
+            "seconds": sum(r["seconds"] for r in rows),
+            "compile_seconds": sum(r["compile_seconds"] for r in rows),
+            "device": device_summary(),
+            "accuracy_not_measured": data_error,
+        }
+        title = f"SubsetSum on {model_name.upper()} ({results['target']}), per-row, seed {spec.seed}"
+        run.commit({
+            "study.json": rundir.json_bytes(results),
+            "study.csv": csv_text(rows).encode(),
+            "study.png": lambda p: plot_study(rows, p, title=title),
+        })  # fmt: skip
+    return StudyOutcome(spec.out, results, rows, data_error)
+
+
+def _study_target(target: str) -> tuple[dict[str, np.ndarray], dict, Path]:
+    from lottery_jax import checkpoint
+    from lottery_jax.paper import resolve_weights
+
+    path = resolve_weights("paper-fc2" if target == "paper" else target)
+    state, meta = checkpoint.load_weights(path)
+    return {k: np.asarray(v) for k, v in state.items()}, meta or {}, path
+
+
+def _evaluator(spec: StudySpec, inputs: str, model_name: str, log) -> tuple[Any, str | None]:
+    """The test accuracy of an approximated state, or (None, why) when the data cannot be had."""
+    if not spec.evaluate:
+        return None, None
+    from lottery_jax.data import load_dataset
+    from lottery_jax.download import DownloadError
+    from lottery_jax.nets import targets as models
+    from lottery_jax.training import evaluate as eval_net
+
+    try:
+        data = load_dataset(spec.data_dir, dataset=spec.dataset, inputs=inputs)
+    except DownloadError as e:
+        log(f"accuracy not measured: {e}")
+        return None, str(e)
+
+    def evaluator(approx_state: dict[str, np.ndarray]) -> float:
+        _, net = models.network_for(approx_state, source="approximation", model=model_name)
+        return eval_net(net, data.test_images, data.test_labels)
+
+    return evaluator, None
