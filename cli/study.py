@@ -160,7 +160,8 @@ def study(
         {
             "study.json": rundir.json_bytes(results),
             "study.csv": st.csv_text(rows).encode(),
-            "study.png": lambda p: st.plot_study(rows, p, title=title),
+            "study.png": lambda p: st.plot_study(rows, p, title=title, fmt="png"),
+            "study.pdf": lambda p: st.plot_study(rows, p, title=title, fmt="pdf"),
         }
     )
     t = Table(title="fraction of weights within eps (min-error), by n / log2(1/eps)")
@@ -182,4 +183,5 @@ def study(
         f"measured constant: every eps reaches {100 * level:g}% within eps at "
         f"n / log2(1/eps) = {c_txt}"
     )
-    console.print(f"wrote {out / 'study.json'}, {out / 'study.csv'}, {out / 'study.png'}")
+    names = ", ".join(str(out / n) for n in ("study.json", "study.csv", "study.png", "study.pdf"))
+    console.print(f"wrote {names}")
