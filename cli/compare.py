@@ -62,8 +62,8 @@ def compare(
     for line in summary_lines(comparison, threshold):
         typer.echo(line)
     matched = sum(r.published is not None for r in comparison.rows)
-    typer.echo(f"{len(comparison.runs)} runs, {matched} of {len(comparison.rows)} points with a "
-               f"published record (mean d: ours - published, in points)")  # fmt: skip
+    typer.echo(f"{len(comparison.runs)} runs; {matched} of {len(comparison.rows)} points have a "
+               "published record; d = ours - published (points)")  # fmt: skip
     if comparison.duplicates:
         typer.echo(f"left out {comparison.duplicates} duplicate run(s) (same settings and seed)")
     for path in written:

@@ -100,7 +100,7 @@ class PublishedRuns:
         for run in self.runs:
             if run.key in index:
                 f, v, s, e = run.key
-                raise UserError(f"published runs: two records for {f} {v} s={s:g} {e} epochs")
+                raise UserError(f"{self.source}: two records for {f} {v} s={s:g}, {e} epochs")
             index[run.key] = run
         object.__setattr__(self, "_index", index)
 
@@ -234,12 +234,13 @@ def read_published_text(path: str | os.PathLike) -> str:
     path = Path(path)
     try:
         data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read published runs {path}: {e.strerror or e}") from None
+    try:
         if data[:2] == b"\x1f\x8b":
             data = gzip.decompress(data)
         return data.decode("utf-8")
-    except OSError as e:
-        raise UserError(f"cannot read published runs {path}: {e.strerror or e}") from None
-    except (EOFError, gzip.BadGzipFile, UnicodeDecodeError, ValueError) as e:
+    except (EOFError, OSError, UnicodeDecodeError, ValueError) as e:  # (BadGzipFile: OSError)
         raise UserError(f"published runs {path} is not a (gzipped) UTF-8 CSV file: {e}") from None
 
 

@@ -211,7 +211,7 @@ def study_colors(count: int) -> list[tuple[float, ...]]:
     return [cmap(lo + (hi - lo) * i / max(1, count - 1)) for i in range(count)]
 
 
-def _draw_study(rows: list[dict[str, Any]], title: str):
+def draw_study(rows: list[dict[str, Any]], title: str):
     """The figure (in the house style of :mod:`lottery_jax.plotting`, no pyplot)."""
     from lottery_jax.plotting import OKABE_ITO, TEXT_WIDTH, new_figure
 
@@ -259,7 +259,7 @@ def plot_study(
 
     fmt = fmt or figure_format(path)
     with house_style():
-        fig = _draw_study(rows, title)
+        fig = draw_study(rows, title)
     return save_figure(fig, Path(path), fmt)
 
 
