@@ -246,7 +246,7 @@ class Panel:
         if self.aggregate == "mean":
             (e,) = self.budgets
             seeds = max((r[3] for rows in self.curves.values() for r in rows), default=1)
-            how = f", mean ± std of {seeds} seeds" if seeds > 1 else ""
+            how = f"\nmean ± std of {seeds} seeds" if seeds > 1 else ""
             return f"{name}, {e} epoch{'' if e == 1 else 's'}{how}"
         b = self.budgets
         if len(b) == 1:
@@ -323,7 +323,7 @@ def _draw_curves(ax, panel: Panel, overlay: dict) -> None:
     for curve, pts in overlay.items():
         style = STYLE[curve]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], linestyle="none", marker=style["marker"],
-                markerfacecolor="none", markeredgecolor=style["color"], markeredgewidth=0.9,
+                color=style["color"], markerfacecolor="none", markeredgecolor=style["color"], markeredgewidth=0.9,
                 markersize=9 if style["marker"] == "*" else 7, zorder=3)  # fmt: skip
 
 
