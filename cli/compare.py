@@ -15,6 +15,10 @@ HEADER = ("family", "variant", "epochs", "points", "mean|d|", "mean d", ">T", "w
 WIDTHS = (6, 10, 6, 7, 7, 7, 3)
 
 
+def _points(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def summary_lines(comparison, threshold: float) -> list[str]:
     """The per-(family, variant, epochs) summary as plain lines of at most 80 characters."""
 
@@ -28,9 +32,9 @@ def summary_lines(comparison, threshold: float) -> list[str]:
     for s in comparison.summarize(threshold):
         w = s.worst
         worst = "-" if w is None else f"{w.sparsity:g} {w.mean:.1f}/{w.published_acc:.1f}"
-        fmt = (lambda v: "-" if v is None else f"{v:.2f}")  # noqa: E731
-        lines.append(row((s.family, s.variant, str(s.epochs), f"{s.matched}/{s.points}",
-                          fmt(s.mean_abs_diff), fmt(s.mean_diff), str(s.over_threshold), worst)))  # fmt: skip
+        cells = (s.family, s.variant, str(s.epochs), f"{s.matched}/{s.points}",
+                 _points(s.mean_abs_diff), _points(s.mean_diff), str(s.over_threshold), worst)  # fmt: skip
+        lines.append(row(cells))
     return lines
 
 

@@ -323,17 +323,18 @@ def _draw_curves(ax, panel: Panel, overlay: dict) -> None:
     for curve, pts in overlay.items():
         style = STYLE[curve]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], linestyle="none", marker=style["marker"],
-                color=style["color"], markerfacecolor="none", markeredgecolor=style["color"], markeredgewidth=0.9,
+                color=style["color"], markerfacecolor="none", markeredgecolor=style["color"],
+                markeredgewidth=0.9,
                 markersize=9 if style["marker"] == "*" else 7, zorder=3)  # fmt: skip
 
 
-def _format_x(ax, xscale: str) -> None:
+def _format_x(ax, xscale: str, narrow: bool = False) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     thousands = FuncFormatter(lambda x, _: f"{x / 1000:,.4g}")
     if xscale == "log":
         ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 3.0) if narrow else (1.0, 2.0, 5.0)))
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.xaxis.set_major_formatter(thousands)
     ax.margins(x=0.06, y=0.06)
@@ -369,7 +370,7 @@ def _sparsity_axis(fig: Figure, ax, panel: Panel):
     top.set_xticks([x for x, _ in ticks], labels=[f"{s:g}" for _, s in ticks])
     top.minorticks_off()
     top.tick_params(labelsize=MIN_FONT_PT, pad=1.5, length=2.5)
-    top.set_xlabel("sparsity", labelpad=3)
+    top.set_xlabel("sparsity", labelpad=4)
     return top, ticks
 
 
@@ -432,7 +433,7 @@ def draw_family(
         overlay = published_points(panel, published) if published is not None else {}
         overlay_drawn |= bool(overlay)
         _draw_curves(ax, panel, overlay)
-        _format_x(ax, xscale)
+        _format_x(ax, xscale, narrow=ncols >= 3)
         ax.set_title(panel.title, loc="center")
         ax.grid(True, which="major")
         if label_sparsity and (top := _sparsity_axis(fig, ax, panel)) is not None:

@@ -54,7 +54,8 @@ def test_facts_from_the_records_readme():
     assert RUNS.find("fc2", "red-relu", 0.5, 30).final_test_acc == 94.04
     assert RUNS.find("fc2", "wide", 0.5, 30).final_test_acc == 97.94
     assert RUNS.find("fc2", "baseline", 0.0, 30).final_test_acc == 98.52
-    longer = [RUNS.find("fc2", "red-linear", 0.5, e).final_test_acc for e in (30, 50, 100, 125, 150)]
+    longer = [RUNS.find("fc2", "red-linear", 0.5, e).final_test_acc
+              for e in (30, 50, 100, 125, 150)]  # fmt: skip
     assert longer == [97.2, 96.94, 95.12, 95.35, 93.05]
     # The figure's rule: the best over the figure's budgets (FC2 s = 0.99).
     figure_budgets = pruning.PUBLISHED_EPOCHS
@@ -92,7 +93,8 @@ def _shipped_text() -> str:
         (lambda t: t.replace(",97.94,", ",high,", 1), r"line \d+: final_test_acc is not a number"),
         (lambda t: t.replace("fc2,wide,", "fc2,narrow,", 1), r"line \d+: unknown family/variant"),
         (lambda t: t.replace(",0.107,93.95\r\n", ",0.107\r\n", 1), r"line \d+: expected 12 fields"),
-        (lambda t: t.replace(",0.107,93.95\r\n", ",0.107,93.95 94\r\n", 1), r"test_acc_per_epoch has 2"),
+        (lambda t: t.replace(",0.107,93.95\r\n", ",0.107,93.95 94\r\n", 1),
+         r"test_acc_per_epoch has 2"),  # fmt: skip
         (lambda t: t.replace(",0.107,93.95\r\n", ",0.107,nan\r\n", 1), "not finite"),
         (lambda t: t.splitlines()[0] + "\n", "no records"),
         (lambda t: t + t.splitlines()[1] + "\n", "two records for fc2 baseline"),

@@ -4,8 +4,9 @@ The paper's official repository (https://github.com/acnagle/optimal-lottery-tick
 kept, at commit 2298c254 (2020-10-11), one record per run of its pruning program: 3,077 runs over
 every family (FC2, FC4, LeNet5), variant (redundant linear, redundant ReLU, wide, and the trained
 baseline), sparsity of the published grid and budget (1-20, 30, 50, 100, and for some sparsities 125
-and 150 epochs), all with seed 1. They ship in this package as ``lottery_jax/paper/
-published_runs.csv.gz`` (the CSV of their numbers, gzip-compressed; see ``lottery_jax/paper/NOTICE``).
+and 150 epochs), all with seed 1. They ship in this package as
+``lottery_jax/paper/published_runs.csv.gz`` (the CSV of their numbers, gzip-compressed; see
+``lottery_jax/paper/NOTICE``).
 
 How they relate to the paper's figures: the published figures take, per sparsity, the BEST final
 accuracy over several result folders (a max over budgets, not a mean), so a figure point is
@@ -140,15 +141,17 @@ class PublishedRuns:
     def budgets(self, family: str, variant: str, sparsity: float = 0.0) -> tuple[int, ...]:
         """The epoch budgets recorded for (family, variant, sparsity), ascending."""
         s = 0.0 if variant == "baseline" else sparsity_key(sparsity)
-        return tuple(sorted(e for (f, v, sk, e) in self._index if (f, v, sk) == (family, variant, s)))
+        return tuple(sorted(e for (f, v, sk, e) in self._index
+                            if (f, v, sk) == (family, variant, s)))  # fmt: skip
 
     def best(
         self, family: str, variant: str, sparsity: float, budgets=None
     ) -> PublishedRun | None:
         """The record with the best final accuracy over ``budgets`` (default: every budget), as
         the published figures take it; None if there is none among them."""
-        found = [self.get(family, variant, sparsity, e)
-                 for e in (budgets if budgets is not None else self.budgets(family, variant, sparsity))]  # fmt: skip
+        if budgets is None:
+            budgets = self.budgets(family, variant, sparsity)
+        found = [self.get(family, variant, sparsity, e) for e in budgets]
         found = [r for r in found if r is not None]
         return max(found, key=lambda r: (r.final_test_acc, -r.epochs)) if found else None
 
@@ -183,7 +186,9 @@ def _parse_row(row: dict[str, str]) -> PublishedRun:
     if family not in FAMILIES or variant not in VARIANTS:
         raise ValueError(f"unknown family/variant {family!r}/{variant!r}")
     red = row["redundancy"]
-    per_epoch = tuple(_number(a, float, "test_acc_per_epoch") for a in row["test_acc_per_epoch"].split())
+    per_epoch = tuple(
+        _number(a, float, "test_acc_per_epoch") for a in row["test_acc_per_epoch"].split()
+    )
     run = PublishedRun(
         family=family, variant=variant,
         redundancy=None if red == "" else _number(red, int, "redundancy"),
@@ -555,7 +560,8 @@ def our_runs(results: list[dict]) -> tuple[list[OurRun], int]:
         run = OurRun(family=family, variant=variant, sparsity=sparsity, epochs=int(epochs),
                      seed=r.get("seed"), remaining_params=int(params),
                      final_test_acc=float(r["final_test_accuracy"]),
-                     settings=run_settings(r, family, variant), path=str(r.get("_path", "")))  # fmt: skip
+                     settings=run_settings(r, family, variant),
+                     path=str(r.get("_path", "")))  # fmt: skip
         if (run.key, run.seed) in seen:
             dups += 1
             continue
