@@ -171,6 +171,9 @@ def test_compare_a_sweep_directory(sweep_dir):
     assert s_wide.over_threshold == int(abs(row.diff) > 5)
     assert c.summarize(threshold=1000)[0].over_threshold == 0
     assert c.summarize(min_sparsity=0.6) == ()
+    assert len(pub.compare(sweep_dir, families=["fc2"], epochs=[1]).runs) == 4
+    with pytest.raises(UserError, match="no pruning or baseline results"):
+        pub.compare(sweep_dir, epochs=[30])
     # The long-form table: one row per run.
     runs = c.run_rows()
     assert len(runs) == 4

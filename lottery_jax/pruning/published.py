@@ -571,14 +571,21 @@ def our_runs(results: list[dict]) -> tuple[list[OurRun], int]:
 
 
 def compare(
-    runs_dir: str | os.PathLike, published: PublishedRuns | None = None
+    runs_dir: str | os.PathLike,
+    published: PublishedRuns | None = None,
+    *,
+    families: list[str] | None = None,
+    epochs: list[int] | None = None,
 ) -> Comparison:
     """Hold every Experiment 2 run below ``runs_dir`` (``sweep``/``prune`` results and their
-    baselines) against the published records (default: the built-in ones)."""
+    baselines) against the published records (default: the built-in ones), keeping only the
+    given families and epoch budgets when those are given."""
     from lottery_jax.pruning.sweep import collect_results
 
     runs_dir = Path(runs_dir)
     runs, dups = our_runs(collect_results(runs_dir))
+    runs = [r for r in runs if (not families or r.family in families)
+            and (not epochs or r.epochs in {int(e) for e in epochs})]  # fmt: skip
     if not runs:
         raise UserError(f"no pruning or baseline results below {runs_dir} to compare")
     published = published or load_published()
