@@ -61,6 +61,7 @@ LrOpt = Annotated[
 PruneModel = StrEnum("PruneModel", {m.replace("-", "_"): m for m in PRUNE_MODELS})
 Family = StrEnum("Family", {f: f for f in sweep.FAMILIES})
 MaskMethod = StrEnum("MaskMethod", {m: m for m in METHODS})
+Aggregate = StrEnum("Aggregate", {a: a for a in ("mean", "best")})
 Members = StrEnum("Members", {m: m for m in MEMBER_MODES})
 MaskOpt = Annotated[
     MaskMethod, typer.Option(help="Exact top-k selection (auto picks by device and tensor size).")
@@ -303,9 +304,18 @@ def plot(
         list[str] | None,
         typer.Option(help="Only these curves: red-linear, red-relu, wide, baseline."),
     ] = None,
-    labels: Annotated[bool, typer.Option(help="Label each point with its sparsity.")] = True,
+    labels: Annotated[bool, typer.Option(help="Label the points' sparsities (top axis).")] = True,
+    published: Annotated[
+        bool, typer.Option(help="Overlay the published runs (hollow markers, same colours).")
+    ] = False,
+    aggregate: Annotated[
+        Aggregate,
+        typer.Option(help="mean: mean ± std over seeds per budget; best: per sparsity the best "
+                     "over the budgets present (the published figures' rule)."),
+    ] = Aggregate.mean,
 ) -> None:
-    """Final test accuracy (mean ± std over seeds) vs remaining parameters per family: PNG, PDF."""
+    """Final test accuracy vs remaining parameters per family: PNG and PDF in a directory, or
+    one file by its extension (--out fig.pdf)."""
     from lottery_jax.plotting import PLOT_VARIANTS, plot_results
 
     results = sweep.collect_results(results_dir)
@@ -314,7 +324,7 @@ def plot(
         epochs=parse_ints(epochs, "--epochs", POSITIVE_INT) or None,
         families=parse_names(model, "--model", sweep.FAMILIES) or None,
         variants=parse_names(variant, "--variant", PLOT_VARIANTS) or None,
-        label_sparsity=labels,
+        label_sparsity=labels, published=published, aggregate=aggregate.value,
     )  # fmt: skip
     for path in paths:
         typer.echo(f"wrote {path}")

@@ -136,4 +136,5 @@ def show_study(outcome: st.StudyOutcome) -> None:
         f"measured constant: every eps reaches {100 * level:g}% within eps at "
         f"n / log2(1/eps) = {c_txt}"
     )
-    console.print(f"wrote {out / 'study.json'}, {out / 'study.csv'}, {out / 'study.png'}")
+    names = ", ".join(str(out / n) for n in ("study.json", "study.csv", "study.png", "study.pdf"))
+    console.print(f"wrote {names}")

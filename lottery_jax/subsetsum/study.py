@@ -197,49 +197,71 @@ def fitted_constant(rows: list[dict[str, Any]], level: float = 0.9999) -> dict[s
     }
 
 
-def plot_study(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> Path:
-    """Two panels: (a) fraction within eps against ``n / log2(1/eps)``, one curve per eps; (b)
-    relative size (coefficients kept per weight, both objectives) against eps at the largest c."""
+#: The study's colour map, sampled only where it keeps at least 3:1 contrast against white (the
+#: light end of cividis/viridis is nearly invisible on paper): dark blue to olive grey.
+STUDY_CMAP = "cividis"
+STUDY_CMAP_RANGE = (0.0, 0.6)
+
+
+def study_colors(count: int) -> list[tuple[float, ...]]:
+    """``count`` colours from :data:`STUDY_CMAP` over :data:`STUDY_CMAP_RANGE` (dark first)."""
     from matplotlib import colormaps
 
-    from lottery_jax.plotting import new_figure  # (no pyplot: no global backend or state)
+    lo, hi = STUDY_CMAP_RANGE
+    cmap = colormaps[STUDY_CMAP]
+    return [cmap(lo + (hi - lo) * i / max(1, count - 1)) for i in range(count)]
+
+
+def draw_study(rows: list[dict[str, Any]], title: str):
+    """The figure (in the house style of :mod:`lottery_jax.plotting`, no pyplot)."""
+    from lottery_jax.plotting import OKABE_ITO, TEXT_WIDTH, new_figure
 
     epsilons = sorted({r["epsilon"] for r in rows}, reverse=True)
-    fig = new_figure(figsize=(11, 4.2))
+    fig = new_figure(figsize=(TEXT_WIDTH, 2.9), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
-    cmap = colormaps["viridis"]
-    for i, eps in enumerate(epsilons):
+    for color, eps in zip(study_colors(len(epsilons)), epsilons, strict=True):
         rs = sorted((r for r in rows if r["epsilon"] == eps), key=lambda r: r["n"])
         ax1.plot(
             [r["n_over_log2"] for r in rs],
             [r["fraction_within"] for r in rs],
-            "o-", ms=3.5, color=cmap(i / max(1, len(epsilons) - 1)), label=f"eps = {eps:g}",
+            "o-", ms=3, color=color, label=f"eps = {eps:g}",
         )  # fmt: skip
     ax1.set_xlabel("n / log2(1/eps)")
     ax1.set_ylabel("fraction of weights within eps")
     ax1.set_title("(a) fraction within eps")
-    ax1.grid(alpha=0.3)
-    ax1.legend(fontsize=8)
+    ax1.grid(True)
+    ax1.legend(loc="lower right", ncol=2 if len(epsilons) > 4 else 1)
     best = [max((r for r in rows if r["epsilon"] == e), key=lambda r: r["n"]) for e in epsilons]
-    for key, label, marker in (
-        ("relative_size_min_error", "min-error", "o-"),
-        ("relative_size_min_count", "min-count", "s-"),
+    for key, label, marker, color in (
+        ("relative_size_min_error", "min-error", "o-", OKABE_ITO["blue"]),
+        ("relative_size_min_count", "min-count", "s--", OKABE_ITO["vermillion"]),
     ):
-        ax2.plot([r["epsilon"] for r in best], [r[key] for r in best], marker, ms=4, label=label)
+        ax2.plot([r["epsilon"] for r in best], [r[key] for r in best], marker, ms=3.5,
+                 color=color, label=label)  # fmt: skip
     ax2.set_xscale("log")
     ax2.invert_xaxis()
     ax2.set_xlabel("eps (largest c of the grid)")
     ax2.set_ylabel("coefficients kept per weight")
     ax2.set_title("(b) relative size")
-    ax2.grid(alpha=0.3)
-    ax2.legend(fontsize=8)
+    ax2.grid(True)
+    ax2.legend(loc="best")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, format="png")
-    return path
+    return fig
+
+
+def plot_study(
+    rows: list[dict[str, Any]], path: Path, *, title: str = "", fmt: str | None = None
+) -> Path:
+    """Two panels: (a) fraction within eps against ``n / log2(1/eps)``, one curve per eps; (b)
+    relative size (coefficients kept per weight, both objectives) against eps at the largest c.
+    The format is ``fmt`` or else ``path``'s extension (``.pdf``/``.svg``: vector; ``.png``)."""
+    from lottery_jax.plotting import figure_format, house_style, save_figure
+
+    fmt = fmt or figure_format(path)
+    with house_style():
+        fig = draw_study(rows, title)
+    return save_figure(fig, Path(path), fmt)
 
 
 CSV_COLUMNS = (
@@ -296,7 +318,7 @@ def study_experiment(
 ) -> StudyOutcome:
     """Resolve the target and its inputs, hold the run directory, load the data (or record why
     not), run every cell (:func:`run_study`, resuming finished ones), and commit ``study.json``,
-    ``study.csv`` and ``study.png`` together."""
+    ``study.csv``, ``study.png`` and ``study.pdf`` together."""
     from lottery_jax import rundir
     from lottery_jax.nets import targets as models
     from lottery_jax.results import device_summary
@@ -331,7 +353,8 @@ def study_experiment(
         run.commit({
             "study.json": rundir.json_bytes(results),
             "study.csv": csv_text(rows).encode(),
-            "study.png": lambda p: plot_study(rows, p, title=title),
+            "study.png": lambda p: plot_study(rows, p, title=title, fmt="png"),
+            "study.pdf": lambda p: plot_study(rows, p, title=title, fmt="pdf"),
         })  # fmt: skip
     return StudyOutcome(spec.out, results, rows, data_error)
 
