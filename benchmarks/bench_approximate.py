@@ -35,7 +35,8 @@ from rich.table import Table
 from lottery_jax import checkpoint
 from lottery_jax import subsetsum as ap
 from lottery_jax.paper import paper_weights
-from lottery_jax.results import device_summary, write_json_atomic
+from lottery_jax.results import device_summary
+from lottery_jax.rundir import write_json
 from lottery_jax.subsetsum import scip as scip_solver
 
 REPO = Path(__file__).resolve().parents[1]
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         report["small_epsilon"] = run_small_eps(target, epsilons, args, console)
         if args.only_epsilons:
             if args.out:
-                write_json_atomic(args.out, report)
+                write_json(args.out, report)
             return 0 if all(r["checks_pass"] for r in report["small_epsilon"]) else 1
     main_run, res = run_engine(target, seed=args.seed)
     report["min_error_per_row"] = main_run
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, ok in checks.items():
         console.print(f"[{'green' if ok else 'red'}]{'PASS' if ok else 'FAIL'}[/] {name}")
     if args.out:
-        write_json_atomic(args.out, report)
+        write_json(args.out, report)
     return 0 if all(checks.values()) else 1
 
 

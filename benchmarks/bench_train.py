@@ -29,7 +29,7 @@ import harness  # noqa: E402
 
 from lottery_jax.data import Dataset
 from lottery_jax.nets.targets import build_model, count_params
-from lottery_jax.training import DEFAULT_LR, fit, steps_per_epoch
+from lottery_jax.training import DEFAULT_LR, Recipe, fit, steps_per_epoch
 
 BATCH = 64
 MOMENTUM = 0.9
@@ -53,17 +53,10 @@ def bench_jax(
         data = data._replace(train_images=data.train_images[:n], train_labels=data.train_labels[:n])
     run_steps = steps_per_epoch(int(data.train_images.shape[0]), BATCH)
     model = build_model(name, seed=seed)
-    hist = fit(
-        model,
-        data,
-        lr=DEFAULT_LR[name],
-        epochs=1,
-        batch_size=BATCH,
-        seed=seed,
-        precompute_features=precompute,
-    )
-    measured = hist["epoch_seconds"][0]
-    features = hist.get("feature_seconds", 0.0)
+    recipe = Recipe(lr=DEFAULT_LR[name], epochs=1, batch_size=BATCH, seed=seed)
+    hist = fit(model, data, recipe, precompute_features=precompute)
+    measured = hist.epoch_seconds[0]
+    features = hist.feature_seconds
     loop = measured * full_steps / run_steps
     return {
         "epoch_seconds": loop + features,
@@ -72,8 +65,8 @@ def bench_jax(
         "precompute_features": precompute,
         "measured_seconds": measured,
         "steps": run_steps,
-        "compile_seconds": hist["compile_seconds"],
-        "test_accuracy": hist["test_accuracy"][0],
+        "compile_seconds": hist.compile_seconds,
+        "test_accuracy": hist.test_accuracy[0],
         "trainable_params": count_params(model),
     }
 

@@ -8,19 +8,20 @@ import signal
 import sys
 import threading
 
+import typer.main
 from typer import Abort, Exit
 from typer.exceptions import TyperException
 
 from lottery_jax import download
 from lottery_jax.errors import UserError
 
-# Importing a command module registers its commands on ``app``.
-from . import approximate as _approximate  # noqa: E402,F401
-from . import data as _data  # noqa: E402,F401
-from . import prune as _prune  # noqa: E402,F401
-from . import study as _study  # noqa: E402,F401
-from . import train as _train  # noqa: E402,F401,I001
-from .app import app
+from . import approximate, compare, data, prune, study, train
+from .app import app, readable_help
+
+# Each command group is its own typer.Typer(), composed here (commands merge into the top level;
+# ``data`` is a named group: ``lottery-jax data fetch``).
+for _group in (approximate, compare, data, prune, study, train):
+    app.add_typer(_group.commands)
 
 __all__ = ["app", "main"]
 
@@ -91,8 +92,9 @@ def _main(argv: list[str] | None) -> int:
     try:
         # Without standalone mode Typer returns the code of an Exit (130 for Ctrl-C) instead of
         # exiting, and raises usage errors for us to print on one line.
-        with _sigterm_as_interrupt(), download.reporting(_data.DownloadBar()):
-            status = app(args=argv, standalone_mode=False, prog_name="lottery-jax")
+        with _sigterm_as_interrupt(), download.reporting(data.DownloadBar()):  # (bar: downloads)
+            command = readable_help(typer.main.get_command(app))
+            status = command.main(args=argv, standalone_mode=False, prog_name="lottery-jax")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -134,3 +134,69 @@ def start_processes(coordinator, num_processes, process_id, detect):
 
     return distributed.initialize(coordinator, num_processes, process_id, detect=detect)
 
+
+
+# ----------------------------------------------------------------------------- help at 80 columns
+
+#: Help panels of the long option lists (option name -> panel); the rest stay under "Options".
+_SOLVER = "Solver tiers and budget"
+_DATA = "Target and data"
+_OUTPUT = "Output"
+_TRAINING = "Training"
+HELP_PANELS = {
+    "target": _DATA, "epochs": _TRAINING, "inputs": _DATA, "data_dir": _DATA, "dataset": _DATA,
+    "evaluate": _DATA, "conv_from": _DATA, "max_enum_n": _SOLVER, "feasibility_groups": _SOLVER,
+    "prove": _SOLVER, "max_hours": _SOLVER, "scip_time_limit": _SOLVER, "scip_workers": _SOLVER,
+    "rows_per_chunk": _SOLVER, "out": _OUTPUT, "progress": _OUTPUT, "force": _OUTPUT,
+    "lr": _TRAINING, "batch_size": _TRAINING, "momentum": _TRAINING, "weight_decay": _TRAINING,
+    "schedule": _TRAINING, "mask_method": _TRAINING, "members": _TRAINING,
+    "max_members": _TRAINING,
+}  # fmt: skip
+#: Commands whose options are grouped into :data:`HELP_PANELS` (long option lists), with their own
+#: placements first.
+PANELLED = {
+    "approximate": {"seed": "Coefficient draw", "range_low": "Coefficient draw",
+                    "range_high": "Coefficient draw", "range_mode": "Coefficient draw",
+                    "zero_small": "Small weights"},
+    "prune": {"seed": _TRAINING}, "sweep": {"seed": _TRAINING}, "train": {"seed": _TRAINING},
+    "study": {},
+}  # fmt: skip
+
+
+def _metavar(param: Any) -> tuple[str, list[str]]:
+    """A short metavar for an option, from its Python type: ``X`` (a number), ``N`` (an
+    integer), ``PATH``, ``NAME`` (a choice, with the choices), ``LIST`` (repeatable), ``TEXT``;
+    none for a flag."""
+    import types
+    import typing
+
+    if param.is_flag:
+        return "", []
+    kind = param.type_descriptor.annotation
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    if typing.get_origin(kind) is list or param.multiple:
+        return "LIST", []
+    if isinstance(kind, type) and issubclass(kind, StrEnum):
+        return "NAME", [e.value for e in kind]
+    return {int: "N", float: "X", Path: "PATH"}.get(kind, "TEXT"), []
+
+
+def readable_help(command: Any, name: str = "") -> Any:
+    """Options that read at 80 columns, on the click command tree Typer builds: short metavars
+    (``X``, ``N``, ``PATH``, ``NAME`` with the choices listed in the help, nothing for flags) and,
+    for the long option lists, help panels. Typer's defaults (``<float>``, ``<list[str]>``,
+    ``<red-fc2|red-fc4|...>``) squeeze the help column into one-word lines. Returns ``command``."""
+    for sub_name, sub in (getattr(command, "commands", None) or {}).items():
+        readable_help(sub, sub_name)
+    for param in command.params:
+        if getattr(param, "param_type_name", "") != "option":
+            continue
+        if param.metavar is None:
+            param.metavar, choices = _metavar(param)
+            if choices and param.help:
+                param.help = f"{param.help} (one of {', '.join(map(str, choices))})"
+        if name in PANELLED and param.rich_help_panel is None:
+            panels = {**HELP_PANELS, **PANELLED[name]}
+            param.rich_help_panel = panels.get(param.name or "")
+    return command

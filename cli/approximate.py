@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import (
-    Progress,
-)
+from rich.progress import Progress
 from rich.table import Table
 
-from lottery_jax import checkpoint, rundir
+from lottery_jax import checkpoint
 from lottery_jax import subsetsum as ap
-from lottery_jax.download import DownloadError
 from lottery_jax.errors import UserError
-from lottery_jax.nets import targets as models
 from lottery_jax.paper import resolve_weights
-from lottery_jax.runs import train_config
-from lottery_jax.subsetsum.experiment import EXIT_NO_DATA, approximate_target
+from lottery_jax.subsetsum.experiment import (
+    ExperimentHooks,
+    ExperimentOutcome,
+    ExperimentSpec,
+    SolveHooks,
+    run_experiment,
+)
 
 from .app import (
     CoordinatorOpt,
@@ -34,19 +35,14 @@ from .app import (
     NumProcessesOpt,
     ProcessIdOpt,
     SeedOpt,
-    app,
     start_processes,
 )
 from .options import FRACTION_OPEN, POSITIVE, POSITIVE_INT, Rule, check, parse_names
 from .progress import console, progress_bar
 from .train import train_with_progress
 
-
-def _target_kind(target: Path | None) -> str:
-    """``paper`` (the default: the paper's own FC2, built in), ``train`` or ``file``."""
-    if target is None or str(target) == "paper":
-        return "paper"
-    return "train" if str(target) == "train" else "file"
+#: The approximate command group, composed into the ``lottery-jax`` app by ``lottery_jax.cli``.
+commands = typer.Typer()
 
 
 class Objective(StrEnum):
@@ -85,25 +81,6 @@ def layer_table(rows: list[dict[str, Any]]) -> Table:
             ", ".join(f"{_SHORT.get(k, k)} {v:,}" for k, v in r["status_counts"].items() if v),
         )
     return t
-
-
-def _train_target(
-    out: Path, epochs: int, seed: int, data, inputs: str, data_info: dict, progress: bool
-) -> tuple[dict, Path]:
-    """Train FC2 with the published recipe into the run directory ``out/target`` (or resume it,
-    or reuse it when finished): ``lottery_jax.runs.train_target``, as ``train`` does."""
-    config = train_config(model="fc2", epochs=epochs, seed=seed, inputs=inputs, data=data_info)
-    res = train_with_progress(out / "target", config, data, progress)
-    return res.state, res.weights
-
-
-def _hold_run_dir(out: Path, ctx: typer.Context) -> rundir.RunDir:
-    """Check, lock and hold ``out`` until the command ends (before any work)."""
-    run = rundir.RunDir(
-        out, command=" ".join(["lottery-jax", *sys.argv[1:]]), log=console.print
-    ).open()
-    ctx.call_on_close(run.close)
-    return run
 
 
 def _hours(seconds: float) -> str:
@@ -177,9 +154,8 @@ def _layer_patterns(layers: str | None) -> tuple[str, ...] | None:
     return patterns
 
 
-@app.command()
+@commands.command()
 def approximate(
-    ctx: typer.Context,
     epsilon: Annotated[float, typer.Option("--epsilon", help="Allowed error per weight.")] = 0.01,
     c: Annotated[float, typer.Option("--c", help="n = c * log2(1/eps) coefficients.")] = 3.0,
     rounding: Annotated[
@@ -288,118 +264,95 @@ def approximate(
     test data cannot be had (the ticket is still written; results.json has null accuracies and
     the reason). Re-running the same command with the same --out resumes from the finished chunks.
     """
+    cfg = _approx_config(
+        epsilon, c, rounding, objective, coefficients, zero_small, seed, range_low, range_high,
+        max_enum_n, scip_time_limit, scip_workers, rows_per_chunk, layers, range_mode,
+        feasibility_groups, prove, max_hours,
+    )  # fmt: skip
+    check("--epochs", epochs, POSITIVE_INT)
+    spec = ExperimentSpec(
+        cfg, out or Path("runs") / f"approximate-{objective.value}-seed{seed}",
+        target="paper" if target is None else target, epochs=epochs,
+        inputs=None if inputs is None else inputs.value, data_dir=data_dir,
+        dataset=dataset.value, evaluate=evaluate, command=" ".join(["lottery-jax", *sys.argv[1:]]),
+    )  # fmt: skip
+    procs = start_processes(coordinator, num_processes, process_id, distributed)
+    outcome = run_experiment(spec, procs, _hooks(progress))
+    if outcome.results is None:  # a secondary process: it solved its share of the chunks
+        console.print(f"{outcome.process}: solved {outcome.solved_chunks} chunk(s)")
+        return
+    if outcome.solved_chunks is not None:
+        console.print(f"{outcome.process}: solved {outcome.solved_chunks} chunk(s)")
+    show_outcome(outcome, cfg)
+    if outcome.exit_status:
+        raise typer.Exit(outcome.exit_status)
+
+
+def _approx_config(
+    epsilon, c, rounding, objective, coefficients, zero_small, seed, range_low, range_high,
+    max_enum_n, scip_time_limit, scip_workers, rows_per_chunk, layers, range_mode,
+    feasibility_groups, prove, max_hours,
+) -> ap.ApproxConfig:  # fmt: skip
+    """The options as an :class:`ApproxConfig`, each value checked and named by its flag."""
     if (range_low is None) != (range_high is None):
         raise UserError("give both --range-low and --range-high, or neither")
-    check("--epsilon", epsilon, FRACTION_OPEN)
-    check("--c", c, POSITIVE)
-    check("--epochs", epochs, POSITIVE_INT)
-    check("--range-low", range_low, Rule())
-    check("--range-high", range_high, Rule())
-    check("--max-enum-n", max_enum_n, POSITIVE_INT)
-    check("--feasibility-groups", feasibility_groups, POSITIVE_INT)
-    check("--max-hours", max_hours, POSITIVE)
-    check("--scip-time-limit", scip_time_limit, POSITIVE)
-    check("--scip-workers", scip_workers, POSITIVE_INT)
-    check("--rows-per-chunk", rows_per_chunk, POSITIVE_INT)
+    for flag, value, rule in (
+        ("--epsilon", epsilon, FRACTION_OPEN), ("--c", c, POSITIVE),
+        ("--range-low", range_low, Rule()), ("--range-high", range_high, Rule()),
+        ("--max-enum-n", max_enum_n, POSITIVE_INT),
+        ("--feasibility-groups", feasibility_groups, POSITIVE_INT),
+        ("--max-hours", max_hours, POSITIVE), ("--scip-time-limit", scip_time_limit, POSITIVE),
+        ("--scip-workers", scip_workers, POSITIVE_INT),
+        ("--rows-per-chunk", rows_per_chunk, POSITIVE_INT),
+    ):  # fmt: skip
+        check(flag, value, rule)
     _check_n(c, epsilon, rounding.value)
-    patterns = _layer_patterns(layers)
-    cfg = ap.ApproxConfig(
-        epsilon=epsilon,
-        c=c,
-        rounding=rounding.value,
-        objective=objective.value,
-        coefficients=coefficients.value,
-        zero_small=zero_small,
-        seed=seed,
+    return ap.ApproxConfig(
+        epsilon=epsilon, c=c, rounding=rounding.value, objective=objective.value,
+        coefficients=coefficients.value, zero_small=zero_small, seed=seed,
         coef_range=None if range_low is None else (range_low, range_high),
-        max_enum_n=max_enum_n,
-        scip_time_limit=scip_time_limit,
-        scip_workers=scip_workers,
+        max_enum_n=max_enum_n, scip_time_limit=scip_time_limit, scip_workers=scip_workers,
         rows_per_chunk=rows_per_chunk,
-        layers=patterns,
-        range_mode=range_mode,
-        feasibility_groups=feasibility_groups,
-        prove=prove,
+        layers=_layer_patterns(layers),
+        range_mode=range_mode, feasibility_groups=feasibility_groups, prove=prove,
         max_hours=max_hours,
-    )
-    out = out or Path("runs") / f"approximate-{objective.value}-seed{seed}"
-    procs = start_processes(coordinator, num_processes, process_id, distributed)
-    if procs.count > 1 and _target_kind(target) == "train":
-        raise UserError("several processes approximate a given target: pass --target paper|FILE")
-    if procs.index == 0:
-        run = _hold_run_dir(out, ctx)
-    else:  # process 0 holds the directory; this one only writes its own sealed chunks
-        run = rundir.RunDir(out, command=" ".join(["lottery-jax", *sys.argv[1:]])).attach()
-        ctx.call_on_close(run.close)
-    procs.barrier("lottery-jax approximate: run directory open")
-    data = None
-    target_kind, data_error = _target_kind(target), None
-    state = meta = target_path = None
-    if target_kind != "train":
-        target_path = resolve_weights("paper-fc2" if target_kind == "paper" else target)
-        state, meta = checkpoint.load_weights(target_path)
-        state = {k: np.asarray(v) for k, v in state.items()}
-    if inputs is None:  # the file's own preprocessing, else the paper's for this network
-        guess = models.infer_model(state, source=str(target_path))[0] if state else "fc2"
-        inputs = Inputs((meta or {}).get("inputs") or models.DEFAULT_INPUTS[guess])
-    if procs.count > 1:  # each process solves its share of the chunks; process 0 assembles
+    )  # fmt: skip
+
+
+def _hooks(progress: bool) -> ExperimentHooks:
+    """Progress bars for the solving phases and the training of a target."""
+
+    @contextlib.contextmanager
+    def solving():
         with progress_bar(progress, elapsed=True) as bar:
             tasks: dict[str, Any] = {}
-            solved = ap.approximate_network(
-                state, cfg, run, share=(procs.index, procs.count),
-                on_layer=lambda name, total: tasks.setdefault(name, bar.add_task(name, total=total)),
-                on_chunk=lambda name, done: bar.update(tasks[name], completed=done),
-            )  # fmt: skip
-        console.print(f"{procs.describe()}: solved {solved} chunk(s)")
-        procs.barrier("lottery-jax approximate: every process's chunks")
-        if procs.index != 0:
-            return
-    if (evaluate or target_kind == "train") and procs.index == 0:
-        from lottery_jax.data import load_dataset
 
-        try:
-            data = load_dataset(data_dir, dataset=dataset.value, inputs=inputs.value)
-        except DownloadError as e:  # solve anyway; say so at the end and exit EXIT_NO_DATA
-            if target_kind == "train":
-                raise
-            data_error = str(e)
-    if target_kind == "train":
-        data_info = {"data_dir": str(data_dir) if data_dir else None, "dataset": dataset.value}
-        state, target_path = _train_target(
-            out, epochs, seed, data, inputs.value, data_info, progress
-        )
-    with progress_bar(progress, elapsed=True) as bar:
-        tasks: dict[str, Any] = {}
+            def on_layer(name: str, total: int) -> None:
+                tasks[name] = bar.add_task(f"{name}", total=total)
 
-        def on_layer(name: str, total: int) -> None:
-            tasks[name] = bar.add_task(f"{name}", total=total)
+            def on_chunk(name: str, done: int) -> None:
+                bar.update(tasks[name], completed=done)
 
-        def on_chunk(name: str, done: int) -> None:
-            bar.update(tasks[name], completed=done)
+            yield SolveHooks(on_layer, on_chunk, _scip_reporter(bar))
 
-        done = approximate_target(
-            state, cfg, run, model=(meta or {}).get("model"), source=str(target_path),
-            inputs=inputs.value, data=data if evaluate else None, data_error=data_error,
-            config={
-                "target": "paper-fc2" if target_kind == "paper" else str(target_path),
-                "data_dir": str(data_dir) if data_dir else None,
-                "dataset": dataset.value,
-                "epochs": epochs if target_kind == "train" else None,
-            },
-            on_layer=on_layer, on_chunk=on_chunk, on_scip=_scip_reporter(bar),
-        )  # fmt: skip
-    results, outside, summary = done.results, done.outside, done.results
-    # The three files commit together (lottery_jax.rundir): a rerun never finds a mix of runs.
-    run.commit(done.files)
+    def train(out: Path, config: dict, data) -> Any:
+        return train_with_progress(out, config, data, progress)
+
+    return ExperimentHooks(solving=solving, train=train, log=console.print)
+
+
+def show_outcome(outcome: ExperimentOutcome, cfg: ap.ApproxConfig) -> None:
+    """The paper's table, the per-layer table, where the files went, and what is missing."""
+    results, outside, out = outcome.results, outcome.outside, outcome.out
     Console().print(results_table(results))
     Console().print(layer_table(results["layers"]))
     console.print(f"wrote {out / 'results.json'}, {out / 'ticket.npz'}, {out / 'approximated.npz'}")
-    if data_error:
-        console.print(f"accuracy not measured: {data_error}", markup=False, soft_wrap=True)
+    if outcome.data_error:
+        console.print(f"accuracy not measured: {outcome.data_error}", markup=False, soft_wrap=True)
     if outside["total"]:
         console.print(
             f"[bold red]{outside['total']:,} weights are not within eps={cfg.epsilon}[/] "
-            f"({summary['infeasible']:,} infeasible: proved; {summary['unsolved']:,} unsolved: "
+            f"({results['infeasible']:,} infeasible: proved; {results['unsolved']:,} unsolved: "
             f"SCIP's time limit) and keep their best approximation; exit status "
             f"{ap.EXIT_INFEASIBLE}. The first {min(outside['shown'], 10)} (results.json lists "
             f"{'all ' if outside['shown'] == outside['total'] else 'the first '}"
@@ -411,12 +364,9 @@ def approximate(
                 f"  {row['layer']}[{at}]  w={row['w']:.6g}  best error={row['error']:.3g}  "
                 f"{row['status']}", markup=False, highlight=False,
             )  # fmt: skip
-        raise SystemExit(ap.EXIT_INFEASIBLE)  # (main() drops typer.Exit codes)
-    if data_error:
-        raise SystemExit(EXIT_NO_DATA)
 
 
-@app.command()
+@commands.command()
 def verify(
     ticket: Annotated[Path, typer.Argument(help="ticket.npz written by `approximate`.")],
     target: Annotated[
@@ -452,7 +402,7 @@ def verify(
     rep = ap.verify_ticket(ticket, tstate, epsilon=epsilon)
     if rep.mismatches:
         console.print(f"mismatch: {rep.summary_line}", markup=False, highlight=False, soft_wrap=True)
-        raise SystemExit(rep.exit_code)
+        raise typer.Exit(rep.exit_code)
     t = Table(title=f"verify {ticket}")
     t.add_column("")
     t.add_column("value", justify="right")
@@ -474,4 +424,4 @@ def verify(
             f"{rep.weights - rep.within:,} weights are not within eps={rep.epsilon}{first}",
             markup=False, highlight=False, soft_wrap=True,
         )  # fmt: skip
-        raise SystemExit(rep.exit_code)
+        raise typer.Exit(rep.exit_code)

@@ -22,15 +22,14 @@ from rich.progress import (
 
 from lottery_jax import download
 
-from .app import DatasetName, app
+from .app import DatasetName
 from .progress import console
 
-data_app = typer.Typer(
+commands = typer.Typer(
     name="data",
     help="Download datasets ahead of time and show where they are and whether they verify.",
     no_args_is_help=True,
 )
-app.add_typer(data_app)
 
 
 class DownloadBar:
@@ -80,7 +79,7 @@ def _names(dataset: DatasetName | None) -> list[str]:
     return [dataset.value] if dataset is not None else list(download.DATASETS)
 
 
-@data_app.command()
+@commands.command()
 def fetch(
     dataset: Annotated[
         DatasetName | None,
@@ -98,7 +97,7 @@ def fetch(
         typer.echo(f"{name}: verified in {directory}")
 
 
-@data_app.command()
+@commands.command()
 def info(
     dataset: Annotated[
         DatasetName | None,
@@ -106,7 +105,7 @@ def info(
     ] = None,
 ) -> None:
     """Where each dataset's files are (or would be) and whether they verify; no download."""
-    from lottery_jax.data import _tfds_source
+    from lottery_jax.data import tfds_source
 
     typer.echo(f"cache: {download.cache_root()} (set {download.ENV_CACHE} to move it)")
     data_env = os.environ.get("LOTTERY_JAX_DATA")
@@ -130,7 +129,7 @@ def info(
         typer.echo(f"  checked by: sha256 of the {checks}")
         typer.echo(f"  mirrors: {' '.join(download.mirrors_for(spec))}")
         typer.echo(f"  licence: {spec.licence}")
-        if _tfds_source(name, "test", None) is not None:
+        if tfds_source(name, "test", None) is not None:
             typer.echo(
                 "  a tensorflow-datasets copy is prepared: commands read it before the cache"
             )

@@ -53,8 +53,9 @@ class EpochBar:
             self.task = self.bar.add_task(f"epoch {epoch + 1}/{self.epochs}", total=total, info="")
         self.bar.update(self.task, completed=done, info=f"loss {loss:.4f}")
 
-    def on_epoch(self, epoch: int, history: dict) -> None:
+    def on_epoch(self, epoch: int, history) -> None:
+        """``history``: the record so far (a TrainRecord, or anything with these two series)."""
         if self.task is not None:
-            loss, acc = history["train_loss"][-1], history["test_accuracy"][-1]
+            loss, acc = history.train_loss[-1], history.test_accuracy[-1]
             self.bar.update(self.task, info=f"loss {loss:.4f}  test {acc:.2f}%")
         self.task = None

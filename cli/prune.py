@@ -15,8 +15,8 @@ from lottery_jax.nets.pruned import PRUNE_MODELS
 from lottery_jax.nets.supermask import METHODS
 from lottery_jax.pruning import sweep
 from lottery_jax.pruning.batched import MEMBER_MODES
-from lottery_jax.results import device_summary, write_json_atomic
-from lottery_jax.rundir import prepare_dir
+from lottery_jax.results import device_summary
+from lottery_jax.rundir import prepare_dir, write_json
 
 from .app import (
     CoordinatorOpt,
@@ -26,7 +26,6 @@ from .app import (
     DistributedOpt,
     NumProcessesOpt,
     ProcessIdOpt,
-    app,
     start_processes,
 )
 from .options import (
@@ -62,6 +61,7 @@ LrOpt = Annotated[
 PruneModel = StrEnum("PruneModel", {m.replace("-", "_"): m for m in PRUNE_MODELS})
 Family = StrEnum("Family", {f: f for f in sweep.FAMILIES})
 MaskMethod = StrEnum("MaskMethod", {m: m for m in METHODS})
+Aggregate = StrEnum("Aggregate", {a: a for a in ("mean", "best")})
 Members = StrEnum("Members", {m: m for m in MEMBER_MODES})
 MaskOpt = Annotated[
     MaskMethod, typer.Option(help="Exact top-k selection (auto picks by device and tensor size).")
@@ -74,6 +74,9 @@ MaxHoursOpt = Annotated[
     float,
     typer.Option(help="Refuse up front work estimated to take longer than this many hours."),
 ]
+
+#: The prune command group, composed into the ``lottery-jax`` app by ``lottery_jax.cli``.
+commands = typer.Typer()
 
 
 class _Bar:
@@ -128,7 +131,7 @@ def _load_conv(conv_from: Path | None, model: str):
     return pruning.load_conv_checkpoint(conv_from)
 
 
-@app.command()
+@commands.command()
 def prune(
     model: Annotated[
         PruneModel, typer.Option(help="Redundant (red-) or wide network to prune.")
@@ -188,7 +191,6 @@ def prune(
         batch_size=batch_size, method=mask_method,
         conv_from=str(conv_from) if conv_from else None,
     )  # fmt: skip
-    cfg.validate()
     prepare_dir(out)  # (a bad --out is an error before any work)
     conv_state = _load_conv(conv_from, model)
     data = load_dataset(data_dir, dataset=dataset.value, inputs="normalized")
@@ -207,7 +209,7 @@ def prune(
         )
 
 
-@app.command(name="sweep")
+@commands.command(name="sweep")
 def sweep_cmd(
     family: Annotated[Family, typer.Option(help="Model family.")] = Family.fc2,
     epochs: Annotated[
@@ -285,7 +287,7 @@ def sweep_cmd(
         )
 
 
-@app.command()
+@commands.command()
 def plot(
     results_dir: Annotated[Path, typer.Argument(help="Directory holding results.json files.")],
     out: Annotated[
@@ -302,25 +304,33 @@ def plot(
         list[str] | None,
         typer.Option(help="Only these curves: red-linear, red-relu, wide, baseline."),
     ] = None,
-    labels: Annotated[bool, typer.Option(help="Label each point with its sparsity.")] = True,
+    labels: Annotated[bool, typer.Option(help="Label the points' sparsities (top axis).")] = True,
+    published: Annotated[
+        bool, typer.Option(help="Overlay the published runs (hollow markers, same colours).")
+    ] = False,
+    aggregate: Annotated[
+        Aggregate,
+        typer.Option(help="mean: mean ± std over seeds per budget; best: per sparsity the best "
+                     "over the budgets present (the published figures' rule)."),
+    ] = Aggregate.mean,
 ) -> None:
-    """Final test accuracy (mean ± std over seeds) vs remaining parameters per family: PNG, PDF."""
+    """Final test accuracy vs remaining parameters per family: PNG and PDF in a directory, or
+    one file by its extension (--out fig.pdf)."""
     from lottery_jax.plotting import PLOT_VARIANTS, plot_results
 
     results = sweep.collect_results(results_dir)
-    prepare_dir(out or results_dir, "figure folder")  # (a file or a read-only folder: one line)
     paths = plot_results(
         results, out or results_dir, title=title,
         epochs=parse_ints(epochs, "--epochs", POSITIVE_INT) or None,
         families=parse_names(model, "--model", sweep.FAMILIES) or None,
         variants=parse_names(variant, "--variant", PLOT_VARIANTS) or None,
-        label_sparsity=labels,
+        label_sparsity=labels, published=published, aggregate=aggregate.value,
     )  # fmt: skip
     for path in paths:
         typer.echo(f"wrote {path}")
 
 
-@app.command(name="evaluate-ticket")
+@commands.command(name="evaluate-ticket")
 def evaluate_ticket(
     ticket: Annotated[Path, typer.Argument(help="ticket.npz written by prune/sweep.")],
     data_dir: DataDirOpt = None,
@@ -332,21 +342,21 @@ def evaluate_ticket(
     net = pruning.net_from_ticket(t)
     data = load_dataset(data_dir, dataset=dataset.value, inputs="normalized")
     acc = pruning.net_accuracy(net, data.test_images, data.test_labels)
-    saved = t["meta"].get("test_accuracy")
+    saved = t.meta.get("test_accuracy")
     if isinstance(saved, bool) or not isinstance(saved, int | float):  # (a hostile ticket's)
         saved = None
     if out is not None:
-        write_json_atomic(
+        write_json(
             out / "results.json",
-            {"command": "evaluate-ticket", "ticket": str(ticket), "config": t["config"],
-             "seed": t["seed"], "sparsity": t["sparsity"], "final_test_accuracy": acc,
+            {"command": "evaluate-ticket", "ticket": str(ticket), "config": t.config,
+             "seed": t.seed, "sparsity": t.sparsity, "final_test_accuracy": acc,
              "saved_test_accuracy": saved, "device": device_summary()},
         )  # fmt: skip
     same = "" if saved is None else (" (same as saved)" if saved == acc else f" (saved {saved}%)")
     typer.echo(f"test accuracy {acc:.2f}%{same}")
 
 
-@app.command(name="export-ticket")
+@commands.command(name="export-ticket")
 def export_ticket(
     ticket: Annotated[Path, typer.Argument(help="ticket.npz written by prune/sweep.")],
     out: Annotated[Path, typer.Option(help="Dense weight file to write (.npz).")],
@@ -356,7 +366,7 @@ def export_ticket(
     t = pruning.load_ticket(ticket)
     net = pruning.net_from_ticket(t)
     path = pruning.export_dense(
-        net, out, {"ticket": str(ticket), "seed": t["seed"], "sparsity": t["sparsity"],
-                   "pruned_model": t["config"]["model"]},
+        net, out, {"ticket": str(ticket), "seed": t.seed, "sparsity": t.sparsity,
+                   "pruned_model": t.config["model"]},
     )  # fmt: skip
     typer.echo(f"wrote {path}")

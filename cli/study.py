@@ -6,23 +6,19 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from lottery_jax import checkpoint, rundir
-from lottery_jax.download import DownloadError
 from lottery_jax.errors import UserError
-from lottery_jax.nets import targets as models
-from lottery_jax.paper import resolve_weights
-from lottery_jax.results import device_summary
-from lottery_jax.subsetsum import network as nw
 from lottery_jax.subsetsum import study as st
 
-from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, app
+from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt
 from .options import POSITIVE, parse_floats
 from .progress import console, progress_bar
+
+#: The study command group, composed into the ``lottery-jax`` app by ``lottery_jax.cli``.
+commands = typer.Typer()
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -52,9 +48,8 @@ def _cs(text: str) -> list[float]:
     return _floats(text, "c")
 
 
-@app.command()
+@commands.command()
 def study(
-    ctx: typer.Context,
     target: Annotated[
         str,
         typer.Option(help="paper: the paper's FC2 (built in); or a weight file (.npz)."),
@@ -93,37 +88,13 @@ def study(
     per eps (the curves collapse if the law holds), (b) coefficients kept per weight against eps.
     Finished cells are kept: the same command resumes, and a larger grid reuses them.
     """
-    epsilons = _floats(epsilon, "epsilon")
-    cs = _cs(c)
-    cells = st.grid_cells(epsilons, cs)
-    path = resolve_weights("paper-fc2" if target == "paper" else target)
-    state, meta = checkpoint.load_weights(path)
-    state = {k: np.asarray(v) for k, v in state.items()}
-    model_name, _ = models.network_for(state, source=str(path), model=meta.get("model"))
-    inputs = inputs or Inputs(meta.get("inputs") or models.DEFAULT_INPUTS[model_name])
-    layers = nw.target_layers(state)
-    args = st.study_args(nw.target_fingerprint(state, layers), seed, "published", inputs.value)
-    run = rundir.RunDir(
-        out, command=" ".join(["lottery-jax", *sys.argv[1:]]), args=args, log=console.print
-    ).open()
-    ctx.call_on_close(run.close)
-    evaluator = None
-    data_error = None
-    if evaluate:
-        from lottery_jax.data import load_dataset
-        from lottery_jax.training import evaluate as eval_net
-
-        try:
-            data = load_dataset(data_dir, dataset=dataset.value, inputs=inputs.value)
-
-            def evaluator(approx_state: dict[str, np.ndarray]) -> float:
-                _, net = models.network_for(approx_state, source="approximation", model=model_name)
-                return eval_net(net, data.test_images, data.test_labels)
-
-        except DownloadError as e:
-            data_error = str(e)
-            console.print(f"accuracy not measured: {data_error}", markup=False, soft_wrap=True)
-
+    spec = st.StudySpec(
+        out, target=target, epsilons=tuple(_floats(epsilon, "epsilon")), cs=tuple(_cs(c)),
+        seed=seed, inputs=None if inputs is None else inputs.value, data_dir=data_dir,
+        dataset=dataset.value, evaluate=evaluate, max_hours=max_hours,
+        command=" ".join(["lottery-jax", *sys.argv[1:]]),
+    )  # fmt: skip
+    cells = st.grid_cells(list(spec.epsilons), list(spec.cs))  # (a bad grid: before any work)
     with progress_bar(progress, elapsed=True) as bar:
         task = bar.add_task("study", total=len(cells))
 
@@ -135,34 +106,17 @@ def study(
                 + (" (resumed)" if resumed else ""),
             )
 
-        rows = st.run_study(
-            state, epsilons, cs, seed=seed, evaluate=evaluator, run=run, on_cell=on_cell,
-            max_hours=max_hours,
-        )  # fmt: skip
-    const = st.fitted_constant(rows)
-    results = {
-        "command": "study",
-        "target": "paper-fc2" if target == "paper" else str(path),
-        "model": model_name,
-        "inputs": inputs.value,
-        "epsilons": epsilons,
-        "cs": cs,
-        "seed": seed,
-        "rows": rows,
-        "constant": const,
-        "seconds": sum(r["seconds"] for r in rows),
-        "compile_seconds": sum(r["compile_seconds"] for r in rows),
-        "device": device_summary(),
-        "accuracy_not_measured": data_error,
-    }
-    title = f"SubsetSum on {model_name.upper()} ({results['target']}), per-row, seed {seed}"
-    run.commit(
-        {
-            "study.json": rundir.json_bytes(results),
-            "study.csv": st.csv_text(rows).encode(),
-            "study.png": lambda p: st.plot_study(rows, p, title=title),
-        }
-    )
+        outcome = st.study_experiment(spec, on_cell, log=_log)
+    show_study(outcome)
+
+
+def _log(msg: str) -> None:
+    console.print(msg, markup=False, soft_wrap=True)
+
+
+def show_study(outcome: st.StudyOutcome) -> None:
+    """The grid's table, the fitted constant and where the files went."""
+    rows, const, out = outcome.rows, outcome.results["constant"], outcome.out
     t = Table(title="fraction of weights within eps (min-error), by n / log2(1/eps)")
     for col in ["eps", "n", "n/log2(1/eps)", "within", "max error", "kept/weight", "min-count"]:
         t.add_column(col, justify="right")
@@ -182,4 +136,5 @@ def study(
         f"measured constant: every eps reaches {100 * level:g}% within eps at "
         f"n / log2(1/eps) = {c_txt}"
     )
-    console.print(f"wrote {out / 'study.json'}, {out / 'study.csv'}, {out / 'study.png'}")
+    names = ", ".join(str(out / n) for n in ("study.json", "study.csv", "study.png", "study.pdf"))
+    console.print(f"wrote {names}")

@@ -15,13 +15,17 @@ from lottery_jax.data import load_dataset
 from lottery_jax.errors import UserError
 from lottery_jax.nets import targets as models
 from lottery_jax.paper import resolve_weights
-from lottery_jax.results import device_summary, write_json_atomic
+from lottery_jax.results import device_summary
+from lottery_jax.rundir import write_json
 from lottery_jax.runs import TrainResult, train_config, train_target
 from lottery_jax.training import evaluate as evaluate_model
 
-from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, app
+from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt
 from .options import MOMENTUM, NON_NEGATIVE, POSITIVE, POSITIVE_INT, check
 from .progress import EpochBar, console, progress_bar
+
+#: The train command group, composed into the ``lottery-jax`` app by ``lottery_jax.cli``.
+commands = typer.Typer()
 
 
 class Schedule(StrEnum):
@@ -54,7 +58,7 @@ def train_with_progress(out: Path, config: dict, data, progress: bool) -> TrainR
             bar.bar.stop()
 
 
-@app.command()
+@commands.command()
 def train(
     model: Annotated[ModelName, typer.Option(help="Target network.")] = ModelName.fc2,
     epochs: Annotated[int, typer.Option(help="Training epochs (cosine schedule spans them).")] = 10,
@@ -107,7 +111,15 @@ def train(
         console.print(f"wrote {out / 'results.json'} and {res.weights}")
 
 
-@app.command()
+def _infer(state: dict, weights: Path) -> str:
+    """The network a bare weight file (no metadata) describes (:func:`models.infer_model`)."""
+    try:
+        return models.infer_model(state, source=str(weights))[0]
+    except UserError:
+        raise UserError(f"{weights}: its arrays fit none of fc2, fc4, lenet5; pass --model") from None
+
+
+@commands.command()
 def evaluate(
     weights: Annotated[
         Path,
@@ -131,9 +143,7 @@ def evaluate(
     """Test accuracy of a weight file, or of the paper's own networks (--weights paper-fc2)."""
     weights = resolve_weights(weights)
     state, meta = checkpoint.load_weights(weights)
-    name = model.value if model is not None else meta.get("model") or checkpoint.infer_model(state)
-    if name is None:
-        raise UserError(f"{weights}: its arrays fit none of fc2, fc4, lenet5; pass --model")
+    name = model.value if model is not None else meta.get("model") or _infer(state, weights)
     net = models.model_from_state(name, state, source=str(weights))
     inputs = Inputs(inputs or meta.get("inputs") or Inputs.normalized)
     data = load_dataset(data_dir, dataset=dataset.value, inputs=inputs.value)
@@ -148,7 +158,7 @@ def evaluate(
         "dataset": dataset.value,
         "weights_meta": meta,
     }
-    write_json_atomic(
+    write_json(
         out / "results.json",
         {
             "command": "evaluate",

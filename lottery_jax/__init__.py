@@ -11,6 +11,10 @@ Experiment 2, pruning random networks
     :func:`build_pruned` builds a redundant (``red-fc2`` ... or ``red`` with any ``sizes``) or wide
     network; :class:`PruneConfig`, :func:`make_batch` and :func:`train_batch` train the supermasks of
     several (seed, sparsity) members in one compiled program, reporting through callbacks.
+    :func:`load_published` gives the paper's own 3,077 run records (built in);
+    :func:`compare_published` holds a results directory against them (a typed ``Comparison``
+    with ``write``/``to_json``); :func:`plot_results` draws the figure (``published=True``
+    overlays the records, ``aggregate="best"`` takes the published figures' rule).
 
 Targets and data
     :func:`build_model` (FC2, FC4, LeNet5), :func:`fit` (the published recipe, callbacks),
@@ -57,6 +61,9 @@ _API = {
     "make_batch": ("lottery_jax.pruning.batched", "make_batch"),
     "train_batch": ("lottery_jax.pruning.batched", "train_batch"),
     "member_net": ("lottery_jax.pruning.batched", "member_net"),
+    "load_published": ("lottery_jax.pruning.published", "load_published"),
+    "compare_published": ("lottery_jax.pruning.published", "compare"),
+    "plot_results": ("lottery_jax.plotting", "plot_results"),
     # targets, data, files
     "build_model": ("lottery_jax.nets.targets", "build_model"),
     "fit": ("lottery_jax.training", "fit"),
@@ -79,6 +86,9 @@ __all__ = [
     "make_batch",
     "train_batch",
     "member_net",
+    "load_published",
+    "compare_published",
+    "plot_results",
     "build_model",
     "fit",
     "evaluate",
@@ -108,7 +118,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from lottery_jax.errors import UserError
     from lottery_jax.nets.pruned import build_pruned
     from lottery_jax.nets.targets import build_model
+    from lottery_jax.plotting import plot_results
     from lottery_jax.pruning.batched import PruneConfig, make_batch, member_net, train_batch
+    from lottery_jax.pruning.published import compare as compare_published
+    from lottery_jax.pruning.published import load_published
     from lottery_jax.subsetsum.api import approximate
     from lottery_jax.subsetsum.network import ApproxConfig, approximate_network
     from lottery_jax.subsetsum.ticket import verify_ticket

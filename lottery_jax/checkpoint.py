@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from lottery_jax.errors import UserError
-from lottery_jax.results import save_npz_atomic
+from lottery_jax.rundir import write_npz
 
 META_KEY = "__meta__"
 WEIGHT_PREFIX = "weights/"
@@ -61,7 +61,7 @@ def save_weights(
     path: str | os.PathLike, model_name: str, state: dict[str, np.ndarray], meta: dict | None = None
 ) -> Path:
     """Write ``state`` (PyTorch layout) and ``{"model": model_name, **meta}`` atomically."""
-    return save_npz_atomic(path, weights_arrays(model_name, state, meta))
+    return write_npz(path, weights_arrays(model_name, state, meta))
 
 
 def read_npz(path: str | os.PathLike, what: str = "weight file") -> dict[str, np.ndarray]:
@@ -192,42 +192,6 @@ def resume_arrays(
     return arrays
 
 
-def infer_model(state: dict[str, np.ndarray]) -> str | None:
-    """Which target network (``fc2``, ``fc4`` or ``lenet5``) a PyTorch-layout state is, from its
-    keys and shapes (for weight files without metadata); ``None`` when none fits.
-
-    FC2: fc1 (h, 784), fc2 (10, h). FC4: fc1 (h, 784), fc2 (h, h), fc3 (h, h), fc4 (10, h). LeNet5:
-    conv1 (6, 1, 5, 5), conv2 (16, 6, 5, 5), fc1 (h1, 400), fc2 (h2, h1), fc3 (10, h2). Biases, when
-    present, must fit their layers too (checked when the state is loaded).
-    """
-    if any(not k.endswith((".weight", ".bias")) for k in state):
-        return None
-    weights = {k: v for k, v in state.items() if k.endswith(".weight")}
-    shapes = {k.removesuffix(".weight"): np.shape(v) for k, v in weights.items()}
-    h = shapes.get("fc1", (0, 0))[0]
-    if shapes == {"fc1": (h, 784), "fc2": (10, h)}:
-        return "fc2"
-    if shapes == {"fc1": (h, 784), "fc2": (h, h), "fc3": (h, h), "fc4": (10, h)}:
-        return "fc4"
-    h2 = shapes.get("fc2", (0, 0))[0]
-    lenet = {"conv1": (6, 1, 5, 5), "conv2": (16, 6, 5, 5), "fc1": (h, 400), "fc2": (h2, h),
-             "fc3": (10, h2)}  # fmt: skip
-    if shapes == lenet:
-        return "lenet5"
-    return None
-
-
-def save_resume(
-    path: str | os.PathLike,
-    opt_state: Any,
-    epoch: int,
-    meta: dict,
-    weights: dict[str, np.ndarray] | None = None,
-) -> Path:
-    """:func:`resume_arrays` in one atomically written file."""
-    return save_npz_atomic(path, resume_arrays(opt_state, epoch, meta, weights))
-
-
 def parse_resume(
     arrays: dict[str, np.ndarray], like_opt_state: Any, config: dict | None = None, *, source=""
 ) -> tuple[Any, int, dict, dict[str, np.ndarray]]:
@@ -259,10 +223,3 @@ def parse_resume(
         raise UserError(f"{source}: optimizer state does not fit this model; delete it to restart")
     weights = {k[len(WEIGHT_PREFIX) :]: v for k, v in arrays.items() if k.startswith(WEIGHT_PREFIX)}
     return state, epoch, meta, weights
-
-
-def load_resume(
-    path: str | os.PathLike, like_opt_state: Any, config: dict | None = None
-) -> tuple[Any, int, dict, dict[str, np.ndarray]]:
-    """:func:`parse_resume` of the file at ``path``."""
-    return parse_resume(read_npz(Path(path), "resume file"), like_opt_state, config, source=path)

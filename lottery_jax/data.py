@@ -8,12 +8,14 @@ Python loader.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import importlib.util
 import math
 import os
 import sys
+import tempfile
 import zlib
 from pathlib import Path
 from typing import NamedTuple
@@ -258,7 +260,7 @@ def _read_checked_dir(data_dir, allow_unverified: bool | None) -> tuple[dict, st
     return arrays, name
 
 
-def _tfds_source(name: str, split: str, data_dir: str | None):
+def tfds_source(name: str, split: str, data_dir: str | None):
     """``tfds.data_source`` of a copy a user prepared with tensorflow-datasets, or ``None`` (never
     downloads: TFDS would need TensorFlow to prepare it; :mod:`lottery_jax.download` does without)."""
     if "tensorflow_datasets" not in sys.modules:  # (imported already: a test's mock data, say)
@@ -274,11 +276,25 @@ def _tfds_source(name: str, split: str, data_dir: str | None):
     level = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.ERROR)  # no TFDS chatter; restored below
     try:
-        return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        with _scratch_tempdir():
+            return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except Exception:  # not prepared (or not a TFDS name)
         return None
     finally:
         absl_logging.set_verbosity(level)
+
+
+@contextlib.contextmanager
+def _scratch_tempdir():
+    """Point :mod:`tempfile` at a private folder, removed afterwards: TFDS's metadata look-up
+    (``DatasetInfo.initialize_from_bucket``) makes a ``tmp*tfds`` folder it never removes."""
+    saved = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="lottery-jax-tfds-") as scratch:
+        tempfile.tempdir = scratch
+        try:
+            yield
+        finally:
+            tempfile.tempdir = saved
 
 
 def _tfds_split(source) -> tuple[np.ndarray, np.ndarray]:
@@ -336,8 +352,8 @@ def load_dataset(
     if data_dir is None and os.environ.get("LOTTERY_JAX_DATA"):
         data_dir = os.environ["LOTTERY_JAX_DATA"]
     train = test = None
-    if data_dir is None and (train := _tfds_source(dataset, "train", tfds_data_dir)) is not None:
-        test = _tfds_source(dataset, "test", tfds_data_dir)
+    if data_dir is None and (train := tfds_source(dataset, "train", tfds_data_dir)) is not None:
+        test = tfds_source(dataset, "test", tfds_data_dir)
     if data_dir is not None:
         arrays, name = _read_checked_dir(data_dir, allow_unverified)
     elif train is not None and test is not None:

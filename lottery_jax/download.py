@@ -430,84 +430,130 @@ def _decompress(src: Path, dst: Path, limit: int) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
+class _MirrorFailed(Exception):
+    """One mirror gave no verified copy of a file: why (``reason``), whether it failed before any
+    byte arrived (``connecting``: counts against :data:`CONNECT_BUDGET`), and whether the fetch's
+    deadline passed (``final``: no further mirror is tried)."""
+
+    def __init__(self, reason: str, connecting: bool, final: bool):
+        super().__init__(reason)
+        self.reason, self.connecting, self.final = reason, connecting, final
+
+
 def _fetch_file(
     spec: DatasetSpec, f: IdxFile, directory: Path, mirrors: tuple[str, ...], report: Callback,
     deadline: float | None = None,
 ) -> Path:
     """Download one file from the first mirror that gives a verified copy; atomically cache it."""
-    import requests
-
     last_url, last_reason = "", "no mirror configured"
     connect_seconds = 0.0
     for i, base in enumerate(mirrors):
         if connect_seconds > CONNECT_BUDGET:
             break  # (the error names the last mirror tried and why)
-        url = _join(base, f.stem + ".gz")
-        last_url = url
-        total: list[int | None] = [None]
-
-        def on_total(n: int, url=url, total=total) -> None:
-            total[0] = n or None
-            report(DownloadEvent("start", spec.name, f.stem, url, 0, total[0]))
-
-        def on_bytes(n: int, url=url, total=total) -> None:
-            report(DownloadEvent("progress", spec.name, f.stem, url, n, total[0]))
-
-        gz_fd, gz_tmp = tempfile.mkstemp(prefix=f".{f.stem}.gz.", suffix=".part", dir=directory)
-        raw_fd, raw_tmp = tempfile.mkstemp(prefix=f".{f.stem}.", suffix=".part", dir=directory)
-        os.close(raw_fd)
+        last_url = _join(base, f.stem + ".gz")
         t0 = time.monotonic()
         try:
-            try:
-                with os.fdopen(gz_fd, "wb") as fh:
-                    sink = _download(url, fh, on_total, on_bytes, _download_cap(f), deadline)
-                if _looks_like_html(Path(gz_tmp)):
-                    raise OSError("the mirror sent an HTML page, not the file (an error or "
-                                  "login page?)")  # fmt: skip
-                if total[0] is not None and sink.done != total[0]:
-                    raise OSError(f"transfer cut short ({sink.done} of {total[0]} bytes)")
-                if f.hash_of == "gz" and sink.sha.hexdigest() != f.sha256:
-                    raise OSError(
-                        f"checksum mismatch: sha256 of the .gz is {sink.sha.hexdigest()[:12]}..., "
-                        f"expected {f.sha256[:12]}..."
-                    )
-                raw_sha, _ = _decompress(Path(gz_tmp), Path(raw_tmp), f.size or MAX_RAW_BYTES)
-                if f.hash_of == "raw" and raw_sha != f.sha256:
-                    raise OSError(
-                        f"checksum mismatch: sha256 of the decompressed file is {raw_sha[:12]}..., "
-                        f"expected {f.sha256[:12]}..."
-                    )
-            except Exception as e:  # requests', urllib3's, gzip's and our own: try the next mirror
-                if isinstance(e, requests.ConnectionError | requests.Timeout) and not total[0]:
-                    connect_seconds += time.monotonic() - t0
-                if isinstance(e, EOFError | zlib.error | gzip.BadGzipFile):
-                    last_reason = f"not a complete gzip file ({e})"
-                else:
-                    last_reason = _reason(e)
-                if isinstance(e, _Deadline):
-                    break
-                if i < len(mirrors) - 1 and connect_seconds <= CONNECT_BUDGET:
-                    message = f"{last_reason}; trying the next mirror"
-                    report(DownloadEvent("failed", spec.name, f.stem, url, message=message))
-                continue
-            final = directory / f.stem
-            if f.hash_of == "gz":
-                side = directory / f"{f.stem}.sha256"
-                side_tmp = directory / f".{f.stem}.sha256.part"
-                side_tmp.write_text(f"{raw_sha}  {f.stem}\n")
-                os.replace(side_tmp, side)
-            os.chmod(raw_tmp, 0o644)
-            os.replace(raw_tmp, final)
-            report(DownloadEvent("done", spec.name, f.stem, url, sink.done, sink.done))
-            return final
-        finally:
-            for p in (gz_tmp, raw_tmp, directory / f".{f.stem}.sha256.part"):
-                Path(p).unlink(missing_ok=True)
+            return _fetch_from(spec, f, directory, last_url, report, deadline)
+        except _MirrorFailed as e:
+            if e.connecting:
+                connect_seconds += time.monotonic() - t0
+            last_reason = e.reason
+            if e.final:
+                break
+            if i < len(mirrors) - 1 and connect_seconds <= CONNECT_BUDGET:
+                message = f"{last_reason}; trying the next mirror"
+                report(DownloadEvent("failed", spec.name, f.stem, last_url, message=message))
     raise DownloadError(
         f"cannot download {spec.name} ({f.stem}.gz): {last_url or '-'}: {last_reason}; "
         f"pass --data-dir DIR (or set LOTTERY_JAX_DATA) with the four IDX files, "
         f"or set {ENV_MIRROR} to a reachable mirror"
     )
+
+
+def _fetch_from(spec: DatasetSpec, f: IdxFile, directory: Path, url: str, report: Callback,
+                deadline: float | None) -> Path:  # fmt: skip
+    """One mirror's copy of ``f``: downloaded and verified into ``.part`` temporaries (named as
+    :func:`_is_part_name` knows them), then cached; :class:`_MirrorFailed` when it does not
+    verify. The temporaries are removed whatever happens."""
+    gz_fd, gz_tmp = tempfile.mkstemp(prefix=f".{f.stem}.gz.", suffix=".part", dir=directory)
+    raw_fd, raw_tmp = tempfile.mkstemp(prefix=f".{f.stem}.", suffix=".part", dir=directory)
+    os.close(raw_fd)
+    try:
+        done, raw_sha = _download_verified(spec, f, url, gz_fd, Path(gz_tmp), Path(raw_tmp),
+                                           report, deadline)  # fmt: skip
+        final = _install(f, directory, Path(raw_tmp), raw_sha)
+        report(DownloadEvent("done", spec.name, f.stem, url, done, done))
+        return final
+    finally:
+        for p in (gz_tmp, raw_tmp, directory / f".{f.stem}.sha256.part"):
+            Path(p).unlink(missing_ok=True)
+
+
+def _download_verified(spec: DatasetSpec, f: IdxFile, url: str, gz_fd: int, gz_tmp: Path,
+                       raw_tmp: Path, report: Callback,
+                       deadline: float | None) -> tuple[int, str]:  # fmt: skip
+    """Download ``url`` into ``gz_tmp`` (an open ``gz_fd``, closed here) and decompress it into
+    ``raw_tmp``, checking size, content and checksum: (bytes downloaded, sha256 of the raw file).
+    Any failure (requests', urllib3's, gzip's, ours) is a :class:`_MirrorFailed`."""
+    import requests
+
+    total: list[int | None] = [None]
+
+    def on_total(n: int) -> None:
+        total[0] = n or None
+        report(DownloadEvent("start", spec.name, f.stem, url, 0, total[0]))
+
+    def on_bytes(n: int) -> None:
+        report(DownloadEvent("progress", spec.name, f.stem, url, n, total[0]))
+
+    try:
+        with os.fdopen(gz_fd, "wb") as fh:
+            sink = _download(url, fh, on_total, on_bytes, _download_cap(f), deadline)
+        _check_download(f, gz_tmp, sink, total[0])
+        raw_sha, _ = _decompress(gz_tmp, raw_tmp, f.size or MAX_RAW_BYTES)
+        if f.hash_of == "raw" and raw_sha != f.sha256:
+            raise OSError(
+                f"checksum mismatch: sha256 of the decompressed file is {raw_sha[:12]}..., "
+                f"expected {f.sha256[:12]}..."
+            )
+    except Exception as e:  # (the next mirror is tried)
+        connecting = isinstance(e, requests.ConnectionError | requests.Timeout) and not total[0]
+        raise _MirrorFailed(_failure_reason(e), connecting, isinstance(e, _Deadline)) from None
+    return sink.done, raw_sha
+
+
+def _check_download(f: IdxFile, gz_tmp: Path, sink: _Sink, total: int | None) -> None:
+    """The downloaded bytes are the file: no HTML page, all announced bytes, the pinned ``.gz``
+    checksum where that is what is on record."""
+    if _looks_like_html(gz_tmp):
+        raise OSError("the mirror sent an HTML page, not the file (an error or login page?)")
+    if total is not None and sink.done != total:
+        raise OSError(f"transfer cut short ({sink.done} of {total} bytes)")
+    if f.hash_of == "gz" and sink.sha.hexdigest() != f.sha256:
+        raise OSError(
+            f"checksum mismatch: sha256 of the .gz is {sink.sha.hexdigest()[:12]}..., "
+            f"expected {f.sha256[:12]}..."
+        )
+
+
+def _failure_reason(e: BaseException) -> str:
+    if isinstance(e, EOFError | zlib.error | gzip.BadGzipFile):
+        return f"not a complete gzip file ({e})"
+    return _reason(e)
+
+
+def _install(f: IdxFile, directory: Path, raw_tmp: Path, raw_sha: str) -> Path:
+    """Rename the verified raw file into the cache (with its ``.sha256`` record when only the
+    ``.gz`` checksum is pinned)."""
+    final = directory / f.stem
+    if f.hash_of == "gz":
+        side = directory / f"{f.stem}.sha256"
+        side_tmp = directory / f".{f.stem}.sha256.part"
+        side_tmp.write_text(f"{raw_sha}  {f.stem}\n")
+        os.replace(side_tmp, side)
+    os.chmod(raw_tmp, 0o644)
+    os.replace(raw_tmp, final)
+    return final
 
 
 def fetch_dataset(

@@ -1,86 +1,19 @@
-"""Writing results safely: every file goes to a temporary sibling first, then is renamed."""
+"""The results records: what ``results.json`` holds for a training run (:class:`TrainRecord`) and a
+pruning run (:class:`PruneRecord`), and the machine that computed them (:func:`device_summary`)."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import jax
-import numpy as np
-
-from lottery_jax.errors import UserError
-
-
-def ensure_dir(path: str | os.PathLike) -> Path:
-    """Create the output directory ``path`` (and parents); a one-line error if it cannot be one."""
-    path = Path(path)
-    for parent in (path, *path.parents):
-        if parent.exists() and not parent.is_dir():
-            raise UserError(f"output path {parent} exists and is not a directory")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create output directory {path}: {e.strerror}") from None
-    return path
-
-
-def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Write through ``write(tmp_path)`` then rename onto ``path`` (same directory, atomic)."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path} is a directory; give the path of the file to write")
-    ensure_dir(path.parent)
-    # A unique sibling created with mode 0666, so the process umask gives the usual file mode
-    # (mkstemp would make it 0600, and reading the umask means setting it: global state).
-    from lottery_jax.rundir import tmp_name  # (the one form of the tool's temporaries)
-
-    tmp_path = path.parent / tmp_name(path.name)
-    os.close(os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-    try:
-        write(tmp_path)
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _to_jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_to_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray | jax.Array):
-        return np.asarray(obj).tolist()
-    return obj
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON (numpy/jax scalars and arrays converted)."""
-    text = json.dumps(_to_jsonable(obj), indent=2, sort_keys=False) + "\n"
-    return _atomic(path, lambda p: p.write_text(text))
-
-
-def save_npz_atomic(path: str | os.PathLike, arrays: dict[str, Any]) -> Path:
-    """``np.savez_compressed`` to ``path`` atomically (the name is kept exactly, no ``.npz`` added)."""
-
-    def write(p: Path) -> None:
-        with open(p, "wb") as f:
-            np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()})
-
-    return _atomic(path, write)
 
 
 def device_summary() -> dict[str, Any]:
-    """What ran the computation: backend, devices, versions (recorded in every results.json)."""
+    """What ran the computation: backend, devices, versions (recorded in every results.json), and
+    the ``--data-dir`` files used unverified (``--allow-unverified-data``), if any."""
     from lottery_jax.data import UNVERIFIED_LOADS
 
     devices = jax.devices()
@@ -94,3 +27,112 @@ def device_summary() -> dict[str, Any]:
         "host": platform.node(),
         "cpu_count": os.cpu_count(),
     }
+
+
+def _known(cls, d: dict[str, Any]) -> dict[str, Any]:
+    """The fields of record ``cls`` that ``d`` holds (other keys: derived, or from other releases)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
+
+
+@dataclass(frozen=True)
+class TrainRecord:
+    """``results.json`` of a training run (``train``, ``approximate --target train``, a sweep's
+    baseline): the per-epoch history so far and what ran it. ``to_json`` is the file's form (with
+    ``command``, ``epochs_done`` and ``final_test_accuracy`` derived); ``from_json`` reads it back,
+    files of earlier releases included (unknown keys are ignored, missing ones default)."""
+
+    name: str
+    config: dict[str, Any]
+    seed: int | None
+    device: dict[str, Any]
+    test_accuracy: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    compile_seconds: float = 0.0
+    trainable_params: int = 0
+    frozen_params: int = 0
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.test_accuracy)
+
+    @property
+    def final_test_accuracy(self) -> float | None:
+        return self.test_accuracy[-1] if self.test_accuracy else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "command": "train",
+            "name": self.name,
+            "config": self.config,
+            "seed": self.seed,
+            "device": self.device,
+            "epochs_done": self.epochs_done,
+            "test_accuracy": list(self.test_accuracy),
+            "final_test_accuracy": self.final_test_accuracy,
+            "train_loss": list(self.train_loss),
+            "epoch_seconds": list(self.epoch_seconds),
+            "compile_seconds": self.compile_seconds,
+            "trainable_params": self.trainable_params,
+            "frozen_params": self.frozen_params,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TrainRecord:
+        d = {"name": "", "config": {}, "seed": None, "device": {}, **_known(cls, d)}
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class PruneRecord:
+    """``results.json`` of one pruning run (a member of a batched program): its ticket's numbers,
+    the per-epoch history and what ran it. ``to_json``/``from_json`` as :class:`TrainRecord`."""
+
+    name: str
+    config: dict[str, Any]
+    seed: int
+    sparsity: float
+    total_params: int
+    remaining_params: int
+    test_accuracy: list[float]
+    final_test_accuracy: float
+    train_loss: list[float]
+    epoch_seconds: list[float]
+    compile_seconds: float
+    eval_seconds: float
+    batched_with: list[str]
+    member_mode: str
+    device_members: list[int] | None
+    device: dict[str, Any]
+    ticket: str = "ticket.npz"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "command": "prune",
+            "name": self.name,
+            "config": self.config,
+            "seed": self.seed,
+            "sparsity": self.sparsity,
+            "total_params": self.total_params,
+            "remaining_params": self.remaining_params,
+            "test_accuracy": self.test_accuracy,
+            "final_test_accuracy": self.final_test_accuracy,
+            "train_loss": self.train_loss,
+            "epoch_seconds": self.epoch_seconds,
+            "compile_seconds": self.compile_seconds,
+            "eval_seconds": self.eval_seconds,
+            "batched_with": self.batched_with,
+            "member_mode": self.member_mode,
+            "device_members": self.device_members,  # members per device of the mesh
+            "ticket": self.ticket,
+            "device": self.device,
+            "note": "epoch_seconds is the wall time of the whole batched program per epoch",
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PruneRecord:
+        defaults = {"eval_seconds": 0.0, "batched_with": [], "member_mode": "unroll",
+                    "device_members": None, "device": {}, "compile_seconds": 0.0,
+                    "epoch_seconds": [], "train_loss": [], "test_accuracy": []}  # fmt: skip
+        return cls(**{**defaults, **_known(cls, d)})

@@ -87,21 +87,30 @@ def _quiet(msg: str) -> None:
 def canonical_json(obj: Any) -> str:
     """The canonical JSON text of ``obj`` (sorted keys, no spaces; paths and numpy scalars
     converted); equal arguments give equal text."""
-    return json.dumps(_plain(obj), sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":"), allow_nan=True)
 
 
-def _plain(obj: Any) -> Any:
+def to_jsonable(obj: Any) -> Any:
+    """``obj`` with JSON's types only: mappings get string keys, tuples become lists, paths
+    strings, numpy/JAX scalars and arrays Python numbers and lists. The one conversion behind
+    every JSON file and fingerprint of the project."""
     if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
+        return [to_jsonable(v) for v in obj]
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     if isinstance(obj, np.generic):
         return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
+    if isinstance(obj, np.ndarray) or _is_jax_array(obj):
+        return np.asarray(obj).tolist()
     return obj
+
+
+def _is_jax_array(obj: Any) -> bool:
+    # (JAX is imported by the caller when it holds JAX arrays; this module does not need it.)
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(obj, jax.Array)
 
 
 def fingerprint(args: Any) -> str:
@@ -111,7 +120,7 @@ def fingerprint(args: Any) -> str:
 
 def first_difference(old: Any, new: Any, key: str = "") -> tuple[str, Any, Any] | None:
     """The first setting (dotted key, old value, new value) where two argument records differ."""
-    old, new = _plain(old), _plain(new)
+    old, new = to_jsonable(old), to_jsonable(new)
     if isinstance(old, dict) and isinstance(new, dict):
         for k in [*old, *(k for k in new if k not in old)]:
             sub = f"{key}.{k}" if key else str(k)
@@ -148,9 +157,7 @@ def npz_bytes(arrays: Mapping[str, Any]) -> bytes:
 
 def json_bytes(obj: Any) -> bytes:
     """Indented JSON text of ``obj`` (numpy/jax scalars and arrays converted), newline-terminated."""
-    from lottery_jax.results import _to_jsonable
-
-    return (json.dumps(_to_jsonable(obj), indent=2) + "\n").encode()
+    return (json.dumps(to_jsonable(obj), indent=2) + "\n").encode()
 
 
 def _sha256(data: bytes) -> str:
@@ -230,8 +237,11 @@ def _sync_dir(path: Path) -> None:
 
 
 def write_atomic(path: str | os.PathLike, data: bytes, *, sync: bool = False) -> Path:
-    """Write ``data`` to a temporary sibling, then rename it onto ``path``."""
+    """Write ``data`` to a temporary sibling, then rename it onto ``path``; a one-line UserError
+    when ``path`` is a directory."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a directory; give the path of the file to write")
     tmp = _tmp_name(path)
     _write_new(tmp, data, sync)
     try:
@@ -245,12 +255,8 @@ def write_atomic(path: str | os.PathLike, data: bytes, *, sync: bool = False) ->
 # ----------------------------------------------------------------------------- the directory
 
 
-def prepare_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
-    """Create ``path`` (and parents) and prove it writable; a one-line UserError otherwise.
-
-    The check writes and removes a probe file rather than asking ``os.access`` (which says yes to
-    root on a read-only mount and cannot see every ACL).
-    """
+def ensure_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
+    """Create ``path`` (and parents); a one-line UserError when it cannot be a directory."""
     path = Path(path)
     for parent in (path, *path.parents):
         if parent.exists() and not parent.is_dir():
@@ -259,6 +265,16 @@ def prepare_dir(path: str | os.PathLike, what: str = "output directory") -> Path
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create {what} {path}: {e.strerror or e}") from None
+    return path
+
+
+def prepare_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
+    """Create ``path`` (and parents) and prove it writable; a one-line UserError otherwise.
+
+    The check writes and removes a probe file rather than asking ``os.access`` (which says yes to
+    root on a read-only mount and cannot see every ACL).
+    """
+    path = ensure_dir(path, what)
     probe = path / tmp_name("write-probe")
     try:
         _write_new(probe, b"", sync=False)
@@ -266,6 +282,22 @@ def prepare_dir(path: str | os.PathLike, what: str = "output directory") -> Path
     except OSError as e:
         raise UserError(f"cannot write to {what} {path}: {e.strerror or e}") from None
     return path
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """``obj`` as indented JSON (:func:`json_bytes`) at ``path``, atomically; the parent directory
+    is created."""
+    path = Path(path)
+    ensure_dir(path.parent)
+    return write_atomic(path, json_bytes(obj))
+
+
+def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any]) -> Path:
+    """``np.savez_compressed`` of ``arrays`` at ``path`` (the name kept exactly, no ``.npz``
+    added), atomically; the parent directory is created."""
+    path = Path(path)
+    ensure_dir(path.parent)
+    return write_atomic(path, npz_bytes(arrays))
 
 
 def clean_leftovers(directory: Path, *, names: Iterable[str] | None = None,
@@ -414,7 +446,7 @@ def commit(
                 _write_new(tmp, data, sync=True)
                 digest = _sha256(data)
             entries[name] = {"sha256": digest, "pending": tmp.name}
-        journal = {"format": RUN_FORMAT, "fingerprint": fingerprint, "state": _plain(state),
+        journal = {"format": RUN_FORMAT, "fingerprint": fingerprint, "state": to_jsonable(state),
                    "files": entries}  # fmt: skip
         write_atomic(directory / JOURNAL_NAME, json.dumps(journal, indent=1).encode(), sync=True)
     except BaseException:
@@ -632,7 +664,7 @@ class RunDir:
                 "directory"
             )
         if old is not None and old.get("fingerprint") != fp:
-            diff = first_difference(old.get("args"), _plain(args))
+            diff = first_difference(old.get("args"), to_jsonable(args))
             if diff is None:  # (same arguments, older fingerprint rule)
                 diff = ("fingerprint", old.get("fingerprint"), fp)
             key, was, now = diff
@@ -644,7 +676,7 @@ class RunDir:
             )
         if old is None:
             record = {"format": RUN_FORMAT, "command": self.command, "fingerprint": fp,
-                      "args": _plain(args)}  # fmt: skip
+                      "args": to_jsonable(args)}  # fmt: skip
             write_atomic(path, (json.dumps(record, indent=2) + "\n").encode(), sync=True)
         self._args, self._fp = args, fp
         return fp

@@ -28,9 +28,9 @@ import numpy as np
 from lottery_jax import checkpoint, rundir
 from lottery_jax.data import Dataset
 from lottery_jax.errors import UserError
-from lottery_jax.results import device_summary
+from lottery_jax.results import TrainRecord, device_summary
 
-HISTORY_KEYS = ("test_accuracy", "train_loss", "epoch_seconds")
+HISTORY_KEYS = ("test_accuracy", "train_loss", "epoch_seconds")  # training.HISTORY_SERIES
 
 
 @dataclass
@@ -40,7 +40,7 @@ class TrainResult:
     path: Path
     weights: Path
     state: dict[str, np.ndarray]  # the final weights, PyTorch layout
-    results: dict[str, Any]  # results.json
+    results: TrainRecord  # results.json
     start_epoch: int  # epochs finished before this call (0: a fresh run)
     already_finished: bool  # nothing was trained: the directory held the finished run
 
@@ -83,25 +83,16 @@ def train_config(
     }
 
 
-def _results(path: Path, config: dict, history: dict, compile_seconds: float, net) -> dict:
+def _results(path: Path, config: dict, history: dict, compile_seconds: float, net) -> TrainRecord:
     from lottery_jax.nets import targets as models
 
-    accs = history["test_accuracy"]
-    return {
-        "command": "train",
-        "name": path.name,
-        "config": config,
-        "seed": config["seed"],
-        "device": device_summary(),
-        "epochs_done": len(accs),
-        "test_accuracy": accs,
-        "final_test_accuracy": accs[-1] if accs else None,
-        "train_loss": history["train_loss"],
-        "epoch_seconds": history["epoch_seconds"],
-        "compile_seconds": compile_seconds,
-        "trainable_params": models.count_params(net),
-        "frozen_params": models.count_params(net, models.Frozen),
-    }
+    return TrainRecord(
+        name=path.name, config=config, seed=config["seed"], device=device_summary(),
+        test_accuracy=history["test_accuracy"], train_loss=history["train_loss"],
+        epoch_seconds=history["epoch_seconds"], compile_seconds=compile_seconds,
+        trainable_params=models.count_params(net),
+        frozen_params=models.count_params(net, models.Frozen),
+    )  # fmt: skip
 
 
 def train_target(
@@ -120,87 +111,112 @@ def train_target(
 
     ``data`` is the dataset or a function that loads it (called only when there is training to
     do). ``on_chunk`` goes to :func:`lottery_jax.training.fit` (progress within an epoch);
-    ``on_epoch(epoch, results)`` runs after each committed epoch (``results``: results.json); ``log`` gets one line per
-    event (resuming, finished, recovered). ``wait``: what to do when another process holds ``out``
-    (False: refuse; True: wait for it; seconds: wait that long).
+    ``on_epoch(epoch, results)`` runs after each committed epoch (``results``: the
+    :class:`~lottery_jax.results.TrainRecord` just committed as results.json);
+    ``log`` gets one line per event (resuming, finished, recovered). ``wait``: what to do when
+    another process holds ``out`` (False: refuse; True: wait for it; seconds: wait that long).
     A resumed run reproduces the uninterrupted one exactly (same weights, same accuracies).
     """
-    from flax import nnx
-
+    from lottery_jax import training
     from lottery_jax.nets import targets as models
-    from lottery_jax.training import fit, make_optimizer, steps_per_epoch
 
     config = dict(config)
-    epochs = config["epochs"]
-    if not isinstance(epochs, int) or epochs <= 0:
-        raise UserError(f"epochs must be positive, got {epochs}")
+    recipe = recipe_of(config)
     net = models.build_model(config["model"], seed=config["seed"], hidden=config["hidden"],
                              bias=config["bias"])  # fmt: skip
     path = Path(out)
-    weights_path = path / "model.npz"
     with rundir.RunDir(path, command=command or "train", args=config, wait=wait, log=log) as run:
         state = run.committed()
-        start, past = 0, {k: [] for k in HISTORY_KEYS}
-        resume_arrays = None
-        if state is not None:
-            resume_arrays = checkpoint.read_npz(path / "resume.npz", "resume file")
-            try:  # (the journal's state: verified files, but the state itself is its word)
-                start = int(state["epochs_done"])
-                past = {k: list(state["history"][k]) for k in HISTORY_KEYS}
-            except (KeyError, TypeError, ValueError, OverflowError):
-                raise UserError(f"{path}/{rundir.JOURNAL_NAME}: malformed state; delete the "
-                                "directory to restart") from None  # fmt: skip
-        if start >= epochs:
-            log(f"{path} is already finished: {path / 'results.json'}")
-            weights, _ = checkpoint.load_weights(weights_path)
-            results = json.loads((path / "results.json").read_text())
-            return TrainResult(path, weights_path, weights, results, start, True)
+        start, past = _committed_progress(path, state)
+        if start >= recipe.epochs:
+            return _finished(path, start, log)
         dataset = data() if callable(data) else data
-        opt_state = None
-        if resume_arrays is not None:
-            spe = steps_per_epoch(int(dataset.train_images.shape[0]), config["batch_size"])
-            like = make_optimizer(
-                config["lr"], epochs, spe, config["momentum"], config["weight_decay"],
-                config["schedule"],
-            ).init(nnx.state(net, nnx.Param))  # fmt: skip
-            opt_state, _, _, weights = checkpoint.parse_resume(
-                resume_arrays, like, source=path / "resume.npz"
-            )
-            models.load_torch_state(net, weights, source=str(path / "resume.npz"))
-            log(f"resuming {path} after epoch {start}/{epochs}")
-        last: dict[str, Any] = {}
+        opt_state = None if state is None else _resume(path, net, recipe, dataset, start, log)
+        commit = _EpochCommitter(run, path, config, past, on_epoch)
+        training.fit(
+            net, dataset, recipe, start_epoch=start, opt_state=opt_state, on_chunk=on_chunk,
+            on_epoch=commit,
+        )  # fmt: skip
+        return TrainResult(path, path / "model.npz", commit.weights, commit.results, start, False)
 
-        def committed_epoch(epoch: int, history: dict, net_now: Any, opt_now: Any) -> None:
-            hist = {k: past[k] + list(history[k]) for k in HISTORY_KEYS}
-            weights = models.torch_state(net_now)
-            res = _results(path, config, hist, history["compile_seconds"], net_now)
-            run.commit(
-                {
-                    "resume.npz": rundir.npz_bytes(
-                        checkpoint.resume_arrays(opt_now, epoch + 1, {"config": config}, weights)
-                    ),
-                    "model.npz": checkpoint.weights_bytes(config["model"], weights, config),
-                    "results.json": rundir.json_bytes(res),
-                },
-                state={"epochs_done": epoch + 1, "history": hist},
-            )
-            last.update(weights=weights, results=res)
-            if on_epoch is not None:
-                on_epoch(epoch, res)
 
-        fit(
-            net,
-            dataset,
-            lr=config["lr"],
-            epochs=epochs,
-            batch_size=config["batch_size"],
-            seed=config["seed"],
-            momentum=config["momentum"],
-            weight_decay=config["weight_decay"],
-            schedule=config["schedule"],
-            start_epoch=start,
-            opt_state=opt_state,
-            on_chunk=on_chunk,
-            on_epoch=committed_epoch,
+def recipe_of(config: Mapping[str, Any]):
+    """The :class:`lottery_jax.training.Recipe` of a :func:`train_config` record."""
+    from lottery_jax.training import Recipe
+
+    epochs = config["epochs"]
+    if not isinstance(epochs, int) or epochs <= 0:
+        raise UserError(f"epochs must be positive, got {epochs}")
+    return Recipe(
+        lr=config["lr"], epochs=epochs, batch_size=config["batch_size"], seed=config["seed"],
+        momentum=config["momentum"], weight_decay=config["weight_decay"],
+        schedule=config["schedule"],
+    )  # fmt: skip
+
+
+def _committed_progress(path: Path, state: Any) -> tuple[int, dict[str, list]]:
+    """Epochs done and the history so far, from the journal's state (None: a fresh run). The
+    journal's files are verified, but its state is its word: wrong types are one line."""
+    if state is None:
+        return 0, {k: [] for k in HISTORY_KEYS}
+    try:
+        return int(state["epochs_done"]), {k: list(state["history"][k]) for k in HISTORY_KEYS}
+    except (KeyError, TypeError, ValueError, OverflowError):
+        raise UserError(f"{path}/{rundir.JOURNAL_NAME}: malformed state; delete the "
+                        "directory to restart") from None  # fmt: skip
+
+
+def _finished(path: Path, start: int, log: Callable[[str], None]) -> TrainResult:
+    """The run directory holds the finished run: its weights and record, nothing trained."""
+    log(f"{path} is already finished: {path / 'results.json'}")
+    weights, _ = checkpoint.load_weights(path / "model.npz")
+    results = TrainRecord.from_json(json.loads((path / "results.json").read_text()))
+    return TrainResult(path, path / "model.npz", weights, results, start, True)
+
+
+def _resume(path: Path, net, recipe, dataset: Dataset, start: int, log) -> Any:
+    """Load the optimizer state and weights of the last committed epoch into ``net``."""
+    from flax import nnx
+
+    from lottery_jax.nets import targets as models
+    from lottery_jax.training import steps_per_epoch
+
+    resume_arrays = checkpoint.read_npz(path / "resume.npz", "resume file")
+    spe = steps_per_epoch(int(dataset.train_images.shape[0]), recipe.batch_size)
+    like = recipe.optimizer(spe).init(nnx.state(net, nnx.Param))
+    opt_state, _, _, weights = checkpoint.parse_resume(
+        resume_arrays, like, source=path / "resume.npz"
+    )
+    models.load_torch_state(net, weights, source=str(path / "resume.npz"))
+    log(f"resuming {path} after epoch {start}/{recipe.epochs}")
+    return opt_state
+
+
+class _EpochCommitter:
+    """``fit``'s ``on_epoch``: commit weights, resume state and results.json together."""
+
+    def __init__(self, run, path: Path, config: dict, past: dict, on_epoch) -> None:
+        self.run, self.path, self.config, self.past, self.on_epoch = run, path, config, past, on_epoch
+        self.weights: dict[str, np.ndarray] = {}
+        self.results: TrainRecord | None = None
+
+    def __call__(self, epoch: int, history: Any, net_now: Any, opt_now: Any) -> None:
+        from lottery_jax.nets import targets as models
+
+        config = self.config
+        hist = {k: self.past[k] + list(getattr(history, k)) for k in HISTORY_KEYS}
+        weights = models.torch_state(net_now)
+        res = _results(self.path, config, hist, history.compile_seconds, net_now)
+        self.run.commit(
+            {
+                "resume.npz": rundir.npz_bytes(
+                    checkpoint.resume_arrays(opt_now, epoch + 1, {"config": config}, weights)
+                ),
+                "model.npz": checkpoint.weights_bytes(config["model"], weights, config),
+                "results.json": rundir.json_bytes(res.to_json()),
+            },
+            state={"epochs_done": epoch + 1, "history": hist},
         )
-        return TrainResult(path, weights_path, last["weights"], last["results"], start, False)
+        self.weights, self.results = weights, res
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, res)

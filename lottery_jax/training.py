@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax
@@ -34,12 +35,6 @@ INT32_MAX = 2**31 - 1
 PROGRESS_CHUNK = 100
 #: Cosine schedules: stepped per epoch (published) or per step.
 SCHEDULES = ("epoch", "step")
-
-
-def cosine_epoch_lr(lr: float, epoch: jax.Array | int, epochs: int) -> jax.Array:
-    """Cosine annealing with T_max = epochs (PyTorch's ``CosineAnnealingLR``), as a function of the
-    epoch count: lr (1 + cos(pi e / epochs)) / 2, i.e. ``optax.cosine_decay_schedule`` over epochs."""
-    return optax.cosine_decay_schedule(lr, epochs)(epoch)
 
 
 def make_optimizer(
@@ -103,7 +98,8 @@ def cross_entropy(
     return jnp.sum(losses * valid) / jnp.maximum(jnp.sum(valid), 1.0)
 
 
-def _correct_count(apply, images, labels, batch_size):
+def correct_count(apply, images, labels, batch_size):
+    """Correct predictions of ``apply`` over ``images`` in batches (the last one padded, masked)."""
     n = images.shape[0]
     nb = -(-n // batch_size)
     pad = nb * batch_size - n
@@ -128,7 +124,7 @@ def _apply(graphdef, state, method: str):
 
 @jax.jit(static_argnames=("graphdef", "batch_size", "method"))
 def _model_correct(graphdef, state, images, labels, batch_size, method="__call__"):
-    return _correct_count(lambda x: _apply(graphdef, state, method)(x), images, labels, batch_size)
+    return correct_count(lambda x: _apply(graphdef, state, method)(x), images, labels, batch_size)
 
 
 def evaluate(
@@ -214,62 +210,118 @@ def make_step_runner(graphdef, optimizer: optax.GradientTransformation, method: 
     return jax.jit(run, donate_argnums=(0, 1))
 
 
-def fit(
-    model: nnx.Module,
-    data: Dataset,
-    *,
-    wrt: Any = nnx.Param,
-    lr: float,
-    epochs: int,
-    batch_size: int = 64,
-    seed: int,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    schedule: str = "epoch",
-    start_epoch: int = 0,
-    opt_state: Any = None,
-    on_chunk: Callable[[int, int, int, float], None] | None = None,
-    on_epoch: Callable[[int, dict, nnx.Module, Any], None] | None = None,
-    precompute_features: bool = True,
-) -> dict[str, Any]:
-    """Train the variables of ``model`` selected by ``wrt`` in place; the rest stays untouched.
+@dataclass(frozen=True)
+class Recipe:
+    """The training settings of :func:`fit` (the published recipe by default), checked once here.
 
-    Returns ``test_accuracy`` (percent, one per epoch run), ``epoch_seconds`` (wall time of each
-    epoch, compile excluded), ``compile_seconds``, ``train_loss`` (mean per epoch) and the final
-    ``opt_state``. The library draws nothing: ``on_chunk(epoch, steps_done, steps_total, mean_loss)``
-    reports progress every :data:`PROGRESS_CHUNK` steps (the loss is read back at that point whether
-    or not a callback is given, so callbacks never change when the host syncs), and
-    ``on_epoch(epoch, history, model, opt_state)`` runs after each epoch with the history so far
-    (for checkpoints). With ``precompute_features`` a frozen feature extractor (the
-    LeNet5 convs) runs once over the dataset instead of every step (``feature_seconds``); see
-    :func:`frozen_features`.
-    A run resumed with ``start_epoch``/``opt_state`` reproduces the uninterrupted one exactly.
-    """
-    if epochs <= 0:
-        raise UserError(f"epochs must be positive, got {epochs}")
-    if batch_size <= 0:
-        raise UserError(f"batch size must be positive, got {batch_size}")
-    if not math.isfinite(lr) or lr <= 0:
-        raise UserError(f"learning rate must be a positive number, got {lr}")
-    if not 0.0 <= momentum < 1.0:
-        raise UserError(f"momentum must be in [0, 1), got {momentum}")
-    if not math.isfinite(weight_decay) or weight_decay < 0:
-        raise UserError(f"weight decay must be non-negative, got {weight_decay}")
+    ``schedule``: the cosine stepped per ``epoch`` (published) or per ``step``
+    (:func:`make_optimizer`)."""
+
+    lr: float
+    epochs: int
+    batch_size: int = 64
+    seed: int = 0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "epoch"
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0:
+            raise UserError(f"epochs must be positive, got {self.epochs}")
+        if self.batch_size <= 0:
+            raise UserError(f"batch size must be positive, got {self.batch_size}")
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise UserError(f"learning rate must be a positive number, got {self.lr}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise UserError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
+            raise UserError(f"weight decay must be non-negative, got {self.weight_decay}")
+        if self.schedule not in SCHEDULES:
+            raise UserError(
+                f"unknown schedule {self.schedule!r} (choose from {', '.join(SCHEDULES)})"
+            )
+
+    def optimizer(self, steps_per_epoch: int) -> optax.GradientTransformation:
+        return make_optimizer(self.lr, self.epochs, steps_per_epoch, self.momentum,
+                              self.weight_decay, self.schedule)  # fmt: skip
+
+
+#: The per-epoch series of a :class:`History`.
+HISTORY_SERIES = ("test_accuracy", "train_loss", "epoch_seconds")
+
+
+@dataclass
+class History:
+    """What :func:`fit` measured: one entry per epoch run of ``test_accuracy`` (percent),
+    ``train_loss`` (mean) and ``epoch_seconds`` (wall time, compile excluded), plus
+    ``compile_seconds``, ``feature_seconds`` (frozen features computed once) and the final
+    ``opt_state`` (not part of the JSON form)."""
+
+    test_accuracy: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    compile_seconds: float = 0.0
+    feature_seconds: float = 0.0
+    opt_state: Any = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**{k: list(getattr(self, k)) for k in HISTORY_SERIES},
+                "compile_seconds": self.compile_seconds,
+                "feature_seconds": self.feature_seconds}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> History:
+        return cls(**{k: list(d.get(k) or []) for k in HISTORY_SERIES},
+                   compile_seconds=float(d.get("compile_seconds") or 0.0),
+                   feature_seconds=float(d.get("feature_seconds") or 0.0))  # fmt: skip
+
+
+def _check_fit(model: nnx.Module, data: Dataset, wrt: Any, recipe: Recipe) -> int:
+    """What the recipe cannot check alone: the batch against the data, the step count against
+    int32, the memory against the machine. Returns the steps per epoch."""
     n = int(data.train_images.shape[0])
-    if batch_size > n:
-        raise UserError(f"batch size {batch_size} exceeds the {n:,} training examples")
-    spe = steps_per_epoch(n, batch_size)
-    if epochs * spe > INT32_MAX:  # optax counts steps in int32
-        raise UserError(f"{epochs:,} epochs of {spe:,} steps exceed 2^31 - 1 optimizer steps")
+    if recipe.batch_size > n:
+        raise UserError(f"batch size {recipe.batch_size} exceeds the {n:,} training examples")
+    spe = steps_per_epoch(n, recipe.batch_size)
+    if recipe.epochs * spe > INT32_MAX:  # optax counts steps in int32
+        raise UserError(f"{recipe.epochs:,} epochs of {spe:,} steps exceed 2^31 - 1 optimizer steps")
     params = sum(int(x.size) for x in jax.tree.leaves(nnx.state(model)))
     widths = sum(int(x.shape[0]) for x in jax.tree.leaves(nnx.state(model, wrt)) if x.ndim == 2)
     data_bytes = sum(int(x.nbytes) for x in data[:4])
     require_memory(
-        training_bytes(params, batch_size, widths, data_bytes),
-        f"training {params:,} parameters with batch size {batch_size}",
+        training_bytes(params, recipe.batch_size, widths, data_bytes),
+        f"training {params:,} parameters with batch size {recipe.batch_size}",
         "use a smaller batch size or network",
     )
-    optimizer = make_optimizer(lr, epochs, spe, momentum, weight_decay, schedule)
+    return spe
+
+
+def fit(
+    model: nnx.Module,
+    data: Dataset,
+    recipe: Recipe,
+    *,
+    wrt: Any = nnx.Param,
+    start_epoch: int = 0,
+    opt_state: Any = None,
+    on_chunk: Callable[[int, int, int, float], None] | None = None,
+    on_epoch: Callable[[int, History, nnx.Module, Any], None] | None = None,
+    precompute_features: bool = True,
+) -> History:
+    """Train the variables of ``model`` selected by ``wrt`` in place under ``recipe``; the rest
+    stays untouched. Returns the :class:`History`.
+
+    The library draws nothing: ``on_chunk(epoch, steps_done, steps_total, mean_loss)`` reports
+    progress every :data:`PROGRESS_CHUNK` steps (the loss is read back at that point whether or
+    not a callback is given, so callbacks never change when the host syncs), and
+    ``on_epoch(epoch, history, model, opt_state)`` runs after each epoch with the history so far
+    (for checkpoints). With ``precompute_features`` a frozen feature extractor (the LeNet5 convs)
+    runs once over the dataset instead of every step (``feature_seconds``); see
+    :func:`frozen_features`. A run resumed with ``start_epoch``/``opt_state`` reproduces the
+    uninterrupted one exactly.
+    """
+    spe = _check_fit(model, data, wrt, recipe)
+    optimizer = recipe.optimizer(spe)
     graphdef, trainable, rest = nnx.split(model, wrt, ...)
     # The runner donates these buffers: copy, so the caller's arrays (init weights, opt_state) live.
     trainable = jax.tree.map(jnp.copy, trainable)
@@ -280,54 +332,52 @@ def fit(
     feats = frozen_features(model, wrt, data) if precompute_features else None
     method = "__call__" if feats is None else "head"
     data = data if feats is None else jax.block_until_ready(feats)
-    feature_seconds = time.perf_counter() - t0
-    runner = make_step_runner(graphdef, optimizer, method)
-
-    idx, valid = epoch_indices(epoch_key(seed, start_epoch), n, batch_size)
+    history = History(feature_seconds=time.perf_counter() - t0)
+    n = int(data.train_images.shape[0])
+    idx, valid = epoch_indices(epoch_key(recipe.seed, start_epoch), n, recipe.batch_size)
     args = (trainable, opt_state, rest, data.train_images, data.train_labels, idx, valid)
     t0 = time.perf_counter()
-    compiled = runner.lower(*args, jnp.int32(0), jnp.int32(1)).compile()
+    compiled = make_step_runner(graphdef, optimizer, method).lower(
+        *args, jnp.int32(0), jnp.int32(1)
+    ).compile()
     graph_eval = nnx.split(model)
     _model_correct.lower(
         graph_eval[0], graph_eval[1], data.test_images, data.test_labels, 1000, method
     ).compile()
-    compile_seconds = time.perf_counter() - t0
-
-    history: dict[str, Any] = {
-        "test_accuracy": [],
-        "epoch_seconds": [],
-        "train_loss": [],
-        "compile_seconds": compile_seconds,
-        "feature_seconds": feature_seconds,
-    }
-    for epoch in range(start_epoch, epochs):
-        idx, valid = epoch_indices(epoch_key(seed, epoch), n, batch_size)
+    history.compile_seconds = time.perf_counter() - t0
+    for epoch in range(start_epoch, recipe.epochs):
+        idx, valid = epoch_indices(epoch_key(recipe.seed, epoch), n, recipe.batch_size)
         jax.block_until_ready(idx)
         t0 = time.perf_counter()
-        loss_total = 0.0
-        for start in range(0, spe, PROGRESS_CHUNK):
-            stop = min(start + PROGRESS_CHUNK, spe)
-            trainable, opt_state, loss = compiled(
-                trainable,
-                opt_state,
-                rest,
-                data.train_images,
-                data.train_labels,
-                idx,
-                valid,
-                jnp.int32(start),
-                jnp.int32(stop),
-            )
-            loss_total += float(loss) * (stop - start)
-            if on_chunk is not None:
-                on_chunk(epoch, stop, spe, loss_total / stop)
+        trainable, opt_state, loss = _run_epoch(
+            compiled, (trainable, opt_state, rest, data.train_images, data.train_labels),
+            idx, valid, epoch, spe, on_chunk,
+        )  # fmt: skip
         jax.block_until_ready(trainable)
-        history["epoch_seconds"].append(time.perf_counter() - t0)
+        history.epoch_seconds.append(time.perf_counter() - t0)
         nnx.update(model, trainable)
-        acc = evaluate(model, data.test_images, data.test_labels, method=method)
-        history["test_accuracy"].append(acc)
-        history["train_loss"].append(loss_total / spe)
+        history.test_accuracy.append(
+            evaluate(model, data.test_images, data.test_labels, method=method)
+        )
+        history.train_loss.append(loss)
         if on_epoch is not None:
             on_epoch(epoch, history, model, opt_state)
-    history["opt_state"] = opt_state
+    history.opt_state = opt_state
     return history
+
+
+def _run_epoch(compiled, state, idx, valid, epoch: int, spe: int, on_chunk):
+    """One epoch in :data:`PROGRESS_CHUNK`-step compiled calls: the new trainable variables and
+    optimizer state, and the epoch's mean loss."""
+    trainable, opt_state, rest, images, labels = state
+    loss_total = 0.0
+    for start in range(0, spe, PROGRESS_CHUNK):
+        stop = min(start + PROGRESS_CHUNK, spe)
+        trainable, opt_state, loss = compiled(
+            trainable, opt_state, rest, images, labels, idx, valid, jnp.int32(start),
+            jnp.int32(stop),
+        )  # fmt: skip
+        loss_total += float(loss) * (stop - start)
+        if on_chunk is not None:
+            on_chunk(epoch, stop, spe, loss_total / stop)
+    return trainable, opt_state, loss_total / spe

@@ -30,6 +30,15 @@ def _mnist_dir() -> Path | None:
 _MNIST_DIR = _mnist_dir()
 
 
+def pytest_configure(config):
+    """Under CI (``CI=true``) a missing MNIST fails the run instead of skipping the data tests."""
+    if os.environ.get("CI", "").lower() == "true" and _MNIST_DIR is None:
+        raise pytest.UsageError(
+            "CI=true but MNIST was not found: set LOTTERY_JAX_DATA to the folder of the four IDX "
+            f"files (now {os.environ.get('LOTTERY_JAX_DATA')!r})"
+        )
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     """The real MNIST IDX directory; tests that need it skip where it is absent."""
@@ -131,3 +140,18 @@ def tiny_block_data(n_train: int = 128, n_test: int = 50, seed: int = 0):
     tx, ty = make(n_train)
     vx, vy = make(n_test)
     return Dataset(tx, ty, vx, vy, "synthetic")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_tempdir():
+    """Send every temporary file of the run to one folder removed at the end: tensorflow-datasets'
+    mock builders (``DatasetInfo.initialize_from_bucket``) leave a ``tmp*tfds`` folder per use."""
+    import tempfile
+
+    saved = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="lottery-jax-tests-") as scratch:
+        tempfile.tempdir = scratch
+        try:
+            yield
+        finally:
+            tempfile.tempdir = saved

@@ -390,7 +390,7 @@ def _ticket_arrays(path: Path) -> dict[str, str]:
 
 
 def test_approximate_chunks_shared_among_processes_equal_one_process(tmp_path):
-    """Each of 2 'processes' solves its own chunks (share=(i, 2)) into one run directory; the
+    """Each of 2 'processes' solves its own chunks (solve_share) into one run directory; the
     assembling call then resumes every chunk and gives exactly a one-process run."""
     from lottery_jax import rundir
     from lottery_jax import subsetsum as ap
@@ -399,7 +399,7 @@ def test_approximate_chunks_shared_among_processes_equal_one_process(tmp_path):
     cfg = ap.ApproxConfig(epsilon=0.05, c=2.0, rows_per_chunk=2)
     one = ap.approximate_network(target, cfg)
     with rundir.RunDir(tmp_path / "run", command="test") as run:
-        solved = [ap.approximate_network(target, cfg, run, share=(i, 2)) for i in (0, 1)]
+        solved = [ap.solve_share(target, cfg, run, share=(i, 2)) for i in (0, 1)]
         # fc1: 6 rows in chunks 0..2 (process 0: 0, 2); fc2: 10 rows in chunks 0..4 (0, 2, 4).
         assert solved == [2 + 3, 1 + 2]
         res = ap.approximate_network(target, cfg, run)
@@ -408,7 +408,7 @@ def test_approximate_chunks_shared_among_processes_equal_one_process(tmp_path):
         np.testing.assert_array_equal(res.results[k].masks, one.results[k].masks)
         np.testing.assert_array_equal(res.results[k].status, one.results[k].status)
     with pytest.raises(ValueError, match="run directory"):
-        ap.approximate_network(target, cfg, share=(0, 2))
+        ap.solve_share(target, cfg, share=(0, 2))
 
 
 @pytest.mark.slow

@@ -146,9 +146,7 @@ def _read_weights(path: Path) -> None:
     from lottery_jax.nets import targets as models
 
     state, meta = checkpoint.load_weights(path)
-    name = meta.get("model") or checkpoint.infer_model(state)
-    if name in ("fc2", "fc4", "lenet5"):
-        models.model_from_state(name, state, source=str(path))
+    models.network_for(state, source=str(path), model=meta.get("model"))
 
 
 def test_weight_file_metadata():

@@ -270,25 +270,33 @@ def test_weight_file_meta_is_json(tmp_path):
 def test_resume_file_round_trip(tmp_path):
     import optax
 
+    from lottery_jax.rundir import write_npz
+
     params = nnx.state(build_model("fc2", seed=0, hidden=4), nnx.Param)
     opt = optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(0.1, momentum=0.9))
     state = opt.init(params)
     state = jax.tree.map(lambda x: x + 1, state)
     weights = {"fc1.weight": np.arange(6.0).reshape(2, 3)}
-    checkpoint.save_resume(tmp_path / "r.npz", state, 3, {"config": {"a": 1}}, weights=weights)
-    loaded, epoch, meta, w = checkpoint.load_resume(tmp_path / "r.npz", opt.init(params))
+    path = tmp_path / "r.npz"
+    write_npz(path, checkpoint.resume_arrays(state, 3, {"config": {"a": 1}}, weights))
+
+    def load_resume(like, config=None):  # (as runs.train_target reads it back)
+        return checkpoint.parse_resume(checkpoint.read_npz(path, "resume file"), like, config,
+                                       source=path)  # fmt: skip
+
+    loaded, epoch, meta, w = load_resume(opt.init(params))
     assert epoch == 3 and meta == {"config": {"a": 1}}
     assert w.keys() == weights.keys()
     np.testing.assert_array_equal(w["fc1.weight"], weights["fc1.weight"])
     with pytest.raises(UserError, match="different configuration"):
-        checkpoint.load_resume(tmp_path / "r.npz", opt.init(params), {"a": 2})
+        load_resume(opt.init(params), {"a": 2})
     for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(state), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         assert a.dtype == b.dtype
     assert jax.tree.structure(loaded) == jax.tree.structure(state)
     bigger = nnx.state(build_model("fc2", seed=0, hidden=5), nnx.Param)
     with pytest.raises(UserError, match="optimizer state"):
-        checkpoint.load_resume(tmp_path / "r.npz", opt.init(bigger))
+        load_resume(opt.init(bigger))
 
 
 # --- the paper's target ---------------------------------------------------------------------------

@@ -10,13 +10,13 @@ from helpers import run_cli as cli
 
 from lottery_jax import checkpoint, paper
 from lottery_jax.errors import UserError
-from lottery_jax.nets.targets import build_model, torch_state
+from lottery_jax.nets.targets import build_model, infer_model, network_for, torch_state
 
 
 def test_builtin_networks_carry_their_origin():
     for name, model in paper.MODELS.items():
         state, meta = checkpoint.load_weights(paper.paper_weights(name))
-        assert meta["model"] == model and checkpoint.infer_model(state) == model
+        assert meta["model"] == model and infer_model(state)[0] == model
         assert meta["licence"] == "Apache-2.0"
         assert meta["source"] == "https://github.com/acnagle/optimal-lottery-tickets"
         assert meta["published_test_accuracy"] == paper.PUBLISHED_ACCURACY[name]
@@ -45,16 +45,21 @@ def test_resolve_weights():
 )
 def test_infer_model_from_shapes(model, hidden):
     state = torch_state(build_model(model, seed=0, hidden=hidden))
-    assert checkpoint.infer_model(state) == model
+    assert infer_model(state)[0] == model
 
 
 def test_infer_model_refuses_what_fits_nothing():
+    # (The one infer_model: a state that fits no network is refused, by its layer count or,
+    # once the network is built, by its shapes.)
     state = torch_state(build_model("fc2", seed=0, hidden=8))
-    assert checkpoint.infer_model({**state, "fc2.weight": np.zeros((9, 8), np.float32)}) is None
-    assert checkpoint.infer_model({**state, "extra": np.zeros(1)}) is None
+    with pytest.raises(UserError):
+        network_for({**state, "fc2.weight": np.zeros((9, 8), np.float32)})
+    with pytest.raises(UserError, match="fit no layer"):
+        infer_model({**state, "extra": np.zeros(1)})
     fc4 = torch_state(build_model("fc4", seed=0, hidden=8))
     del fc4["fc3.weight"]
-    assert checkpoint.infer_model(fc4) is None
+    with pytest.raises(UserError, match="fit none"):
+        infer_model(fc4)
 
 
 def test_evaluate_without_metadata_infers_the_model(capsys, tmp_path, tiny_idx_dir):
@@ -177,7 +182,7 @@ def test_help_lists_the_choices(capsys, monkeypatch, command, option, choices):
     code, out, _ = cli(capsys, command, "--help")
     assert code == 0
     (line,) = [row for row in out.splitlines() if row.split()[1:2] == [option]]
-    assert f"<{choices}>" in line
+    assert f"(one of {choices.replace('|', ', ')})" in line  # (the metavar is NAME)
 
 
 def test_command_descriptions_have_no_hard_line_breaks(capsys, monkeypatch):

@@ -229,9 +229,9 @@ def test_seeds_give_different_frozen_weights():
 
 def test_bad_configs_are_user_errors():
     with pytest.raises(UserError, match="unknown model"):
-        pruning.PruneConfig(model="red-fc3").validate()
+        pruning.PruneConfig(model="red-fc3")
     with pytest.raises(UserError, match="redundancy"):
-        pruning.PruneConfig(model="red-fc2", redundancy=0).validate()
+        pruning.PruneConfig(model="red-fc2", redundancy=0)
     with pytest.raises(UserError, match="sparsity"):
         pruning.make_batch(pruning.PruneConfig(model="red-fc2"), [(0, 1.0)])
     with pytest.raises(UserError, match="sparsity"):

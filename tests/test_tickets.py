@@ -296,13 +296,13 @@ def save_supermask_v1(path: Path, ticket) -> Path:
     """A supermask ticket exactly as the first release wrote it."""
     meta = {
         "format": "lottery-jax-ticket/1",
-        "config": ticket["config"],
-        "seed": ticket["seed"],
-        "sparsity": ticket["sparsity"],
-        "shapes": {k: list(v.shape) for k, v in ticket["masks"].items()},
+        "config": ticket.config,
+        "seed": ticket.seed,
+        "sparsity": ticket.sparsity,
+        "shapes": {k: list(v.shape) for k, v in ticket.masks.items()},
     }
-    arrays = {f"mask:{k}": np.packbits(v.ravel()) for k, v in ticket["masks"].items()}
-    for k, v in (ticket["conv"] or {}).items():
+    arrays = {f"mask:{k}": np.packbits(v.ravel()) for k, v in ticket.masks.items()}
+    for k, v in (ticket.conv or {}).items():
         arrays[f"conv:{k}"] = np.asarray(v, np.float32)
     arrays["__meta__"] = np.asarray(json.dumps(meta))
     np.savez_compressed(path, **arrays)
@@ -322,11 +322,11 @@ def test_supermask_ticket_round_trip(supermask, tmp_path, release):
     assert t.format == ("lottery-jax-ticket/1" if release == "v1" else tickets.SUPERMASK_FORMAT)
     loaded = pruning.load_ticket(path)
     assert loaded["seed"] == 2 and loaded["sparsity"] == 0.5
-    for k, m in supermask["masks"].items():
-        np.testing.assert_array_equal(loaded["masks"][k], m)
+    for k, m in supermask.masks.items():
+        np.testing.assert_array_equal(loaded.masks[k], m)
     net = pruning.net_from_ticket(loaded)
     for k, m in pruning.ticket_masks(net).items():
-        np.testing.assert_array_equal(m, supermask["masks"][k])
+        np.testing.assert_array_equal(m, supermask.masks[k])
 
 
 def test_each_reader_refuses_the_other_kind(made, supermask, tmp_path, capsys):

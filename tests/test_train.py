@@ -15,7 +15,7 @@ from lottery_jax.data import Dataset, preprocess
 from lottery_jax.errors import UserError
 from lottery_jax.nets.targets import build_model, load_torch_state, torch_state
 from lottery_jax.training import (
-    cosine_epoch_lr,
+    Recipe,
     cross_entropy,
     epoch_indices,
     epoch_key,
@@ -140,7 +140,7 @@ def test_cosine_schedule_per_epoch():
     assert rates[0, 0] == pytest.approx(lr)
     assert rates[-1, -1] == pytest.approx(lr * (1 + math.cos(math.pi * 4 / 5)) / 2, rel=1e-6)
     for e in range(epochs):
-        assert float(cosine_epoch_lr(lr, e, epochs)) == pytest.approx(expected[e], rel=1e-6)
+        assert float(rates[e, 0]) == pytest.approx(expected[e], rel=1e-6)  # the epoch's rate
 
 
 def test_cosine_schedule_per_step():
@@ -210,27 +210,27 @@ def test_fit_rejects_bad_options():
     for kwargs in ({"epochs": 0}, {"batch_size": 0}, {"lr": 0.0}, {"lr": -0.1}, {"epochs": -1}):
         args = {"lr": 0.1, "epochs": 1, "batch_size": 8, "seed": 0} | kwargs
         with pytest.raises(UserError, match="positive"):
-            fit(model, data, **args)
+            fit(model, data, Recipe(**args))
 
 
 def test_fit_history_and_learning():
     data = _toy_dataset()
     model = build_model("fc2", seed=0, hidden=32)
-    hist = fit(model, data, lr=0.1, epochs=3, batch_size=64, seed=0)
-    assert len(hist["test_accuracy"]) == len(hist["epoch_seconds"]) == 3
-    assert len(hist["train_loss"]) == 3 and hist["compile_seconds"] > 0
-    assert all(t > 0 for t in hist["epoch_seconds"])
-    assert hist["train_loss"][-1] < hist["train_loss"][0]
-    assert hist["test_accuracy"][-1] >= 90.0  # the toy set is easy
-    assert hist["test_accuracy"][-1] == evaluate(model, data.test_images, data.test_labels)
-    assert "opt_state" in hist
+    hist = fit(model, data, Recipe(lr=0.1, epochs=3, batch_size=64, seed=0))
+    assert len(hist.test_accuracy) == len(hist.epoch_seconds) == 3
+    assert len(hist.train_loss) == 3 and hist.compile_seconds > 0
+    assert all(t > 0 for t in hist.epoch_seconds)
+    assert hist.train_loss[-1] < hist.train_loss[0]
+    assert hist.test_accuracy[-1] >= 90.0  # the toy set is easy
+    assert hist.test_accuracy[-1] == evaluate(model, data.test_images, data.test_labels)
+    assert hist.opt_state is not None
 
 
 def test_lenet5_fit_keeps_conv_weights_exactly():
     data = _toy_dataset(200, 32)  # 200 = 3 full batches + a partial one
     model = build_model("lenet5", seed=0)
     before = _snapshot(model)
-    fit(model, data, lr=0.01, epochs=1, batch_size=64, seed=0)
+    fit(model, data, Recipe(lr=0.01, epochs=1, batch_size=64, seed=0))
     after = torch_state(model)
     for key in ("conv1.weight", "conv2.weight"):
         np.testing.assert_array_equal(after[key], before[key])
@@ -245,7 +245,7 @@ def test_fit_only_trains_wrt():
     model = build_model("fc2", seed=0, hidden=8)
     before = _snapshot(model)
     only_fc2 = nnx.All(nnx.Param, nnx.PathContains("fc2"))
-    fit(model, data, wrt=only_fc2, lr=0.1, epochs=1, batch_size=16, seed=0)
+    fit(model, data, Recipe(lr=0.1, epochs=1, batch_size=16, seed=0), wrt=only_fc2)
     after = torch_state(model)
     np.testing.assert_array_equal(after["fc1.weight"], before["fc1.weight"])
     assert not np.array_equal(after["fc2.weight"], before["fc2.weight"])
@@ -253,10 +253,10 @@ def test_fit_only_trains_wrt():
 
 def test_fit_resume_equals_uninterrupted():
     data = _toy_dataset(200, 64)
-    kw = dict(lr=0.1, epochs=3, batch_size=64, seed=4)
+    recipe = Recipe(lr=0.1, epochs=3, batch_size=64, seed=4)
 
     straight = build_model("fc2", seed=1, hidden=16)
-    full = fit(straight, data, **kw)
+    full = fit(straight, data, recipe)
 
     class Stop(Exception):
         pass
@@ -271,14 +271,14 @@ def test_fit_resume_equals_uninterrupted():
 
     first = build_model("fc2", seed=1, hidden=16)
     with pytest.raises(Stop):
-        fit(first, data, on_epoch=stop_after_first, **kw)
+        fit(first, data, recipe, on_epoch=stop_after_first)
     assert saved["epoch"] == 0
 
     resumed = build_model("fc2", seed=99, hidden=16)  # weights come from the "checkpoint"
     load_torch_state(resumed, saved["weights"])
     opt = jax.tree.map(jnp.asarray, saved["opt"])
-    rest = fit(resumed, data, start_epoch=1, opt_state=opt, **kw)
-    assert rest["test_accuracy"] == full["test_accuracy"][1:]
+    rest = fit(resumed, data, recipe, start_epoch=1, opt_state=opt)
+    assert rest.test_accuracy == full.test_accuracy[1:]
     for key, value in torch_state(straight).items():
         np.testing.assert_array_equal(torch_state(resumed)[key], value)
 
@@ -298,17 +298,17 @@ def test_fit_on_mnist_subset_is_deterministic(mnist_normalized, capsys):
     for seed, report in ((0, False), (0, True), (1, False)):
         model = build_model("fc2", seed=0)
         cb = {"on_chunk": lambda *a: seen.append(a)} if report else {}
-        hist = fit(model, data, lr=0.1, epochs=1, batch_size=64, seed=seed, **cb)
+        hist = fit(model, data, Recipe(lr=0.1, epochs=1, batch_size=64, seed=seed), **cb)
         results.append((torch_state(model), hist))
     (a, ha), (b, hb), (c, hc) = results
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
         assert not np.array_equal(a[key], c[key])
-    assert ha["test_accuracy"] == hb["test_accuracy"]
-    assert ha["train_loss"][0] == pytest.approx(hb["train_loss"][0], rel=1e-6)
-    assert ha["test_accuracy"][0] > 70.0  # 32 steps on 2,000 images
+    assert ha.test_accuracy == hb.test_accuracy
+    assert ha.train_loss[0] == pytest.approx(hb.train_loss[0], rel=1e-6)
+    assert ha.test_accuracy[0] > 70.0  # 32 steps on 2,000 images
     # The callback saw every chunk of the second fit: (epoch, steps done, steps total, mean loss).
-    assert [a[:3] for a in seen] == [(0, 32, 32)] and seen[-1][3] == pytest.approx(hb["train_loss"][0])
+    assert [a[:3] for a in seen] == [(0, 32, 32)] and seen[-1][3] == pytest.approx(hb.train_loss[0])
 
 
 @pytest.mark.parametrize("name", ["fc2", "lenet5"])
@@ -407,14 +407,14 @@ def test_fit_leaves_the_callers_arrays_alive():
     model = build_model("fc2", seed=0, hidden=8)
     w0 = model.fc1.weight[...]
     copy0 = np.array(w0, copy=True)
-    hist = fit(model, data, lr=0.1, epochs=1, batch_size=16, seed=0)
+    hist = fit(model, data, Recipe(lr=0.1, epochs=1, batch_size=16, seed=0))
     assert not w0.is_deleted()
     np.testing.assert_array_equal(np.asarray(w0), copy0)
     assert not np.array_equal(np.asarray(model.fc1.weight[...]), copy0)  # it did train
 
-    opt = hist["opt_state"]
+    opt = hist.opt_state
     leaves = [np.array(x, copy=True) for x in jax.tree.leaves(opt)]
-    fit(model, data, lr=0.1, epochs=2, batch_size=16, seed=0, start_epoch=1,
+    fit(model, data, Recipe(lr=0.1, epochs=2, batch_size=16, seed=0), start_epoch=1,
         opt_state=opt)  # fmt: skip
     for x, before in zip(jax.tree.leaves(opt), leaves, strict=True):
         assert not x.is_deleted()
@@ -428,7 +428,7 @@ def test_lenet5_precomputed_features_equal_the_full_model():
     for precompute in (True, False):
         model = build_model("lenet5", seed=0)
         before = _snapshot(model)
-        hist = fit(model, data, lr=0.01, epochs=2, batch_size=64, seed=0,
+        hist = fit(model, data, Recipe(lr=0.01, epochs=2, batch_size=64, seed=0),
                    precompute_features=precompute)  # fmt: skip
         after = torch_state(model)
         for key in ("conv1.weight", "conv2.weight"):
@@ -437,5 +437,5 @@ def test_lenet5_precomputed_features_equal_the_full_model():
     (a, ha), (b, hb) = results
     for key in a:
         np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-6)
-    assert ha["test_accuracy"] == pytest.approx(hb["test_accuracy"], abs=100 / 64 + 1e-9)
-    assert ha["feature_seconds"] > 0
+    assert ha.test_accuracy == pytest.approx(hb.test_accuracy, abs=100 / 64 + 1e-9)
+    assert ha.feature_seconds > 0

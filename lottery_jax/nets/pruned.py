@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -313,12 +314,36 @@ def build_pruned(
     return net
 
 
-def masked_entries(net: PrunedNet) -> list[tuple[str, nnx.Module, str, str, str]]:
-    """(path prefix, layer, weight attr, score attr, count attr) for every masked tensor."""
+class MaskedEntry(NamedTuple):
+    """One masked tensor of a pruned net: its layer's path prefix and module, and the names of
+    its weight, score and removal-count attributes; ``key`` (``fc1.weight2``) names it in
+    tickets, ``scores``/``counts`` are the variables themselves."""
+
+    path: str
+    layer: nnx.Module
+    weight: str
+    score: str
+    count: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.path}.{self.weight}"
+
+    @property
+    def scores(self) -> Any:
+        return getattr(self.layer, self.score)
+
+    @property
+    def counts(self) -> Any:
+        return getattr(self.layer, self.count)
+
+
+def masked_entries(net: PrunedNet) -> list[MaskedEntry]:
+    """A :class:`MaskedEntry` for every masked tensor."""
     out = []
     for lname, layer in zip(net.names, net.layers(), strict=True):
         for w, s, c in layer.masked_tensors():
-            out.append((lname, layer, w, s, c))
+            out.append(MaskedEntry(lname, layer, w, s, c))
     return out
 
 

@@ -160,6 +160,13 @@ class LeNet5(nnx.Module):
         return self.head(self.features(x))
 
 
+def lenet5_widths(h1: int | None = None) -> tuple[int, int]:
+    """LeNet5's two fc widths: ``h1`` (default 120) and the second scaled alike from 84 (the one
+    formula for every LeNet5 this package builds or reads)."""
+    h1 = h1 or 120
+    return h1, max(1, round(h1 * 84 / 120))
+
+
 def target_widths(name: str, hidden: int | None = None) -> tuple[int, ...]:
     """Layer widths of the fully connected part (FC2/FC4 from the 784 pixels, LeNet5 from the 400
     conv features), as :func:`build_model` makes them."""
@@ -169,8 +176,7 @@ def target_widths(name: str, hidden: int | None = None) -> tuple[int, ...]:
         h = hidden or 500
         return (784, h, h, h, 10)
     if name == "lenet5":
-        h1 = hidden or 120
-        return (400, h1, max(1, round(h1 * 84 / 120)), 10)
+        return (400, *lenet5_widths(hidden), 10)
     raise UserError(f"unknown model {name!r} (choose from {', '.join(MODEL_NAMES)})")
 
 
@@ -202,8 +208,7 @@ def build_model(
     if name == "fc4":
         return FC4(hidden=hidden or 500, bias=bias, rngs=rngs)
     if name == "lenet5":
-        h1 = hidden or 120
-        return LeNet5(hidden=(h1, max(1, round(h1 * 84 / 120))), bias=bias, rngs=rngs)
+        return LeNet5(hidden=lenet5_widths(hidden), bias=bias, rngs=rngs)
     raise UserError(f"unknown model {name!r} (choose from {', '.join(MODEL_NAMES)})")
 
 

@@ -5,7 +5,10 @@
 - ``paper-lenet5``: the trained LeNet5 whose convolution layers every published redundant and wide
   LeNet5 run uses, 98.44% on MNIST with mean/std-normalized inputs (``inputs: normalized``).
 
-Both come from the paper's official repository (https://github.com/acnagle/optimal-lottery-tickets),
+Beside them, ``published_runs.csv.gz`` holds the published Experiment 2 run records (read them with
+:func:`lottery_jax.pruning.published.load_published`).
+
+All three come from the paper's official repository (https://github.com/acnagle/optimal-lottery-tickets),
 converted to numpy in PyTorch layout with a ``__meta__`` entry (see
 :mod:`lottery_jax.checkpoint`).
 """

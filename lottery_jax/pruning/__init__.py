@@ -39,6 +39,7 @@ from .batched import (
     train_batch,
 )
 from .ticket import (
+    SupermaskTicket,
     dense_state,
     export_dense,
     load_conv_checkpoint,
@@ -58,6 +59,7 @@ __all__ = [
     "Batch",
     "MaskedLinear",
     "PruneConfig",
+    "SupermaskTicket",
     "PrunedNet",
     "RedundantLinear",
     "batch_accuracy",

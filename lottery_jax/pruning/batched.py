@@ -45,7 +45,7 @@ from lottery_jax.nets.targets import Frozen
 from lottery_jax.resources import require_memory, require_time, supermask_seconds
 from lottery_jax.training import (
     DEFAULT_LR,
-    _correct_count,
+    correct_count,
     cross_entropy,
     epoch_indices,
     epoch_key,
@@ -81,8 +81,10 @@ class PruneConfig:
     sizes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        """Every setting is checked here, once, where the config is built (one-line errors)."""
         if self.sizes is not None:  # (a list read back from JSON becomes a tuple again)
             object.__setattr__(self, "sizes", tuple(self.sizes))
+        self._check()
 
     @property
     def learning_rate(self) -> float:
@@ -90,7 +92,7 @@ class PruneConfig:
             return float(self.lr)
         return DEFAULT_LR["lenet5" if self.model.endswith("lenet5") else "fc2"]
 
-    def validate(self) -> None:
+    def _check(self) -> None:
         kind, _ = parse_model(self.model)
         sizes = pruned_sizes(self.model, int(self.redundancy), self.sizes)  # (custom: required)
         if self.sizes is not None and (sizes[0] != IMAGE_PIXELS or sizes[-1] != NUM_CLASSES):
@@ -172,7 +174,6 @@ class Batch:
     frozen_shared: bool
     scores: list[Any]  # one Score state per member
     counts: list[Any]  # one PruneCount state per member
-    conv_state: dict[str, np.ndarray] | None = None
     totals: list[tuple[int, int]] = field(default_factory=list)  # (total, remaining) per member
     mode: str = "unroll"
     mesh: Mesh | None = None  # the ``members`` mesh (None: one device)
@@ -265,7 +266,6 @@ def make_batch(
 
     The members are split over ``devices`` (default: all local devices, see :func:`member_mesh`).
     """
-    config.validate()
     if not members:
         raise UserError("nothing to run: no (seed, sparsity) members")
     for seed, s in members:
@@ -302,7 +302,6 @@ def make_batch(
         frozen_shared=shared,
         scores=scores,
         counts=counts,
-        conv_state=conv_state,
         totals=totals,
         mode=member_mode(mode),
         mesh=member_mesh(len(members), devices),
@@ -474,7 +473,7 @@ def _cached_mesh_correct(graphdef, slots, frozen_shared, batch_size, mode, mesh)
 
     def local(frozen, scores, counts, images, labels):
         def one(fz, sc, ct):
-            return _correct_count(
+            return correct_count(
                 lambda x: _apply(graphdef, fz, sc, ct, x), images, labels, batch_size
             )
 
@@ -509,10 +508,10 @@ def _from_slots(stacked: Any, m: int) -> list[Any]:
 
 
 @jax.jit(static_argnames=("graphdef", "frozen_shared", "batch_size", "mode"))
-def _batched_correct(graphdef, frozen, scores, counts, images, labels, frozen_shared, batch_size,
-                     mode):  # fmt: skip
+def batched_correct(graphdef, frozen, scores, counts, images, labels, frozen_shared, batch_size,
+                    mode):  # fmt: skip
     def one(fz, sc, ct):
-        return _correct_count(lambda x: _apply(graphdef, fz, sc, ct, x), images, labels, batch_size)
+        return correct_count(lambda x: _apply(graphdef, fz, sc, ct, x), images, labels, batch_size)
 
     return jnp.stack(
         _over_members(one, mode, (frozen_shared, False, False), frozen, scores, counts)
@@ -521,10 +520,10 @@ def _batched_correct(graphdef, frozen, scores, counts, images, labels, frozen_sh
 
 @functools.lru_cache(maxsize=16)
 def _cached_correct(graphdef, frozen_shared, batch_size, mode):
-    """:func:`_batched_correct` with its static arguments bound (one device)."""
+    """:func:`batched_correct` with its static arguments bound (one device)."""
 
     def correct(frozen, scores, counts, images, labels):
-        return _batched_correct(graphdef, frozen, scores, counts, images, labels, frozen_shared,
+        return batched_correct(graphdef, frozen, scores, counts, images, labels, frozen_shared,
                                 batch_size, mode)  # fmt: skip
 
     return jax.jit(correct)
@@ -532,7 +531,7 @@ def _cached_correct(graphdef, frozen_shared, batch_size, mode):
 
 def batch_accuracy(batch: Batch, images: jax.Array, labels: jax.Array, batch_size: int = 1000):
     """Test accuracy (percent) of every member: an exact count over ``images``."""
-    correct = _batched_correct(
+    correct = batched_correct(
         batch.graphdef, batch.frozen, batch.scores, batch.counts, images, labels,
         batch.frozen_shared, batch_size, batch.mode,
     )  # fmt: skip
@@ -590,13 +589,7 @@ def train_batch(
         return history
     n = int(data.train_images.shape[0])
     spe = steps_per_epoch(n, cfg.batch_size)
-    optimizer = make_optimizer(cfg.learning_rate, cfg.epochs, spe, cfg.momentum, cfg.weight_decay)
-    opt_state = [optimizer.init(sc) for sc in batch.scores]
-    first = 0
-    saved = resume((batch.scores, opt_state)) if resume is not None else None
-    if saved is not None:
-        first, (batch.scores, opt_state), past = saved
-        history.update({k: past[k] for k in ("test_accuracy", "train_loss", "epoch_seconds")})
+    first, opt_state = _start(batch, spe, resume, history)
     idx, valid, shared = member_order(batch, 0, n)
     opt_args = (cfg.learning_rate, cfg.epochs, spe, cfg.momentum, cfg.weight_decay)
     mesh, slots = batch.mesh, batch.slots
@@ -609,15 +602,7 @@ def train_batch(
     def get(placed):  # the program's layout -> per-member lists
         return placed if mesh is None else _from_slots(placed, m)
 
-    if mesh is None:
-        runner = _cached_runner(batch.graphdef, m, batch.frozen_shared, opt_args, shared,
-                                batch.mode)  # fmt: skip
-        correct = _cached_correct(batch.graphdef, batch.frozen_shared, 1000, batch.mode)
-    else:
-        runner = _cached_mesh_runner(batch.graphdef, slots, batch.frozen_shared, opt_args, shared,
-                                     batch.mode, mesh)  # fmt: skip
-        correct = _cached_mesh_correct(batch.graphdef, slots, batch.frozen_shared, 1000,
-                                       batch.mode, mesh)  # fmt: skip
+    runner, correct = _batch_programs(batch, opt_args, shared)
     frozen, counts = put(batch.frozen, batch.frozen_shared), put(batch.counts)
     images, labels = put(data.train_images, True), put(data.train_labels, True)
     test_images, test_labels = put(data.test_images, True), put(data.test_labels, True)
@@ -633,26 +618,17 @@ def train_batch(
         idx, valid = put(idx, shared), put(valid, shared)
         jax.block_until_ready((idx, valid))
         t0 = time.perf_counter()
-        loss_total = np.zeros(m)
-        for start in range(0, spe, chunk):
-            stop = min(start + chunk, spe)
-            scores, opt_state, loss = compiled(
-                scores, opt_state, frozen, counts, images, labels, idx, valid, jnp.int32(start),
-                jnp.int32(stop),
-            )  # fmt: skip
-            loss_total += np.asarray(loss)[:m] * (stop - start)
-            if on_chunk is not None:
-                on_chunk(epoch, stop, spe, loss_total / stop)
+        scores, opt_state, loss_total = _batch_epoch(
+            compiled, (scores, opt_state, frozen, counts, images, labels, idx, valid), m, epoch,
+            spe, chunk, on_chunk,
+        )  # fmt: skip
         jax.block_until_ready(scores)
         seconds = time.perf_counter() - t0
         if mesh is None:
             batch.scores = scores
         correct_counts = np.asarray(correct(frozen, scores, counts, test_images, test_labels))
         accs = [100.0 * int(c) / int(data.test_images.shape[0]) for c in correct_counts[:m]]
-        history["epoch_seconds"].append(seconds)
-        for i in range(m):
-            history["test_accuracy"][i].append(accs[i])
-            history["train_loss"][i].append(float(loss_total[i] / spe))
+        _record_epoch(history, accs, loss_total / spe, seconds)
         if checkpoint is not None:
             checkpoint(epoch + 1, (get(scores), get(opt_state)), history)
         if on_epoch is not None:
@@ -661,6 +637,60 @@ def train_batch(
         batch.scores = [jax.tree.map(lambda x: jnp.asarray(np.asarray(x)), t) for t in get(scores)]
     history["device_members"] = batch.device_members()
     return history
+
+
+def _start(batch: Batch, spe: int, resume, history: dict[str, Any]) -> tuple[int, list[Any]]:
+    """The first epoch to run and each member's optimizer state: fresh, or what ``resume``
+    returns (then ``batch.scores`` and the history so far are restored too)."""
+    cfg = batch.config
+    optimizer = make_optimizer(cfg.learning_rate, cfg.epochs, spe, cfg.momentum, cfg.weight_decay)
+    opt_state = [optimizer.init(sc) for sc in batch.scores]
+    saved = resume((batch.scores, opt_state)) if resume is not None else None
+    if saved is None:
+        return 0, opt_state
+    first, (batch.scores, opt_state), past = saved
+    history.update({k: past[k] for k in ("test_accuracy", "train_loss", "epoch_seconds")})
+    return first, opt_state
+
+
+def _record_epoch(history: dict[str, Any], accs: list[float], losses, seconds: float) -> None:
+    history["epoch_seconds"].append(seconds)
+    for i, (acc, loss) in enumerate(zip(accs, losses, strict=False)):
+        history["test_accuracy"][i].append(acc)
+        history["train_loss"][i].append(float(loss))
+
+
+def _batch_programs(batch: Batch, opt_args: tuple, shared: bool):
+    """The (cached) step runner and accuracy program of ``batch``: on one device, or over its
+    members mesh."""
+    m, mesh = len(batch.members), batch.mesh
+    if mesh is None:
+        runner = _cached_runner(batch.graphdef, m, batch.frozen_shared, opt_args, shared,
+                                batch.mode)  # fmt: skip
+        correct = _cached_correct(batch.graphdef, batch.frozen_shared, 1000, batch.mode)
+    else:
+        runner = _cached_mesh_runner(batch.graphdef, batch.slots, batch.frozen_shared, opt_args,
+                                     shared, batch.mode, mesh)  # fmt: skip
+        correct = _cached_mesh_correct(batch.graphdef, batch.slots, batch.frozen_shared, 1000,
+                                       batch.mode, mesh)  # fmt: skip
+    return runner, correct
+
+
+def _batch_epoch(compiled, state, m: int, epoch: int, spe: int, chunk: int, on_chunk):
+    """One epoch of every member in ``chunk``-step compiled calls: the new scores and optimizer
+    state, and each member's summed loss."""
+    scores, opt_state, frozen, counts, images, labels, idx, valid = state
+    loss_total = np.zeros(m)
+    for start in range(0, spe, chunk):
+        stop = min(start + chunk, spe)
+        scores, opt_state, loss = compiled(
+            scores, opt_state, frozen, counts, images, labels, idx, valid, jnp.int32(start),
+            jnp.int32(stop),
+        )  # fmt: skip
+        loss_total += np.asarray(loss)[:m] * (stop - start)
+        if on_chunk is not None:
+            on_chunk(epoch, stop, spe, loss_total / stop)
+    return scores, opt_state, loss_total
 
 
 def member_net(batch: Batch, i: int) -> PrunedNet:

@@ -19,7 +19,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from lottery_jax.errors import UserError
 from lottery_jax.nets.supermask import check_sparsity
 from lottery_jax.pruning import batched
 from lottery_jax.pruning import ticket as tickets
-from lottery_jax.results import device_summary
+from lottery_jax.results import PruneRecord, device_summary
 
 VARIANTS = ("red-linear", "red-relu", "wide")
 FAMILIES = ("fc2", "fc4", "lenet5")
@@ -76,6 +76,21 @@ def _check_run_names(cfg: batched.PruneConfig, members: Sequence[tuple[int, floa
         seen[name] = (seed, s)
 
 
+@dataclass(frozen=True)
+class GroupTraining:
+    """What every group of a prune or sweep call shares: the data, the results directory, how
+    members share a program (``mode``), the progress callbacks and the log. (One record instead
+    of the same arguments handed through :func:`_train_missing`, :func:`_run_group` and
+    :func:`_train_group`.)"""
+
+    data: Any
+    out: Path
+    mode: str = "auto"
+    on_chunk: Callable | None = None
+    on_epoch: Callable | None = None
+    log: Callable[[str], None] = lambda msg: None
+
+
 def run_prune(
     cfg: batched.PruneConfig,
     seeds: Sequence[int],
@@ -101,7 +116,6 @@ def run_prune(
     Returns the results of every requested run (finished earlier or now; with several processes
     after all of them are done, so ``out`` must be on a filesystem they share).
     """
-    cfg.validate()
     check_sparsities(sparsities)
     if not seeds or not sparsities:
         raise UserError("nothing to run: give at least one seed and one sparsity")
@@ -110,10 +124,10 @@ def run_prune(
     members = [(int(seed), float(s) + 0.0) for seed in seeds for s in sparsities]  # (-0: 0)
     _check_run_names(cfg, members)
     batched.require_time_for([(cfg, len(members))], int(data.train_images.shape[0]), max_hours)
+    where = GroupTraining(data, out, mode, on_chunk, on_epoch, log)
     for owner, _, group in plan_groups([(cfg, members)], max_members, procs.count):
         if procs.owns(owner):
-            _train_missing(cfg, group, data, out, conv_state, force, mode, on_chunk, on_epoch,
-                           log)  # fmt: skip
+            _train_missing(cfg, group, where, conv_state, force)
     procs.barrier("lottery-jax prune: all groups done")
     results = []
     for seed, s in members:
@@ -158,9 +172,10 @@ def plan_groups(
     return [(o, j, g) for o, (j, g) in zip(owners, units, strict=True)]
 
 
-def _train_missing(cfg, group, data, out, conv_state, force, mode, on_chunk, on_epoch, log) -> int:
-    """Train the members of ``group`` that are not finished in ``out``; returns how many."""
-    data_name = getattr(data, "name", "data")
+def _train_missing(cfg, group, where: GroupTraining, conv_state, force: bool) -> int:
+    """Train the members of ``group`` that are not finished in ``where.out``; returns how many."""
+    out, log = where.out, where.log
+    data_name = getattr(where.data, "name", "data")
     todo = [
         (seed, s) for seed, s in group
         if force or not is_finished(out / cfg.run_name(s, seed) / "results.json",
@@ -172,7 +187,7 @@ def _train_missing(cfg, group, data, out, conv_state, force, mode, on_chunk, on_
     if todo:
         variant = f"{cfg.model}{' --relu' if cfg.relu else ''}"
         log(f"{variant}: training {len(todo)} run(s) in one program, {cfg.epochs} epoch(s)")
-        _run_group(cfg, todo, data, out, conv_state, mode, on_chunk, on_epoch, log)
+        _run_group(cfg, todo, where, conv_state)
     return len(todo)
 
 
@@ -216,25 +231,27 @@ def _resumer(path: Path, meta: dict, log: Callable[[str], None]):
     return resume, checkpoint
 
 
-def _run_group(cfg, group, data, out, conv_state, mode, on_chunk, on_epoch, log) -> None:
+def _run_group(cfg, group, where: GroupTraining, conv_state) -> None:
     """Train one group while holding the lock of each of its runs (lottery_jax.rundir.claim):
     another process writing one of them is refused with one line naming the holder."""
     names = [cfg.run_name(s, seed) for seed, s in group]
-    with rundir.claim(out, names, log=log):
-        partial = _partial_path(out, names)
+    with rundir.claim(where.out, names, log=where.log):
+        partial = _partial_path(where.out, names)
         rundir.clean_leftovers(partial.parent, names=[partial.name], recursive=False)
-        _train_group(cfg, group, data, out, conv_state, mode, on_chunk, on_epoch, log)
+        _train_group(cfg, group, where, conv_state)
 
 
-def _train_group(cfg, group, data, out, conv_state, mode, on_chunk, on_epoch, log) -> None:
-    batch = batched.make_batch(cfg, group, conv_state=conv_state, mode=mode)
+def _train_group(cfg, group, where: GroupTraining, conv_state) -> None:
+    data, out, log = where.data, where.out, where.log
+    batch = batched.make_batch(cfg, group, conv_state=conv_state, mode=where.mode)
     names = [cfg.run_name(s, seed) for seed, s in group]
     partial = _partial_path(out, names)
     meta = {"names": names, "config": cfg.as_dict(), "data": data.name}
     resume, checkpoint = _resumer(partial, meta, log)
     history = batched.train_batch(
-        batch, data, on_chunk=on_chunk, on_epoch=on_epoch, resume=resume, checkpoint=checkpoint
-    )
+        batch, data, on_chunk=where.on_chunk, on_epoch=where.on_epoch, resume=resume,
+        checkpoint=checkpoint,
+    )  # fmt: skip
     device = device_summary()
     for i, (seed, s) in enumerate(group):
         net = batched.member_net(batch, i)
@@ -248,34 +265,22 @@ def _train_group(cfg, group, data, out, conv_state, mode, on_chunk, on_epoch, lo
         eval_seconds = time.perf_counter() - t0
         total, remaining = batch.totals[i]
         run_dir = out / names[i]
-        record = {
-            "command": "prune",
-            "name": names[i],
-            "config": run_config(cfg, seed, s, data.name),
-            "seed": seed,
-            "sparsity": s,
-            "total_params": total,
-            "remaining_params": remaining,
-            "test_accuracy": history["test_accuracy"][i],
-            "final_test_accuracy": final,
-            "train_loss": history["train_loss"][i],
-            "epoch_seconds": history["epoch_seconds"],
-            "compile_seconds": history["compile_seconds"],
-            "eval_seconds": eval_seconds,
-            "batched_with": names,
-            "member_mode": batch.mode,
-            "device_members": history.get("device_members"),  # members per device of the mesh
-            "ticket": "ticket.npz",
-            "device": device,
-            "note": "epoch_seconds is the wall time of the whole batched program per epoch",
-        }
+        record = PruneRecord(
+            name=names[i], config=run_config(cfg, seed, s, data.name), seed=seed, sparsity=s,
+            total_params=total, remaining_params=remaining,
+            test_accuracy=history["test_accuracy"][i], final_test_accuracy=final,
+            train_loss=history["train_loss"][i], epoch_seconds=history["epoch_seconds"],
+            compile_seconds=history["compile_seconds"], eval_seconds=eval_seconds,
+            batched_with=names, member_mode=batch.mode,
+            device_members=history.get("device_members"), device=device,
+        )  # fmt: skip
 
         def write_ticket(path, ticket=ticket, final=final):
             tickets.save_ticket(path, ticket, {"test_accuracy": final})
 
         # The ticket and its results.json commit together (lottery_jax.rundir.commit).
         rundir.commit(run_dir, {"ticket.npz": write_ticket,
-                                "results.json": rundir.json_bytes(record)})  # fmt: skip
+                                "results.json": rundir.json_bytes(record.to_json())})  # fmt: skip
         log(f"{names[i]}: {final:.2f}% with {remaining:,} of {total:,} parameters")
     partial.unlink(missing_ok=True)
 
@@ -399,11 +404,10 @@ def run_sweep(
             _check_run_names(cfg, jobs[-1][1])
             keys.append((e, seed))
     trained = 0
+    where = GroupTraining(data, out, mode, on_chunk, on_epoch, log)
     for owner, j, group in plan_groups(jobs, max_members, procs.count):
         if procs.owns(owner):
-            cfg = jobs[j][0]
-            trained += _train_missing(cfg, group, data, out, conv_state(*keys[j]), False, mode,
-                                      on_chunk, on_epoch, log)  # fmt: skip
+            trained += _train_missing(jobs[j][0], group, where, conv_state(*keys[j]), False)
     procs.barrier("lottery-jax sweep: all groups done")
     baselines = len(pairs) if (baseline or conv_baseline) else 0
     return {"runs": sum(len(m) for _, m in jobs), "trained": trained, "baselines": baselines}

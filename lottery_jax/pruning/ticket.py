@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,9 @@ from lottery_jax.nets.supermask import (
     Score,
     topk_mask,
 )
-from lottery_jax.nets.targets import Frozen
-from lottery_jax.pruning.batched import PruneConfig, _batched_correct
-from lottery_jax.results import save_npz_atomic
+from lottery_jax.nets.targets import Frozen, lenet5_widths
+from lottery_jax.pruning.batched import PruneConfig, batched_correct
+from lottery_jax.rundir import write_npz
 from lottery_jax.tickets import SUPERMASK_FORMAT, open_ticket
 
 #: Format id of the supermask ticket (files of the first release, ``lottery-jax-ticket/1``, load too).
@@ -45,45 +46,60 @@ def ticket_masks(net: PrunedNet) -> dict[str, np.ndarray]:
     """The 0/1 masks (bool arrays) of every masked tensor, keyed ``fc1.weight2`` etc."""
     entries = masked_entries(net)
     masks = _masks(
-        [getattr(layer, s)[...] for _, layer, _, s, _ in entries],
-        [getattr(layer, c)[...] for _, layer, _, _, c in entries],
-        entries[0][1].method,
+        [e.scores[...] for e in entries], [e.counts[...] for e in entries], entries[0].layer.method
     )
-    return {f"{ln}.{w}": np.asarray(m) for (ln, _, w, _, _), m in zip(entries, masks, strict=True)}
+    return {e.key: np.asarray(m) for e, m in zip(entries, masks, strict=True)}
 
 
-def make_ticket(net: PrunedNet, config: PruneConfig, seed: int, sparsity: float) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SupermaskTicket:
+    """A pruning ticket: the seed that regenerates the frozen weights, the config (as
+    :meth:`PruneConfig.as_dict`), the sparsity, the 0/1 masks (bool arrays keyed ``fc1.weight2``),
+    the frozen conv weights of LeNet5 variants, and (when loaded) the file's metadata.
+
+    ``to_json``/``from_json`` are the metadata form of ``ticket.npz`` (without the arrays).
+    ``ticket["masks"]`` reads a field by name, as the dict form of the first release did."""
+
+    config: dict[str, Any]
+    seed: int
+    sparsity: float
+    masks: dict[str, np.ndarray]
+    conv: dict[str, np.ndarray] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Any:
+        return getattr(self, name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": TICKET_FORMAT, "config": self.config, "seed": self.seed,
+                "sparsity": self.sparsity,
+                "shapes": {k: list(v.shape) for k, v in self.masks.items()}}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, meta: dict[str, Any], masks, conv=None) -> SupermaskTicket:
+        return cls(meta["config"], int(meta["seed"]), float(meta["sparsity"]), masks, conv, meta)
+
+
+def make_ticket(net: PrunedNet, config: PruneConfig, seed: int, sparsity: float) -> SupermaskTicket:
     """A ticket: the seed that regenerates the frozen weights, the config, and the masks."""
-    return {
-        "config": config.as_dict(),
-        "seed": int(seed),
-        "sparsity": float(sparsity),
-        "masks": ticket_masks(net),
-        "conv": {k: np.asarray(getattr(net, k.split(".")[0]).weight[...])
-                 for k in ("conv1.weight", "conv2.weight")} if net.conv else None,
-    }  # fmt: skip
+    conv = {k: np.asarray(getattr(net, k.split(".")[0]).weight[...])
+            for k in ("conv1.weight", "conv2.weight")} if net.conv else None  # fmt: skip
+    return SupermaskTicket(config.as_dict(), int(seed), float(sparsity), ticket_masks(net), conv)
 
 
-def save_ticket(path: str | Path, ticket: dict[str, Any], extra: dict | None = None) -> Path:
+def save_ticket(path: str | Path, ticket: SupermaskTicket, extra: dict | None = None) -> Path:
     """``.npz``: ``__meta__`` JSON (``format`` = ``lottery-jax-supermask-ticket/2``),
     ``mask:<tensor>`` = ``np.packbits`` of the flat mask, shapes in the metadata, and
     ``conv:<key>`` = the frozen conv weights of LeNet5 variants."""
-    meta = {
-        "format": TICKET_FORMAT,
-        "config": ticket["config"],
-        "seed": ticket["seed"],
-        "sparsity": ticket["sparsity"],
-        "shapes": {k: list(v.shape) for k, v in ticket["masks"].items()},
-        **(extra or {}),
-    }
-    arrays = {f"mask:{k}": np.packbits(v.ravel()) for k, v in ticket["masks"].items()}
-    for k, v in (ticket["conv"] or {}).items():
+    meta = {**ticket.to_json(), **(extra or {})}
+    arrays = {f"mask:{k}": np.packbits(v.ravel()) for k, v in ticket.masks.items()}
+    for k, v in (ticket.conv or {}).items():
         arrays[f"conv:{k}"] = np.asarray(v, np.float32)
     arrays["__meta__"] = np.asarray(json.dumps(meta))
-    return save_npz_atomic(path, arrays)
+    return write_npz(path, arrays)
 
 
-def load_ticket(path: str | Path) -> dict[str, Any]:
+def load_ticket(path: str | Path) -> SupermaskTicket:
     """Inverse of :func:`save_ticket`; reads first-release files (``lottery-jax-ticket/1``) too.
 
     UserError (one line) for a missing or malformed file or a SubsetSum ticket.
@@ -99,14 +115,7 @@ def load_ticket(path: str | Path) -> dict[str, Any]:
             raise UserError(f"{path}: mask {key} is missing or has the wrong length")
         masks[key] = np.unpackbits(bits, count=size).astype(bool).reshape(shape)
     conv = {k[len("conv:") :]: v for k, v in arrays.items() if k.startswith("conv:")} or None
-    return {
-        "config": head[0],
-        "seed": head[1],
-        "sparsity": head[2],
-        "masks": masks,
-        "conv": conv,
-        "meta": meta,
-    }
+    return SupermaskTicket(head[0], head[1], head[2], masks, conv, meta)
 
 
 def _is_int(v: Any) -> bool:
@@ -143,13 +152,12 @@ def _ticket_head(meta: dict[str, Any], path) -> tuple[dict[str, list[int]], tupl
     return shapes, (config, int(seed), float(sparsity))
 
 
-def ticket_config(ticket: dict[str, Any]) -> PruneConfig:
+def ticket_config(ticket: SupermaskTicket) -> PruneConfig:
     """The :class:`PruneConfig` a ticket records, validated (a one-line UserError when it holds
-    wrong types or values)."""
+    wrong types or values; :class:`PruneConfig` checks the values as it is built)."""
     known = {f for f in PruneConfig.__dataclass_fields__}
     try:
-        cfg = PruneConfig(**{k: v for k, v in ticket["config"].items() if k in known})
-        cfg.validate()
+        cfg = PruneConfig(**{k: v for k, v in ticket.config.items() if k in known})
         _check_config_types(cfg)
     except UserError as e:
         raise UserError(f"ticket config: {e}") from None
@@ -169,7 +177,7 @@ def _check_config_types(cfg: PruneConfig) -> None:
         raise UserError(f"sizes {cfg.sizes!r} is not a list of integers")
 
 
-def net_from_ticket(ticket: dict[str, Any]) -> PrunedNet:
+def net_from_ticket(ticket: SupermaskTicket) -> PrunedNet:
     """Rebuild the pruned network: frozen weights from the seed, masks fixed to the ticket's.
 
     Each score is set to its 0/1 mask value and each removal count to the number of zeros, so the
@@ -177,26 +185,25 @@ def net_from_ticket(ticket: dict[str, Any]) -> PrunedNet:
     """
     cfg = ticket_config(ticket)
     net = build_pruned(
-        cfg.model, seed=ticket["seed"], redundancy=cfg.redundancy, relu=cfg.relu,
-        conv_state=ticket["conv"], method=cfg.method, sizes=cfg.sizes,
+        cfg.model, seed=ticket.seed, redundancy=cfg.redundancy, relu=cfg.relu,
+        conv_state=ticket.conv, method=cfg.method, sizes=cfg.sizes,
     )  # fmt: skip
     entries = masked_entries(net)
-    names = {f"{ln}.{w}" for ln, _, w, _, _ in entries}
-    if names != set(ticket["masks"]):
-        raise UserError(f"ticket masks {sorted(ticket['masks'])} do not fit {cfg.model}")
-    for lname, layer, wname, sname, cname in entries:
-        mask = ticket["masks"][f"{lname}.{wname}"]
-        if mask.shape != getattr(layer, sname)[...].shape:
-            raise UserError(f"ticket mask {lname}.{wname} has shape {mask.shape}")
-        getattr(layer, sname)[...] = jnp.asarray(mask, jnp.float32)
-        getattr(layer, cname)[...] = jnp.int32(mask.size - int(mask.sum()))
+    if {e.key for e in entries} != set(ticket.masks):
+        raise UserError(f"ticket masks {sorted(ticket.masks)} do not fit {cfg.model}")
+    for e in entries:
+        mask = ticket.masks[e.key]
+        if mask.shape != e.scores[...].shape:
+            raise UserError(f"ticket mask {e.key} has shape {mask.shape}")
+        e.scores[...] = jnp.asarray(mask, jnp.float32)
+        e.counts[...] = jnp.int32(mask.size - int(mask.sum()))
     return net
 
 
 def net_accuracy(net: PrunedNet, images: jax.Array, labels: jax.Array) -> float:
     """Test accuracy of one pruned network (the path used for tickets and final accuracies)."""
     graphdef, frozen, scores, counts = nnx.split(net, Frozen, Score, PruneCount)
-    correct = _batched_correct(
+    correct = batched_correct(
         graphdef, frozen, [scores], [counts], images, labels, True, 1000, "unroll"
     )
     return 100.0 * int(np.asarray(correct)[0]) / int(images.shape[0])
@@ -217,16 +224,26 @@ def dense_state(net: PrunedNet) -> tuple[str, dict[str, np.ndarray]]:
                     static_argnums=0)(graphdef, params)  # fmt: skip
     for name, w in zip(net.names, dense, strict=True):
         state[f"{name}.weight"] = np.asarray(w)
-    from lottery_jax.checkpoint import infer_model
+    return _target_family(state), state
 
-    family = infer_model(state)  # (from the shapes: a custom depth or width is no target net)
-    if family is None:
+
+def _target_family(state: dict[str, np.ndarray]) -> str:
+    """Which target network (fc2, fc4, lenet5) the dense ``state`` is, its shapes checked by
+    building it (a custom depth or width is none: a one-line UserError, never a wrong label).
+    LeNet5's widths are :func:`export_dense`'s check."""
+    from lottery_jax.nets.targets import infer_model, network_for
+
+    try:
+        family = infer_model(state)[0]
+        if family != "lenet5":
+            network_for(state, model=family)
+    except UserError:
         shapes = ", ".join("x".join(map(str, v.shape)) for v in state.values())
         raise UserError(
             f"the dense network ({shapes}) is none of fc2, fc4, lenet5, so evaluate cannot read "
             "it; export a ticket of one of those shapes"
-        )
-    return family, state
+        ) from None
+    return family
 
 
 def export_dense(net: PrunedNet, path: str | Path, meta: dict | None = None) -> Path:
@@ -234,10 +251,10 @@ def export_dense(net: PrunedNet, path: str | Path, meta: dict | None = None) -> 
     family, state = dense_state(net)
     if family == "lenet5":
         h1, h2 = state["fc1.weight"].shape[0], state["fc2.weight"].shape[0]
-        if h2 != max(1, round(h1 * 84 / 120)):
+        if (h1, h2) != lenet5_widths(h1):
             raise UserError(
                 f"a LeNet5 with fc widths {h1}, {h2} cannot be read by evaluate (it builds "
-                f"{h1}, {round(h1 * 84 / 120)}); export the redundant LeNet5 instead"
+                f"{h1}, {lenet5_widths(h1)[1]}); export the redundant LeNet5 instead"
             )
     hidden = int(state["fc1.weight"].shape[0])
     return save_weights(path, family, state, {"hidden": hidden, "inputs": "normalized",

@@ -27,6 +27,7 @@ from .network import (
     config_dict,
     layer_coefficients,
     not_within_epsilon,
+    solve_share,
     summarize,
     target_layers,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "layer_coefficients",
     "not_within_epsilon",
     "save_ticket",
+    "solve_share",
     "summarize",
     "target_layers",
     "verify_ticket",

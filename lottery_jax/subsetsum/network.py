@@ -46,7 +46,7 @@ import functools
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,7 +68,6 @@ OPT_ENUM, OPT_SCIP, FEASIBLE, INFEASIBLE, UNSOLVED = range(5)
 WITHIN_STATUSES = frozenset({"optimal-enumeration", "optimal-scip", "feasible"})
 OBJECTIVES = ("min-error", "min-count")
 COEFFICIENT_MODES = ("per-row", "per-weight")
-TICKET_FORMAT = "lottery-jax-ticket/1"
 #: Exit status of ``approximate``/``verify`` when some weight has no subset within eps.
 EXIT_INFEASIBLE = 3
 #: Exit status of ``verify`` when the ticket does not reproduce its own records.
@@ -233,12 +232,6 @@ def _load_chunk(run: rundir.RunDir, name: str, rows: int, width: int) -> dict | 
     return run.load_chunk(name, expect)
 
 
-def _check_resume(run: rundir.RunDir, fingerprint: dict[str, Any]) -> None:
-    """Record the run's fingerprint in its directory, or refuse other arguments (naming the first
-    that differs)."""
-    run.require(fingerprint)
-
-
 def _in_run_dir(fn):
     """``out`` given as a path: hold it as a :class:`~lottery_jax.rundir.RunDir` (lock, leftovers
     removed) for the duration of the call."""
@@ -320,63 +313,79 @@ def plan_approximation(
     n = cfg.n
     mask_bytes = 8 if not ss.packed_masks(n) else (n + 7) // 8
     memory = memory_base = 0
-    jax_s = scip_w = 0.0
     plans: dict[str, LayerPlan] = {}
     cpu = jax.default_backend() == "cpu"
     for name in layers:
-        shape = tuple(int(d) for d in np.shape(target[name]))
-        size = int(np.prod(shape))
-        rows, width = (shape[0], size // shape[0]) if cfg.coefficients == "per-row" else (size, 1)
-        if len(shape) == 1:
-            rows, width = size, 1
-        ncoef = rows * n if cfg.coefficients == "per-row" else size * n
-        memory_base += 8 * ncoef + size * (mask_bytes + 8 + 8 + 8 + 1)
-        memory = max(memory, memory_base)
-        ceiling = cfg.max_enum_n if cfg.max_enum_n is not None else ss.exact_ceiling(width)
-        exact = n <= ceiling
-        k = n if exact else ss.feasibility_bits(cfg.epsilon, low, high, n)
-        ops = ss.exact_ops_per_weight(k, width) * size
-        ka = ss.default_a_bits(k, ss.bucket(width, 1))  # one chunk's searches (>= 1 row)
-        chunk = max(ss.bucket(width, 1) * 2**ka, 2 ** (k - ka + 1))
-        memory = max(memory, 64 * 2**20 + 48 * max(chunk, ss.default_queries()) + memory_base)
-        seconds = ops * ss.SECONDS_PER_OP if cpu else 0.0
-        unsettled = 0.0
-        if not exact:
-            w = np.asarray(target[name], np.float64)
-            inside = w[(w >= n * min(low, 0.0)) & (w <= n * max(high, 0.0))]
-            unsettled = ss.expected_unsettled(
-                inside, cfg.epsilon, low, high, k, cfg.feasibility_groups
-            )
-            if cfg.prove:
-                unsettled = float(size)
-            if not cfg.scip:
-                unsettled = 0.0
-        jax_s += seconds
-        scip_w += unsettled
-        plans[name] = LayerPlan(name, shape, rows, width, exact, k, ceiling, seconds, unsettled)
+        lp, base, peak = _plan_layer(target, name, cfg, low, high, cpu, mask_bytes)
+        memory_base += base
+        memory = max(memory, memory_base, peak + memory_base)
+        plans[name] = lp
+    jax_s = sum(p.jax_seconds for p in plans.values())
+    scip_w = sum(p.expected_unsettled for p in plans.values())
     scip_s = scip_w * cfg.scip_time_limit / max(1, cfg.scip_workers)
     plan = Plan(plans, int(memory), jax_s, scip_w, scip_s)
     if check:
-        from lottery_jax.resources import require_memory
-
-        weights = sum(int(np.size(target[k])) for k in layers)
-        require_memory(
-            plan.memory_bytes,
-            f"approximating {weights:,} weights with n={n} coefficients each",
-            "lower c or raise epsilon",
-        )
-        if plan.seconds > cfg.max_hours * 3600:
-            what = (
-                f"about {scip_w:,.0f} weights for SCIP at up to {cfg.scip_time_limit:g} s each"
-                if scip_s > jax_s
-                else "the JAX tiers"
-            )
-            raise UserError(
-                f"estimated {plan.seconds / 3600:,.1f} h ({what}, n={n}), over the budget of "
-                f"{cfg.max_hours:g} h (max hours); raise it, lower the SCIP time limit or raise "
-                "epsilon"
-            )
+        _check_plan(plan, target, layers, cfg)
     return plan
+
+
+def _plan_layer(target, name, cfg, low, high, cpu: bool, mask_bytes: int):
+    """One tensor's plan, the memory it keeps to the end (coefficients and per-weight results)
+    and the peak of one solver chunk."""
+    n = cfg.n
+    shape = tuple(int(d) for d in np.shape(target[name]))
+    size = int(np.prod(shape))
+    rows, width = (shape[0], size // shape[0]) if cfg.coefficients == "per-row" else (size, 1)
+    if len(shape) == 1:
+        rows, width = size, 1
+    ncoef = rows * n if cfg.coefficients == "per-row" else size * n
+    base = 8 * ncoef + size * (mask_bytes + 8 + 8 + 8 + 1)
+    ceiling = cfg.max_enum_n if cfg.max_enum_n is not None else ss.exact_ceiling(width)
+    exact = n <= ceiling
+    k = n if exact else ss.feasibility_bits(cfg.epsilon, low, high, n)
+    ops = ss.exact_ops_per_weight(k, width) * size
+    ka = ss.default_a_bits(k, ss.bucket(width, 1))  # one chunk's searches (>= 1 row)
+    chunk = max(ss.bucket(width, 1) * 2**ka, 2 ** (k - ka + 1))
+    peak = 64 * 2**20 + 48 * max(chunk, ss.default_queries())
+    seconds = ops * ss.SECONDS_PER_OP if cpu else 0.0
+    unsettled = 0.0
+    if not exact:
+        w = np.asarray(target[name], np.float64)
+        inside = w[(w >= n * min(low, 0.0)) & (w <= n * max(high, 0.0))]
+        unsettled = ss.expected_unsettled(
+            inside, cfg.epsilon, low, high, k, cfg.feasibility_groups
+        )
+        if cfg.prove:
+            unsettled = float(size)
+        if not cfg.scip:
+            unsettled = 0.0
+    lp = LayerPlan(name, shape, rows, width, exact, k, ceiling, seconds, unsettled)
+    return lp, base, peak
+
+
+def _check_plan(plan: Plan, target, layers, cfg: ApproxConfig) -> None:
+    """Refuse with one line a plan beyond the machine's memory or ``cfg.max_hours``."""
+    from lottery_jax.resources import require_memory
+
+    n = cfg.n
+    weights = sum(int(np.size(target[k])) for k in layers)
+    require_memory(
+        plan.memory_bytes,
+        f"approximating {weights:,} weights with n={n} coefficients each",
+        "lower c or raise epsilon",
+    )
+    if plan.seconds > cfg.max_hours * 3600:
+        what = (
+            f"about {plan.scip_weights:,.0f} weights for SCIP at up to {cfg.scip_time_limit:g} s "
+            "each"
+            if plan.scip_seconds > plan.jax_seconds
+            else "the JAX tiers"
+        )
+        raise UserError(
+            f"estimated {plan.seconds / 3600:,.1f} h ({what}, n={n}), over the budget of "
+            f"{cfg.max_hours:g} h (max hours); raise it, lower the SCIP time limit or raise "
+            "epsilon"
+        )
 
 
 def _lift(local: np.ndarray, cols: np.ndarray, n: int) -> np.ndarray:
@@ -441,6 +450,232 @@ def _small_counts(
     return count, bits, err
 
 
+@dataclass(frozen=True)
+class RunSetup:
+    """What every process of a run agrees on before solving: the tensors, the coefficient range,
+    the plan and the fingerprint a resumed run must match."""
+
+    layers: list[str]
+    low: float
+    high: float
+    plan: Plan
+    fingerprint: dict[str, Any]
+
+
+def setup_run(
+    target: dict[str, np.ndarray], cfg: ApproxConfig, out: rundir.RunDir | None, plan: Plan | None
+) -> RunSetup:
+    """Plan the run (refused beyond the machine or ``cfg.max_hours``) and, with ``out``, record its
+    fingerprint there or refuse a directory holding another run."""
+    layers = target_layers(target, cfg.layers)
+    low, high = cfg.coef_range or ss.coefficient_range(
+        [target[k] for k in layers], cfg.range_mode
+    )
+    plan = plan or plan_approximation(target, layers, cfg, low, high)
+    fp_config = {
+        k: v for k, v in config_dict(cfg).items() if k not in ("max_hours", "scip_workers")
+    }
+    fp = {
+        "config": fp_config,
+        "n": cfg.n,
+        "low": low,
+        "high": high,
+        "target_sha256": target_fingerprint(target, layers),
+    }
+    if out is not None:
+        out.require(fp)
+    return RunSetup(layers, low, high, plan, fp)
+
+
+@dataclass(frozen=True)
+class LayerWork:
+    """One tensor as SubsetSum instances ``inst_c (R, n)`` x ``inst_w (R, W)``, cut into chunks of
+    ``rows`` instances, solved over the coefficient columns ``cols`` (all ``n`` in the exact tier,
+    a group of ``k`` in the feasibility tier)."""
+
+    name: str
+    w: np.ndarray  # the tensor, float64
+    coefs: np.ndarray
+    inst_c: np.ndarray
+    inst_w: np.ndarray
+    plan: LayerPlan
+    cols: np.ndarray
+    rows: int
+    n_chunks: int
+
+    def bounds(self, i: int) -> tuple[int, int]:
+        """Instances ``[s0, s1)`` of chunk ``i``."""
+        return i * self.rows, min(self.inst_w.shape[0], (i + 1) * self.rows)
+
+
+def layer_work(
+    target: dict[str, np.ndarray], cfg: ApproxConfig, setup: RunSetup, index: int, ndev: int
+) -> LayerWork:
+    """Draw layer ``index``'s coefficients and cut its instances into chunks (a multiple of the
+    ``ndev`` devices)."""
+    name = setup.layers[index]
+    lp = setup.plan.layers[name]
+    w = np.asarray(target[name], np.float64)
+    coefs = layer_coefficients(cfg, index, w.shape, setup.low, setup.high)
+    inst_c, inst_w = as_instances(coefs, w)
+    R, W = inst_w.shape
+    cols = ss.group_columns(cfg.n, lp.k, 0, cfg.seed)
+    rows = cfg.rows_per_chunk or ss.default_rows_per_chunk(lp.k, ss.bucket(W, 1), ndev)
+    rows = -(-min(rows, ss.bucket(R)) // ndev) * ndev
+    return LayerWork(name, w, coefs, inst_c, inst_w, lp, cols, rows, -(-R // rows))
+
+
+@dataclass
+class Solver:
+    """The devices of one call and its running totals (solve time, chunks resumed and solved)."""
+
+    mesh: Any
+    stats: ss.SolveStats
+    resumed: int = 0
+    solved: int = 0
+
+    @classmethod
+    def local(cls) -> Solver:
+        return cls(ss.local_mesh(), ss.SolveStats())
+
+    @property
+    def ndev(self) -> int:
+        return int(self.mesh.devices.size)
+
+
+def solve_chunk(cfg: ApproxConfig, work: LayerWork, i: int, solver: Solver) -> dict[str, Any]:
+    """Chunk ``i`` of ``work`` through the JAX tier: masks over ``work.cols``, errors and the tier
+    code of each weight (``optimal-enumeration``/``infeasible`` when exact; ``feasible`` or not
+    settled yet in a feasibility group)."""
+    eps, mesh, stats = cfg.epsilon, solver.mesh, solver.stats
+    s0, s1 = work.bounds(i)
+    before = stats.seconds
+    c_chunk, w_chunk = work.inst_c[s0:s1][:, work.cols], work.inst_w[s0:s1]
+    if cfg.objective == "min-count":
+        m, e, _, feas = ss.solve(
+            "min-count", c_chunk, w_chunk, epsilon=eps, rows_per_chunk=work.rows,
+            mesh=mesh, stats=stats,
+        )  # fmt: skip
+        if not feas.all():  # keep the best approximation of the rest
+            me, ee = ss.solve(
+                "min-error", c_chunk, w_chunk, rows_per_chunk=work.rows, mesh=mesh, stats=stats,
+            )  # fmt: skip
+            m = np.where(feas, m, me)
+            e = np.where(feas, e, ee)
+    else:
+        m, e = ss.solve(
+            "min-error", c_chunk, w_chunk, rows_per_chunk=work.rows, mesh=mesh, stats=stats
+        )
+    if work.plan.exact:
+        t = np.where(e <= eps, OPT_ENUM, INFEASIBLE).astype(np.uint8)
+    else:  # a subset of the coefficients: within eps is feasible, the rest unsettled
+        t = np.where(e <= eps, FEASIBLE, _UNSETTLED).astype(np.uint8)
+    return {"masks": m, "errors": e, "tier": t, "seconds": stats.seconds - before}
+
+
+def chunk_result(
+    cfg: ApproxConfig, work: LayerWork, i: int, out: rundir.RunDir | None, solver: Solver
+) -> dict[str, Any]:
+    """Chunk ``i``: resumed from ``out`` when a sealed copy of this run is there, else solved (and
+    sealed into ``out``)."""
+    s0, s1 = work.bounds(i)
+    name = _chunk_name(work.name, i)
+    done = _load_chunk(out, name, s1 - s0, work.inst_w.shape[1]) if out is not None else None
+    if done is not None:
+        solver.resumed += 1
+        solver.stats.seconds += float(done["seconds"])
+        return done
+    done = solve_chunk(cfg, work, i, solver)
+    if out is not None:
+        out.save_chunk(name, done)
+    solver.solved += 1
+    return done
+
+
+def solve_chunks(
+    cfg: ApproxConfig,
+    work: LayerWork,
+    out: rundir.RunDir | None,
+    solver: Solver,
+    chunks: Iterable[int],
+    on_chunk: Callable[[str, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``chunks`` of one layer (resumed or solved): masks over ``work.cols``, errors, tiers,
+    each ``(R, W)`` (zeros where a chunk was not among ``chunks``)."""
+    R, W = work.inst_w.shape
+    local = np.zeros((R, W), np.int64)
+    errors = np.zeros((R, W))
+    tier = np.zeros((R, W), np.uint8)
+    for i in chunks:
+        s0, s1 = work.bounds(i)
+        done = chunk_result(cfg, work, i, out, solver)
+        local[s0:s1], errors[s0:s1], tier[s0:s1] = done["masks"], done["errors"], done["tier"]
+        if on_chunk:
+            on_chunk(work.name, s1)
+    return local, errors, tier
+
+
+def settle_layer(
+    cfg: ApproxConfig,
+    work: LayerWork,
+    chunks: tuple[np.ndarray, np.ndarray, np.ndarray],
+    solver: Solver,
+    out: rundir.RunDir | None = None,
+    on_scip: Callable[[Any], None] | None = None,
+) -> tuple[LayerResult, float]:
+    """A layer's chunks to its result: masks over all ``n`` coefficients, the weights the first
+    group left settled (:func:`_settle`, beyond the exact ceiling), ``--zero-small`` applied,
+    and every subset summed again in float64 (:func:`_recheck`). Returns the result and the
+    seconds spent in SCIP."""
+    n, eps, w = cfg.n, cfg.epsilon, work.w
+    local, errors, tier = chunks
+    masks = _lift(local, work.cols, n)
+    del local
+    seconds = 0.0
+    if not work.plan.exact:
+        masks, tier, seconds = _settle(
+            cfg, work.inst_c, work.inst_w, masks, errors, tier, work.plan.k, solver.mesh,
+            solver.stats, store=out, layer=work.name, on_scip=on_scip,
+        )  # fmt: skip
+    masks = masks.reshape(*w.shape, *masks.shape[2:])
+    tier = tier.reshape(w.shape)
+    if cfg.zero_small and cfg.objective == "min-error":
+        small = np.abs(w) <= eps
+        masks = np.where(small.reshape(*w.shape, *([1] * (masks.ndim - w.ndim))), 0, masks)
+        tier = np.where(small, FEASIBLE, tier).astype(np.uint8)
+    return _recheck(work.coefs, w, masks, tier, eps, n), seconds
+
+
+@_in_run_dir
+def solve_share(
+    target: dict[str, np.ndarray],
+    cfg: ApproxConfig,
+    out: Path | rundir.RunDir | None = None,
+    *,
+    share: tuple[int, int],
+    on_layer: Callable[[str, int], None] | None = None,
+    on_chunk: Callable[[str, int], None] | None = None,
+    plan: Plan | None = None,
+) -> int:
+    """One process's share of a run that ``count`` processes split (``share=(index, count)``):
+    chunk ``i`` of every layer goes to process ``i % count``. Solves (or finds) this process's
+    chunks into ``out`` and returns how many it solved. Afterwards (a barrier) one process calls
+    :func:`approximate_network` on the same directory, which resumes every chunk, settles the rest
+    (SCIP) and returns the result."""
+    if out is None:
+        raise ValueError("sharing the chunks among processes needs a run directory")
+    index, count = share
+    setup = setup_run(target, cfg, out, plan)
+    solver = Solver.local()
+    for li, name in enumerate(setup.layers):
+        work = layer_work(target, cfg, setup, li, solver.ndev)
+        if on_layer:
+            on_layer(name, work.inst_w.shape[0])
+        mine = [i for i in range(work.n_chunks) if i % count == index]
+        solve_chunks(cfg, work, out, solver, mine, on_chunk)
+    return solver.solved
+
+
 @_in_run_dir
 def approximate_network(
     target: dict[str, np.ndarray],
@@ -451,149 +686,53 @@ def approximate_network(
     on_chunk: Callable[[str, int], None] | None = None,
     plan: Plan | None = None,
     on_scip: Callable[[Any], None] | None = None,
-    share: tuple[int, int] | None = None,
-) -> ApproxResult | int:
+) -> ApproxResult:
     """Approximate every selected tensor of ``target`` (PyTorch layout) under ``cfg``.
 
-    With ``out`` given, finished chunks go to ``out/chunks`` and are reused by a later call with the
-    same arguments. ``on_layer(name, rows)`` / ``on_chunk(name, rows_done)`` report progress.
-    The work is planned (and refused beyond the machine or ``cfg.max_hours``) before it starts.
-
-    ``share=(index, count)``: one of ``count`` processes sharing the work. This call only solves
-    the chunks this process owns (chunk ``i`` of every layer goes to process ``i % count``) into
-    ``out`` and returns how many it solved; afterwards (a barrier) one process calls again without
-    ``share`` and resumes every chunk, settles the rest (SCIP) and gets the result.
+    The steps: plan (:func:`setup_run`: refused beyond the machine or ``cfg.max_hours``), per
+    layer solve its chunks (:func:`solve_chunks`), settle what the first group left and recheck in
+    float64 (:func:`settle_layer`), then report (:class:`ApproxResult`). With ``out`` given,
+    finished chunks go to ``out/chunks`` and are reused by a later call with the same arguments.
+    ``on_layer(name, rows)`` / ``on_chunk(name, rows_done)`` report progress.
     """
-    layers = target_layers(target, cfg.layers)
-    n = cfg.n
-    low, high = cfg.coef_range or ss.coefficient_range(
-        [target[k] for k in layers], cfg.range_mode
-    )
-    plan = plan or plan_approximation(target, layers, cfg, low, high)
-    fp_config = {
-        k: v for k, v in config_dict(cfg).items() if k not in ("max_hours", "scip_workers")
-    }
-    fp = {
-        "config": fp_config,
-        "n": n,
-        "low": low,
-        "high": high,
-        "target_sha256": target_fingerprint(target, layers),
-    }
-    if out is not None:
-        _check_resume(out, fp)
-    if share is not None and out is None:
-        raise ValueError("sharing the chunks among processes needs a run directory")
-    solved = 0
-    mesh = ss.local_mesh()
-    ndev = mesh.devices.size
-    stats = ss.SolveStats()
-    scip_seconds = 0.0
-    resumed = 0
+    setup = setup_run(target, cfg, out, plan)
+    solver = Solver.local()
     results: dict[str, LayerResult] = {}
     coefficients: dict[str, np.ndarray] = {}
-    eps = cfg.epsilon
-    for li, name in enumerate(layers):
-        lp = plan.layers[name]
-        w = np.asarray(target[name], np.float64)
-        coefs = layer_coefficients(cfg, li, w.shape, low, high)
-        coefficients[name] = coefs
-        inst_c, inst_w = as_instances(coefs, w)
-        R, W = inst_w.shape
-        k = lp.k
-        cols = ss.group_columns(n, k, 0, cfg.seed)
-        rows = cfg.rows_per_chunk or ss.default_rows_per_chunk(k, ss.bucket(W, 1), ndev)
-        rows = -(-min(rows, ss.bucket(R)) // ndev) * ndev
-        n_chunks = -(-R // rows)
+    scip_seconds = 0.0
+    for li, name in enumerate(setup.layers):
+        work = layer_work(target, cfg, setup, li, solver.ndev)
+        coefficients[name] = work.coefs
         if on_layer:
-            on_layer(name, R)
-        local = np.zeros((R, W), np.int64)
-        errors = np.zeros((R, W))
-        tier = np.zeros((R, W), np.uint8)
-        for i in range(n_chunks):
-            s0, s1 = i * rows, min(R, (i + 1) * rows)
-            chunk = _chunk_name(name, i)
-            if share is not None and i % share[1] != share[0]:
-                continue  # another process's chunk
-            done = _load_chunk(out, chunk, s1 - s0, W) if out is not None else None
-            if done is not None:
-                resumed += 1
-                stats.seconds += float(done["seconds"])
-            else:
-                before = stats.seconds
-                c_chunk, w_chunk = inst_c[s0:s1][:, cols], inst_w[s0:s1]
-                if cfg.objective == "min-count":
-                    m, e, _, feas = ss.solve(
-                        "min-count", c_chunk, w_chunk, epsilon=eps, rows_per_chunk=rows,
-                        mesh=mesh, stats=stats,
-                    )  # fmt: skip
-                    if not feas.all():  # keep the best approximation of the rest
-                        me, ee = ss.solve(
-                            "min-error", c_chunk, w_chunk, rows_per_chunk=rows, mesh=mesh,
-                            stats=stats,
-                        )  # fmt: skip
-                        m = np.where(feas, m, me)
-                        e = np.where(feas, e, ee)
-                else:
-                    m, e = ss.solve(
-                        "min-error", c_chunk, w_chunk, rows_per_chunk=rows, mesh=mesh, stats=stats
-                    )
-                if lp.exact:
-                    t = np.where(e <= eps, OPT_ENUM, INFEASIBLE).astype(np.uint8)
-                else:  # a subset of the coefficients: within eps is feasible, the rest unsettled
-                    t = np.where(e <= eps, FEASIBLE, _UNSETTLED).astype(np.uint8)
-                done = {"masks": m, "errors": e, "tier": t, "seconds": stats.seconds - before}
-                if out is not None:
-                    out.save_chunk(chunk, done)
-                solved += 1
-            local[s0:s1], errors[s0:s1], tier[s0:s1] = done["masks"], done["errors"], done["tier"]
-            if on_chunk:
-                on_chunk(name, s1)
-        if share is not None:
-            continue  # (only the chunks: the process that assembles settles the rest)
-        masks = _lift(local, cols, n)
-        del local
-        if not lp.exact:
-            masks, tier, secs = _settle(
-                cfg, inst_c, inst_w, masks, errors, tier, k, mesh, stats,
-                store=out, layer=name, on_scip=on_scip,
-            )  # fmt: skip
-            scip_seconds += secs
-        masks = masks.reshape(*w.shape, *masks.shape[2:])
-        tier = tier.reshape(w.shape)
-        if cfg.zero_small and cfg.objective == "min-error":
-            small = np.abs(w) <= eps
-            masks = np.where(small.reshape(*w.shape, *([1] * (masks.ndim - w.ndim))), 0, masks)
-            tier = np.where(small, FEASIBLE, tier).astype(np.uint8)
-        results[name] = _recheck(coefs, w, masks, tier, eps, n)
-    if share is not None:
-        return solved
+            on_layer(name, work.inst_w.shape[0])
+        chunks = solve_chunks(cfg, work, out, solver, range(work.n_chunks), on_chunk)
+        results[name], seconds = settle_layer(cfg, work, chunks, solver, out, on_scip)
+        scip_seconds += seconds
     counts = {
         s: int(sum(int((r.status == i).sum()) for r in results.values()))
         for i, s in enumerate(STATUSES)
     }
     return ApproxResult(
-        cfg,
-        layers,
-        low,
-        high,
-        results,
-        coefficients,
-        stats.seconds,
-        stats.compile_seconds,
-        scip_seconds,
-        resumed,
-        counts,
-        plan,
-    )
+        cfg, setup.layers, setup.low, setup.high, results, coefficients, solver.stats.seconds,
+        solver.stats.compile_seconds, scip_seconds, solver.resumed, counts, setup.plan,
+    )  # fmt: skip
 
 
 def _settle(cfg, inst_c, inst_w, masks, errors, tier, k, mesh, stats, **scip_kw):
     """Beyond the exact ceiling: the bound proof, the other feasibility groups, small counts
     (min-count) and SCIP for what is left. Arrays are ``(R, W)`` (masks ``(R, W[, bytes])``)."""
-    n, eps = cfg.n, cfg.epsilon
     masks, errors, tier = masks.copy(), errors.copy(), tier.copy()
-    # Proved infeasible by the bound: w beyond the sum of the negative (positive) coefficients.
+    _prove_by_bound(inst_c, inst_w, masks, errors, tier, cfg.epsilon)
+    _other_groups(cfg, inst_c, inst_w, masks, errors, tier, k, mesh, stats)
+    if cfg.objective == "min-count":
+        _exact_small_counts(inst_c, inst_w, masks, errors, tier, cfg.epsilon, stats)
+    seconds = _scip_rest(cfg, inst_c, inst_w, masks, tier, **scip_kw)
+    return masks, tier, seconds
+
+
+def _prove_by_bound(inst_c, inst_w, masks, errors, tier, eps) -> None:
+    """Proved infeasible by the bound: w beyond the sum of the negative (positive) coefficients
+    (widened by eps); such a weight keeps the sum of all coefficients of its sign."""
     neg = np.minimum(inst_c, 0.0).sum(1)[:, None]
     pos = np.maximum(inst_c, 0.0).sum(1)[:, None]
     below = (tier == _UNSETTLED) & (inst_w < neg - eps)
@@ -605,6 +744,12 @@ def _settle(cfg, inst_c, inst_w, masks, errors, tier, k, mesh, stats, **scip_kw)
             masks[r, j] = ss.bits_to_mask(bits)
             errors[r, j] = np.abs(inst_w[r, j] - np.where(bits, inst_c[r], 0.0).sum(1))
             tier[r, j] = INFEASIBLE
+
+
+def _other_groups(cfg, inst_c, inst_w, masks, errors, tier, k, mesh, stats) -> None:
+    """Groups ``1..feasibility_groups-1`` of ``k`` coefficients for the weights still unsettled:
+    a better error is kept, one within eps makes the weight ``feasible``."""
+    n, eps = cfg.n, cfg.epsilon
     for g in range(1, cfg.feasibility_groups):
         r, j = np.nonzero(tier == _UNSETTLED)
         if not r.size:
@@ -618,42 +763,50 @@ def _settle(cfg, inst_c, inst_w, masks, errors, tier, k, mesh, stats, **scip_kw)
         masks[r[better], j[better]] = _lift(m[better], cols, n)
         errors[r[better], j[better]] = e[better]
         tier[r[e <= eps], j[e <= eps]] = FEASIBLE
-    if cfg.objective == "min-count":
-        r, j = np.nonzero(tier != INFEASIBLE)
-        t0 = time.perf_counter()
-        cnt, bits, err = _small_counts(inst_c, r, inst_w[r, j], eps)
-        stats.seconds += time.perf_counter() - t0
-        ok = cnt >= 0
-        masks[r[ok], j[ok]] = ss.bits_to_mask(bits[ok])
-        errors[r[ok], j[ok]] = err[ok]
-        tier[r[ok], j[ok]] = OPT_ENUM
+
+
+def _exact_small_counts(inst_c, inst_w, masks, errors, tier, eps, stats) -> None:
+    """min-count: weights whose minimum count over all ``n`` is 0, 1 or 2 get it exactly."""
+    r, j = np.nonzero(tier != INFEASIBLE)
+    t0 = time.perf_counter()
+    cnt, bits, err = _small_counts(inst_c, r, inst_w[r, j], eps)
+    stats.seconds += time.perf_counter() - t0
+    ok = cnt >= 0
+    masks[r[ok], j[ok]] = ss.bits_to_mask(bits[ok])
+    errors[r[ok], j[ok]] = err[ok]
+    tier[r[ok], j[ok]] = OPT_ENUM
+
+
+def _scip_rest(cfg, inst_c, inst_w, masks, tier, **scip_kw) -> float:
+    """SCIP for the weights no group settled (and, with ``prove``, the feasible ones), within the
+    budget of ``max_hours``; without the MIP tier they stay ``unsolved``. Returns SCIP's seconds."""
+    n = cfg.n
     todo = (tier == _UNSETTLED) | ((tier == FEASIBLE) if cfg.prove else False)
     r, j = np.nonzero(todo)
-    seconds = 0.0
-    if r.size and not cfg.scip:  # no MIP tier: what no group settled stays unsolved
+    if not r.size:
+        return 0.0
+    if not cfg.scip:  # no MIP tier: what no group settled stays unsolved
         tier[r, j] = np.where(tier[r, j] == _UNSETTLED, UNSOLVED, tier[r, j])
-    elif r.size:
-        budget = cfg.max_hours * 3600
-        need = r.size * cfg.scip_time_limit / max(1, cfg.scip_workers)
-        if need > budget:
-            raise UserError(
-                f"{r.size:,} weights need the SCIP tier: up to {need / 3600:,.1f} h at "
-                f"a SCIP time limit of {cfg.scip_time_limit:g} s with {cfg.scip_workers} workers, "
-                f"over the budget of {cfg.max_hours:g} h (max hours); raise it or lower the SCIP "
-                "time limit"
-            )
-        start = masks[r, j]
-        start = ss.masks_to_ints(start, n) if ss.packed_masks(n) else start
-        t_in = np.where(tier[r, j] == _UNSETTLED, FEASIBLE, tier[r, j]).astype(np.uint8)
-        t0 = time.perf_counter()
-        m_out, t_out = _scip_tier(
-            cfg, inst_c[r], inst_w[r, j][:, None], start[:, None], t_in[:, None], **scip_kw
+        return 0.0
+    budget = cfg.max_hours * 3600
+    need = r.size * cfg.scip_time_limit / max(1, cfg.scip_workers)
+    if need > budget:
+        raise UserError(
+            f"{r.size:,} weights need the SCIP tier: up to {need / 3600:,.1f} h at "
+            f"a SCIP time limit of {cfg.scip_time_limit:g} s with {cfg.scip_workers} workers, "
+            f"over the budget of {cfg.max_hours:g} h (max hours); raise it or lower the SCIP "
+            "time limit"
         )
-        seconds = time.perf_counter() - t0
-        m_out = np.asarray(m_out)[:, 0]
-        masks[r, j] = ss.ints_to_masks(m_out, n) if ss.packed_masks(n) else m_out.astype(np.int64)
-        tier[r, j] = np.asarray(t_out)[:, 0]
-    return masks, tier, seconds
+    start = ss.masks_to_ints(masks[r, j], n)
+    t_in = np.where(tier[r, j] == _UNSETTLED, FEASIBLE, tier[r, j]).astype(np.uint8)
+    t0 = time.perf_counter()
+    m_out, t_out = _scip_tier(
+        cfg, inst_c[r], inst_w[r, j][:, None], start[:, None], t_in[:, None], **scip_kw
+    )
+    seconds = time.perf_counter() - t0
+    masks[r, j] = ss.ints_to_masks(np.asarray(m_out)[:, 0], n)
+    tier[r, j] = np.asarray(t_out)[:, 0]
+    return seconds
 
 
 def _scip_tier(
@@ -676,7 +829,7 @@ def _scip_tier(
     proved that no subset is within eps, ``unsolved`` when it ran out of time with nothing within
     eps (the incumbent is kept).
 
-    ``store`` (a :class:`~lottery_jax.rundir.RunDir` or :class:`scip.ChunkDir`, optional) keeps the
+    ``store`` (a :class:`~lottery_jax.rundir.RunDir`, optional) keeps the
     finished results in sealed chunks as they come, so an interrupted run (Ctrl-C kills the workers
     within about a second) resumes with them. ``on_scip(scip.ScipProgress)`` is called before the
     first instance is sent and after each one.
@@ -722,14 +875,23 @@ def _scip_tier(
                 pool.run(tasks, finished, todo)
         finally:
             saved.flush()  # (also on Ctrl-C: what finished is kept)
+    return _scip_statuses(cfg, inst_c, inst_w, masks, tier, tasks, results)
+
+
+def _scip_statuses(cfg, inst_c, inst_w, masks, tier, tasks, results):
+    """SCIP's answers, each checked in float64: its subset when within eps (``optimal-scip`` or
+    ``feasible``), else the incumbent when that is within eps, else ``infeasible`` (proved by
+    SCIP) or ``unsolved``. Returns ``(masks, tier)``."""
+    R, W = inst_w.shape
+    n, eps = inst_c.shape[1], cfg.epsilon
     masks = masks.copy()
     tier = np.array(tier, np.uint8, copy=True)
 
     def error(r: int, mask: int, w: float) -> float:
-        bits = np.array([(mask >> b) & 1 for b in range(n)], bool)
+        bits = ss.ints_to_bits(np.array(mask, dtype=object), n)
         return abs(w - float(np.where(bits, inst_c[r], 0.0).sum()))
 
-    for i, (r, j) in enumerate(pairs):
+    for i, (r, j) in enumerate((r, j) for r in range(R) for j in range(W)):
         res, w = results[i], float(inst_w[r, j])
         start_ok = error(r, tasks[i].start_mask, w) <= eps
         if res.mask is not None and error(r, res.mask, w) <= eps:
@@ -817,7 +979,6 @@ def summarize(res: ApproxResult) -> dict[str, Any]:
         "initial_params": n * total,
         "remaining_params": remaining,
         "relative_size": remaining / total,
-        "mean_coefficients_per_weight": remaining / total,
         "max_error": max_error,
         "all_within_epsilon": bool(not_within == 0 and max_error <= res.cfg.epsilon),
         "status_counts": dict(res.counts),

@@ -379,31 +379,6 @@ class ScipProgress:
 MIP_STATUSES = ("optimal", "feasible", "infeasible", "unknown")
 
 
-class ChunkDir:
-    """Sealed chunk files ``out/chunks/<name>.npz`` of the run with fingerprint ``fingerprint``
-    (the same files :meth:`lottery_jax.rundir.RunDir.save_chunk` writes; for callers without a
-    :class:`~lottery_jax.rundir.RunDir`)."""
-
-    def __init__(self, out: str | os.PathLike, fingerprint: str):
-        self.path = Path(out)
-        self.fingerprint = str(fingerprint)
-
-    def chunk_path(self, name: str) -> Path:
-        from lottery_jax.rundir import file_name_for  # (a layer name never becomes a path)
-
-        return self.path / "chunks" / f"{file_name_for(name)}.npz"
-
-    def save_chunk(self, name: str, arrays) -> Path:
-        from lottery_jax.rundir import write_sealed
-
-        return write_sealed(self.chunk_path(name), arrays, f"{self.fingerprint}/{name}")
-
-    def load_chunk(self, name: str, expect_shapes=None):
-        from lottery_jax.rundir import read_sealed
-
-        return read_sealed(self.chunk_path(name), f"{self.fingerprint}/{name}", expect_shapes)
-
-
 def tasks_key(tasks: Sequence[MipTask]) -> str:
     """A short hash of everything the tasks ask (coefficients, weights, eps, objective, limits,
     start solutions): saved results are reused only for the very same tasks."""
@@ -418,8 +393,8 @@ def tasks_key(tasks: Sequence[MipTask]) -> str:
 
 class SavedResults:
     """Finished MIP results of one layer's tasks, saved as they come in sealed chunk files
-    ``<layer>.scip-<tasks key>-<k>`` through ``store`` (a :class:`ChunkDir` or a
-    :class:`~lottery_jax.rundir.RunDir`), and loaded again by a rerun.
+    ``<layer>.scip-<tasks key>-<k>`` through ``store`` (a :class:`~lottery_jax.rundir.RunDir`),
+    and loaded again by a rerun.
 
     Results are written in batches: every ``every`` results or ``seconds`` seconds, and by
     :meth:`flush` (call it in a ``finally``: an interrupted run keeps everything it finished).
@@ -430,9 +405,7 @@ class SavedResults:
                  every: int | None = None, seconds: float = 10.0):  # fmt: skip
         self.store = store
         self.n = int(n)
-        from lottery_jax.rundir import file_name_for  # (the prefix is globbed: a plain name)
-
-        self.prefix = f"{file_name_for(layer)}.scip-{tasks_key(tasks)}-"
+        self.prefix = f"{layer}.scip-{tasks_key(tasks)}-"
         self.total = len(tasks)
         self.every = every or max(8, min(512, self.total // 50))
         self.seconds = seconds
@@ -460,14 +433,15 @@ class SavedResults:
         return found
 
     def _decode(self, a) -> dict[int, MipResult]:
+        from lottery_jax.subsetsum import search as ss
+
         idx, status, has = a["index"], a["status"], a["has_mask"]
-        bits = np.unpackbits(a["mask"], axis=-1, count=self.n, bitorder="little")
+        ints = ss.bits_to_ints(ss.unpack_bits(a["mask"], self.n))
         if idx.ndim != 1 or idx.size and (idx.min() < 0 or idx.max() >= self.total):
             raise ValueError("index out of range")
         out = {}
-        weights = [1 << i for i in range(self.n)]
         for k, i in enumerate(idx.tolist()):
-            mask = sum(w for w, b in zip(weights, bits[k], strict=True) if b) if has[k] else None
+            mask = int(ints[k]) if has[k] else None
             err = float(a["error"][k])
             gap = float(a["gap"][k])
             out[int(i)] = MipResult(MIP_STATUSES[int(status[k])], mask,
@@ -484,16 +458,15 @@ class SavedResults:
         if self.store is None or not self._buffer:
             self._buffer.clear()
             return
+        from lottery_jax.subsetsum import search as ss
+
         buf, self._buffer = self._buffer, []
-        bits = np.zeros((len(buf), self.n), bool)
-        for k, (_, r) in enumerate(buf):
-            if r.mask is not None:
-                bits[k] = [(r.mask >> b) & 1 for b in range(self.n)]
+        bits = ss.ints_to_bits(np.array([r.mask or 0 for _, r in buf], dtype=object), self.n)
         arrays = {
             "index": np.array([i for i, _ in buf], np.int64),
             "status": np.array([MIP_STATUSES.index(r.status) for _, r in buf], np.uint8),
             "has_mask": np.array([r.mask is not None for _, r in buf], bool),
-            "mask": np.packbits(bits, axis=-1, bitorder="little"),
+            "mask": ss.pack_bits(bits),
             "error": np.array([np.nan if r.error is None else r.error for _, r in buf]),
             "seconds": np.array([r.seconds for _, r in buf]),
             "gap": np.array([np.nan if r.gap is None else r.gap for _, r in buf]),

@@ -163,7 +163,7 @@ def mask_to_bits(masks: np.ndarray, n: int) -> np.ndarray:
         masks = np.asarray(masks)
         if masks.dtype != np.uint8 or masks.shape[-1:] != ((n + 7) // 8,):
             raise ValueError(f"masks of n={n} coefficients are packed uint8 (..., {(n + 7) // 8})")
-        return np.unpackbits(masks, axis=-1, count=n, bitorder="little").astype(bool)
+        return unpack_bits(masks, n)
     masks = np.asarray(masks, dtype=np.uint64)
     return ((masks[..., None] >> np.arange(n, dtype=np.uint64)) & np.uint64(1)).astype(bool)
 
@@ -172,28 +172,51 @@ def bits_to_mask(bits: np.ndarray) -> np.ndarray:
     """Booleans ``(..., n)`` to masks: int64 ``(...)``, or packed uint8 for n > INT_MASK_BITS."""
     n = bits.shape[-1]
     if packed_masks(n):
-        return np.packbits(np.asarray(bits, bool), axis=-1, bitorder="little")
+        return pack_bits(bits)
     return (bits.astype(np.int64) << np.arange(n, dtype=np.int64)).sum(-1)
 
 
-def masks_to_ints(masks: np.ndarray, n: int) -> np.ndarray:
-    """Masks (either form) as an object array of Python integers (any n), shape ``(...)``."""
-    bits = mask_to_bits(masks, n)
+def pack_bits(bits: np.ndarray) -> np.ndarray:
+    """Booleans ``(..., n)`` as packed uint8 ``(..., ceil(n/8))``, bit ``i`` of byte ``i // 8``
+    little-endian: the masks' form beyond :data:`INT_MASK_BITS` and the tickets' form at any n."""
+    return np.packbits(np.asarray(bits, bool), axis=-1, bitorder="little")
+
+
+def unpack_bits(packed: np.ndarray, n: int | None = None) -> np.ndarray:
+    """Inverse of :func:`pack_bits`: booleans ``(..., n)`` (every stored bit when ``n`` is None,
+    so that padding bits can be checked)."""
+    return np.unpackbits(packed, axis=-1, count=n, bitorder="little").astype(bool)
+
+
+def bits_to_ints(bits: np.ndarray) -> np.ndarray:
+    """Booleans ``(..., n)`` as an object array of Python integers (bit ``i`` = coefficient ``i``;
+    any n), shape ``(...)``."""
+    bits = np.asarray(bits, bool)
     out = np.empty(bits.shape[:-1], dtype=object)
-    weights = [1 << i for i in range(n)]
+    weights = [1 << i for i in range(bits.shape[-1])]
     for idx in np.ndindex(out.shape):
         out[idx] = sum(wt for wt, b in zip(weights, bits[idx], strict=True) if b)
     return out
 
 
-def ints_to_masks(ints: np.ndarray, n: int) -> np.ndarray:
-    """Python-integer masks ``(...)`` back to this module's form for ``n`` coefficients."""
+def ints_to_bits(ints: np.ndarray, n: int) -> np.ndarray:
+    """Python-integer masks ``(...)`` as booleans ``(..., n)``; inverse of :func:`bits_to_ints`."""
     ints = np.asarray(ints, dtype=object)
     bits = np.zeros((*ints.shape, n), bool)
     for idx in np.ndindex(ints.shape):
         v = int(ints[idx])
         bits[idx] = [(v >> i) & 1 for i in range(n)]
-    return bits_to_mask(bits)
+    return bits
+
+
+def masks_to_ints(masks: np.ndarray, n: int) -> np.ndarray:
+    """Masks (either form) as an object array of Python integers (any n), shape ``(...)``."""
+    return bits_to_ints(mask_to_bits(masks, n))
+
+
+def ints_to_masks(ints: np.ndarray, n: int) -> np.ndarray:
+    """Python-integer masks ``(...)`` back to this module's form for ``n`` coefficients."""
+    return bits_to_mask(ints_to_bits(ints, n))
 
 
 def broadcast_coefficients(coefs: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -352,6 +375,17 @@ def _popcount_groups(k: int) -> list[np.ndarray]:
     return [idx[pop == p] for p in range(k + 1)]
 
 
+def _sorted_by_popcount(B: jax.Array, groups_b: list[np.ndarray]):
+    """``B``'s sums grouped by popcount, each group sorted and padded with +inf to the largest:
+    ``(R, kb+1, gmax)`` sums, the B-masks they come from, and ``gmax``."""
+    gmax = max(len(g) for g in groups_b)
+    pad_idx = np.stack([np.concatenate([g, np.full(gmax - len(g), -1)]) for g in groups_b])
+    vals = jnp.where(pad_idx >= 0, B[:, np.maximum(pad_idx, 0)], jnp.inf)
+    bmask = jnp.broadcast_to(jnp.asarray(np.maximum(pad_idx, 0), jnp.int64), vals.shape)
+    b_sorted, b_masks = lax.sort((vals, bmask), dimension=2, num_keys=1)
+    return b_sorted, b_masks, gmax
+
+
 def min_count_kernel(coefs: jax.Array, weights: jax.Array, epsilon, *, ka: int):
     """Fewest coefficients with ``|w - sum| <= eps``, ties broken by the smaller error.
 
@@ -368,13 +402,7 @@ def min_count_kernel(coefs: jax.Array, weights: jax.Array, epsilon, *, ka: int):
     A = _half_sums(coefs, 0, ka)
     B = _half_sums(coefs, ka, kb)
     groups_a = _popcount_groups(ka)
-    groups_b = _popcount_groups(kb)
-    gmax = max(len(g) for g in groups_b)
-    # (R, kb+1, gmax) sorted sums per popcount and the B-masks they come from.
-    pad_idx = np.stack([np.concatenate([g, np.full(gmax - len(g), -1)]) for g in groups_b])
-    vals = jnp.where(pad_idx >= 0, B[:, np.maximum(pad_idx, 0)], jnp.inf)
-    bmask = jnp.broadcast_to(jnp.asarray(np.maximum(pad_idx, 0), jnp.int64), vals.shape)
-    b_sorted, b_masks = lax.sort((vals, bmask), dimension=2, num_keys=1)
+    b_sorted, b_masks, gmax = _sorted_by_popcount(B, _popcount_groups(kb))
     steps = int(gmax).bit_length()
 
     def level(state):

@@ -29,6 +29,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -196,49 +197,71 @@ def fitted_constant(rows: list[dict[str, Any]], level: float = 0.9999) -> dict[s
     }
 
 
-def plot_study(rows: list[dict[str, Any]], path: Path, *, title: str = "") -> Path:
-    """Two panels: (a) fraction within eps against ``n / log2(1/eps)``, one curve per eps; (b)
-    relative size (coefficients kept per weight, both objectives) against eps at the largest c."""
+#: The study's colour map, sampled only where it keeps at least 3:1 contrast against white (the
+#: light end of cividis/viridis is nearly invisible on paper): dark blue to olive grey.
+STUDY_CMAP = "cividis"
+STUDY_CMAP_RANGE = (0.0, 0.6)
+
+
+def study_colors(count: int) -> list[tuple[float, ...]]:
+    """``count`` colours from :data:`STUDY_CMAP` over :data:`STUDY_CMAP_RANGE` (dark first)."""
     from matplotlib import colormaps
 
-    from lottery_jax.plotting import new_figure  # (no pyplot: no global backend or state)
+    lo, hi = STUDY_CMAP_RANGE
+    cmap = colormaps[STUDY_CMAP]
+    return [cmap(lo + (hi - lo) * i / max(1, count - 1)) for i in range(count)]
+
+
+def draw_study(rows: list[dict[str, Any]], title: str):
+    """The figure (in the house style of :mod:`lottery_jax.plotting`, no pyplot)."""
+    from lottery_jax.plotting import OKABE_ITO, TEXT_WIDTH, new_figure
 
     epsilons = sorted({r["epsilon"] for r in rows}, reverse=True)
-    fig = new_figure(figsize=(11, 4.2))
+    fig = new_figure(figsize=(TEXT_WIDTH, 2.9), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
-    cmap = colormaps["viridis"]
-    for i, eps in enumerate(epsilons):
+    for color, eps in zip(study_colors(len(epsilons)), epsilons, strict=True):
         rs = sorted((r for r in rows if r["epsilon"] == eps), key=lambda r: r["n"])
         ax1.plot(
             [r["n_over_log2"] for r in rs],
             [r["fraction_within"] for r in rs],
-            "o-", ms=3.5, color=cmap(i / max(1, len(epsilons) - 1)), label=f"eps = {eps:g}",
+            "o-", ms=3, color=color, label=f"eps = {eps:g}",
         )  # fmt: skip
     ax1.set_xlabel("n / log2(1/eps)")
     ax1.set_ylabel("fraction of weights within eps")
     ax1.set_title("(a) fraction within eps")
-    ax1.grid(alpha=0.3)
-    ax1.legend(fontsize=8)
+    ax1.grid(True)
+    ax1.legend(loc="lower right", ncol=2 if len(epsilons) > 4 else 1)
     best = [max((r for r in rows if r["epsilon"] == e), key=lambda r: r["n"]) for e in epsilons]
-    for key, label, marker in (
-        ("relative_size_min_error", "min-error", "o-"),
-        ("relative_size_min_count", "min-count", "s-"),
+    for key, label, marker, color in (
+        ("relative_size_min_error", "min-error", "o-", OKABE_ITO["blue"]),
+        ("relative_size_min_count", "min-count", "s--", OKABE_ITO["vermillion"]),
     ):
-        ax2.plot([r["epsilon"] for r in best], [r[key] for r in best], marker, ms=4, label=label)
+        ax2.plot([r["epsilon"] for r in best], [r[key] for r in best], marker, ms=3.5,
+                 color=color, label=label)  # fmt: skip
     ax2.set_xscale("log")
     ax2.invert_xaxis()
     ax2.set_xlabel("eps (largest c of the grid)")
     ax2.set_ylabel("coefficients kept per weight")
     ax2.set_title("(b) relative size")
-    ax2.grid(alpha=0.3)
-    ax2.legend(fontsize=8)
+    ax2.grid(True)
+    ax2.legend(loc="best")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, format="png")
-    return path
+    return fig
+
+
+def plot_study(
+    rows: list[dict[str, Any]], path: Path, *, title: str = "", fmt: str | None = None
+) -> Path:
+    """Two panels: (a) fraction within eps against ``n / log2(1/eps)``, one curve per eps; (b)
+    relative size (coefficients kept per weight, both objectives) against eps at the largest c.
+    The format is ``fmt`` or else ``path``'s extension (``.pdf``/``.svg``: vector; ``.png``)."""
+    from lottery_jax.plotting import figure_format, house_style, save_figure
+
+    fmt = fmt or figure_format(path)
+    with house_style():
+        fig = draw_study(rows, title)
+    return save_figure(fig, Path(path), fmt)
 
 
 CSV_COLUMNS = (
@@ -255,3 +278,113 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         lines.append(",".join("" if r.get(k) is None else f"{r[k]}" for k in CSV_COLUMNS))
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- the experiment
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """One ``lottery-jax study``: the target (``"paper"`` or a weight file), the grid, the data
+    (``inputs`` None: the file's own, else the paper's for its network) and the run directory."""
+
+    out: Path
+    target: str = "paper"
+    epsilons: tuple[float, ...] = (0.1, 0.03, 0.01, 0.003, 0.001)
+    cs: tuple[float, ...] = (3.0,)
+    seed: int = 0
+    inputs: str | None = None
+    data_dir: Path | None = None
+    dataset: str = "mnist"
+    evaluate: bool = True
+    max_hours: float = 4.0
+    command: str = "study"
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    """What :func:`study_experiment` committed: the ``study.json`` record and its rows."""
+
+    out: Path
+    results: dict[str, Any]
+    rows: list[dict[str, Any]]
+    data_error: str | None
+
+
+def study_experiment(
+    spec: StudySpec,
+    on_cell: Callable[[int, int, dict, bool], None] | None = None,
+    log: Callable[[str], None] = lambda msg: None,
+) -> StudyOutcome:
+    """Resolve the target and its inputs, hold the run directory, load the data (or record why
+    not), run every cell (:func:`run_study`, resuming finished ones), and commit ``study.json``,
+    ``study.csv``, ``study.png`` and ``study.pdf`` together."""
+    from lottery_jax import rundir
+    from lottery_jax.nets import targets as models
+    from lottery_jax.results import device_summary
+
+    state, meta, path = _study_target(spec.target)
+    model_name, _ = models.network_for(state, source=str(path), model=meta.get("model"))
+    inputs = spec.inputs or meta.get("inputs") or models.DEFAULT_INPUTS[model_name]
+    layers = nw.target_layers(state)
+    args = study_args(nw.target_fingerprint(state, layers), spec.seed, "published", inputs)
+    with rundir.RunDir(spec.out, command=spec.command, args=args, log=log) as run:
+        evaluator, data_error = _evaluator(spec, inputs, model_name, log)
+        rows = run_study(
+            state, list(spec.epsilons), list(spec.cs), seed=spec.seed, evaluate=evaluator,
+            run=run, on_cell=on_cell, max_hours=spec.max_hours,
+        )  # fmt: skip
+        results = {
+            "command": "study",
+            "target": "paper-fc2" if spec.target == "paper" else str(path),
+            "model": model_name,
+            "inputs": inputs,
+            "epsilons": list(spec.epsilons),
+            "cs": list(spec.cs),
+            "seed": spec.seed,
+            "rows": rows,
+            "constant": fitted_constant(rows),
+            "seconds": sum(r["seconds"] for r in rows),
+            "compile_seconds": sum(r["compile_seconds"] for r in rows),
+            "device": device_summary(),
+            "accuracy_not_measured": data_error,
+        }
+        title = f"SubsetSum on {model_name.upper()} ({results['target']}), per-row, seed {spec.seed}"
+        run.commit({
+            "study.json": rundir.json_bytes(results),
+            "study.csv": csv_text(rows).encode(),
+            "study.png": lambda p: plot_study(rows, p, title=title, fmt="png"),
+            "study.pdf": lambda p: plot_study(rows, p, title=title, fmt="pdf"),
+        })  # fmt: skip
+    return StudyOutcome(spec.out, results, rows, data_error)
+
+
+def _study_target(target: str) -> tuple[dict[str, np.ndarray], dict, Path]:
+    from lottery_jax import checkpoint
+    from lottery_jax.paper import resolve_weights
+
+    path = resolve_weights("paper-fc2" if target == "paper" else target)
+    state, meta = checkpoint.load_weights(path)
+    return {k: np.asarray(v) for k, v in state.items()}, meta or {}, path
+
+
+def _evaluator(spec: StudySpec, inputs: str, model_name: str, log) -> tuple[Any, str | None]:
+    """The test accuracy of an approximated state, or (None, why) when the data cannot be had."""
+    if not spec.evaluate:
+        return None, None
+    from lottery_jax.data import load_dataset
+    from lottery_jax.download import DownloadError
+    from lottery_jax.nets import targets as models
+    from lottery_jax.training import evaluate as eval_net
+
+    try:
+        data = load_dataset(spec.data_dir, dataset=spec.dataset, inputs=inputs)
+    except DownloadError as e:
+        log(f"accuracy not measured: {e}")
+        return None, str(e)
+
+    def evaluator(approx_state: dict[str, np.ndarray]) -> float:
+        _, net = models.network_for(approx_state, source="approximation", model=model_name)
+        return eval_net(net, data.test_images, data.test_labels)
+
+    return evaluator, None

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from lottery_jax.errors import UserError
-from lottery_jax.results import save_npz_atomic
+from lottery_jax.rundir import write_npz
 from lottery_jax.subsetsum import search as ss
 from lottery_jax.subsetsum.network import (
     COEFFICIENT_MODES,
@@ -99,12 +99,12 @@ def save_ticket(path: Path, res: ApproxResult, target: dict[str, np.ndarray]) ->
         r = res.results[k]
         bits = ss.mask_to_bits(r.masks, cfg.n)
         arrays[f"{k}.target"] = copies[k]
-        arrays[f"{k}.subsets"] = np.packbits(bits, axis=-1, bitorder="little")
+        arrays[f"{k}.subsets"] = ss.pack_bits(bits)
         arrays[f"{k}.status"] = np.asarray(r.status, np.uint8)
         arrays[f"{k}.error"] = np.asarray(r.errors, np.float64)
         if stored:
             arrays[f"{k}.coefficients"] = np.asarray(res.coefficients[k], np.float64)
-    return save_npz_atomic(path, arrays)
+    return write_npz(path, arrays)
 
 
 # ------------------------------------------------------------------------------------ verifying
@@ -308,6 +308,242 @@ def _require_verify_memory(arrays, layers: list[str], n: int, source: str) -> No
     )  # fmt: skip
 
 
+@dataclass
+class _Verification:
+    """What the checks of :func:`verify_ticket` share: the ticket, the target, what they found."""
+
+    meta: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+    target: dict[str, np.ndarray] | None
+    found: _Found
+    report: VerifyReport
+    eps: float
+    eps_file: float
+    ws: dict[str, np.ndarray] = field(default_factory=dict)  # each layer's target, float64
+    budget: float = PROOF_BUDGET
+
+    @property
+    def n(self) -> int:
+        return int(self.meta["n"])
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.meta["layers"])
+
+    @property
+    def statuses(self) -> list[str]:
+        return list(self.meta["statuses"])
+
+    @property
+    def per_row(self) -> bool:
+        return self.meta["coefficients"] == "per-row"
+
+
+def _check_layer_list(v: _Verification) -> None:
+    """The layer list against the target's tensors to approximate; no entry of no layer."""
+    meta, layers = v.meta, v.layers
+    if v.target is not None:
+        from lottery_jax.subsetsum.network import target_layers
+
+        patterns = meta.get("layer_patterns") or None
+        want = target_layers(v.target, patterns) if patterns else target_layers(v.target)
+        if want != layers:
+            v.found.add(f"meta.layers: {layers}, but the target's tensors to approximate are {want}")
+    known = {f"{k}.{s}" for k in layers for s in ("target", "subsets", "status", "error")}
+    known |= {f"{k}.coefficients" for k in layers}
+    extra = sorted(set(v.arrays) - known)
+    if extra:
+        v.found.add(f"{extra[0]}: an entry of no layer in meta.layers", len(extra))
+
+
+def _check_target_copies(v: _Verification) -> None:
+    """Each layer's target copy: its type, shape, finite values, and equality with ``target``."""
+    shapes_meta = v.meta.get("shapes") if isinstance(v.meta.get("shapes"), dict) else None
+    for k in v.layers:
+        shape = shapes_meta.get(k) if shapes_meta else None
+        if shape is not None and not (isinstance(shape, list) and all(_is_int(d) and d >= 0
+                                                                      for d in shape)):  # fmt: skip
+            v.found.add(f"meta.shapes.{k}: {shape!r} is not a list of sizes"[:200])
+            continue
+        wt = _array(v.arrays, f"{k}.target", v.found, (np.float32, np.float64), shape)
+        if wt is None:
+            continue
+        if wt.ndim < 1 or wt.size == 0:
+            v.found.add(f"{k}.target: shape {wt.shape} is not a non-empty tensor")
+            continue
+        if not np.all(np.isfinite(wt)):
+            v.found.where(f"{k}.target", ~np.isfinite(wt), "not finite", lambda i: "")
+            continue
+        if v.target is not None and k in v.target:
+            given = np.asarray(v.target[k])
+            if given.shape != wt.shape:
+                v.found.add(f"{k}.target: shape {wt.shape}, but the target's is {given.shape}")
+                continue
+            diff = given.astype(wt.dtype) != wt  # (compared in the copy's precision)
+            v.found.where(f"{k}.target", diff, "differs from the given target", lambda i: "")
+            v.ws[k] = np.asarray(given, np.float64)
+        else:
+            v.ws[k] = np.asarray(wt, np.float64)
+
+
+def _check_target_totals(v: _Verification) -> None:
+    """With every copy readable: the weight count, the fingerprint of the ticket's own copy, and
+    the coefficient range when the run took it from the target."""
+    meta, layers, found = v.meta, v.layers, v.found
+    if len(v.ws) != len(layers):
+        return
+    total = sum(w.size for w in v.ws.values())
+    if "weights" in meta and meta["weights"] != total:
+        found.add(f"meta.weights: {meta['weights']}, but the target has {total} weights")
+    if v.target is None and "target_sha256" in meta:
+        copies = {k: v.arrays[f"{k}.target"] for k in layers}
+        if target_fingerprint(copies, layers) != meta["target_sha256"]:
+            found.add("meta.target_sha256: does not match the ticket's target weights")
+    low, high = ss.coefficient_range(list(v.ws.values()), meta.get("range_mode", "published"))
+    source = meta.get("range_source")
+    if source == "target" and (low, high) != (meta["low"], meta["high"]):
+        found.add(
+            f"meta.low/high: [{meta['low']}, {meta['high']}], but the target gives "
+            f"[{low}, {high}]"
+        )
+    elif source not in (None, "target", "fixed"):
+        found.add(f"meta.range_source: {source!r} is not target or fixed")
+
+
+def _check_layers(v: _Verification) -> None:
+    """Every layer: coefficients, subsets, errors and statuses recomputed and compared."""
+    for li, k in enumerate(v.layers):
+        if k in v.ws:
+            _check_layer(v, li, k)
+
+
+def _check_layer(v: _Verification, li: int, k: str) -> None:
+    w, n, meta = v.ws[k], v.n, v.meta
+    packed = _array(v.arrays, f"{k}.subsets", v.found, (np.uint8,), (*w.shape, (n + 7) // 8))
+    status = _array(v.arrays, f"{k}.status", v.found, (np.uint8,), w.shape)
+    rec_err = _array(v.arrays, f"{k}.error", v.found, (np.float64,), w.shape)
+    draw_shape = w.shape[:1] if v.per_row else w.shape
+    coefs = ss.draw_coefficients(
+        ss.layer_key(int(meta["seed"]), li), draw_shape, n, float(meta["low"]),
+        float(meta["high"]),
+    )  # fmt: skip
+    _check_stored_coefficients(v, k, coefs)
+    if packed is None or status is None or rec_err is None:
+        return
+    err = _recompute_layer(v, k, w, coefs, packed, status)
+    _check_records(v, k, err, status, rec_err)
+    _prove_infeasible_again(v, k, w, coefs, status, err)
+
+
+def _check_stored_coefficients(v: _Verification, k: str, coefs: np.ndarray) -> None:
+    """Stored coefficients must be the draw of the ticket's seed."""
+    if v.meta["coefficients_stored"] or f"{k}.coefficients" in v.arrays:
+        stored = _array(v.arrays, f"{k}.coefficients", v.found, (np.float64,), coefs.shape)
+        if stored is not None:
+            bad = (stored != coefs).any(axis=-1)
+            v.found.where(
+                f"{k}.coefficients", bad, f"differ from the draw of seed {v.meta['seed']}",
+                lambda i, s=stored, c=coefs: f"stored {s[i][0]:.17g}, drawn {c[i][0]:.17g}",
+            )  # fmt: skip
+
+
+def _recompute_layer(v: _Verification, k: str, w, coefs, packed, status) -> np.ndarray:
+    """Every chosen subset summed again in float64: the errors, counted into the report."""
+    n, report = v.n, v.report
+    bits = ss.unpack_bits(packed)
+    if packed.shape[-1] * 8 > n:
+        pad = bits[..., n:].any(axis=-1)
+        v.found.where(f"{k}.subsets", pad, f"bits set beyond n={n}", lambda i: "")
+    bits = bits[..., :n]
+    c3 = coefs.reshape(w.shape[0], *(1,) * (w.ndim - 1), n) if v.per_row else coefs
+    err = np.abs(w - np.where(bits, c3, 0.0).sum(-1))
+    report.weights += int(err.size)
+    report.remaining_params += int(bits.sum())
+    report.max_error = max(report.max_error, float(err.max()))
+    ok = err <= v.eps
+    report.within += int(ok.sum())
+    for i, s in enumerate(v.statuses):
+        report.status_counts[s] += int((status == i).sum())
+    if len(report.not_within) < 20:
+        for idx in np.argwhere(~ok)[: 20 - len(report.not_within)]:
+            ix = tuple(int(x) for x in idx)
+            at = ", ".join(map(str, ix))
+            report.not_within.append(f"{k}[{at}] w={w[ix]:.6g} error={err[ix]:.3g}")
+    return err
+
+
+def _check_records(v: _Verification, k: str, err, status, rec_err) -> None:
+    """The recorded errors and statuses against the recomputation."""
+    statuses, eps_file = v.statuses, v.eps_file
+    within_codes = [i for i, s in enumerate(statuses) if s in WITHIN_STATUSES]
+    v.found.where(
+        f"{k}.error", ~(np.abs(err - rec_err) <= ERROR_ATOL), "recorded error differs",
+        lambda i, r=rec_err, e=err: f"recorded {r[i]:.6g}, the subset gives {e[i]:.6g}",
+    )  # fmt: skip
+    v.found.where(
+        f"{k}.status", status >= len(statuses), "not a status index",
+        lambda i, s=status: f"{int(s[i])} (the ticket lists {len(statuses)} statuses)",
+    )  # fmt: skip
+    claims_within = np.isin(status, within_codes)
+    v.found.where(
+        f"{k}", claims_within & ~(err <= eps_file), f"claims within epsilon={eps_file}",
+        lambda i, s=status, e=err: f"status {statuses[s[i]]}, error {e[i]:.6g}",
+    )  # fmt: skip
+    claims_not = (status < len(statuses)) & ~claims_within
+    v.found.where(
+        f"{k}", claims_not & (err <= eps_file), f"claims no subset within epsilon={eps_file}",
+        lambda i, s=status, e=err: f"status {statuses[s[i]]}, but its subset has error "
+        f"{e[i]:.6g}",
+    )  # fmt: skip
+
+
+def _prove_infeasible_again(v: _Verification, k: str, w, coefs, status, err) -> None:
+    """Every ``infeasible`` claim proved again by exhaustive search (no subset at all within
+    eps) where ``n <= PROOF_MAX_N`` and the budget allows; the rest counted as unchecked."""
+    n, eps_file, report = v.n, v.eps_file, v.report
+    infeasible_code = {s: i for i, s in enumerate(v.statuses)}.get("infeasible", -1)
+    inf = np.argwhere((status == infeasible_code) & (err > eps_file))
+    if not len(inf):
+        return
+    if n > PROOF_MAX_N:
+        report.infeasible_unchecked += len(inf)
+        return
+    refuted = np.zeros(w.shape, bool)
+    cost = float(2 ** (n // 2)) * max(1.0, n - n // 2)
+    groups: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
+    for idx in inf:
+        ix = tuple(int(x) for x in idx)
+        groups.setdefault(ix[:1] if v.per_row else ix, []).append(ix)
+    for key, members in groups.items():
+        if v.budget < cost * len(members):
+            report.infeasible_unchecked += len(members)
+            continue
+        v.budget -= cost * len(members)
+        best, masks = _min_errors(coefs[key], np.array([w[m] for m in members]))
+        for b, m, ix in zip(best, masks, members, strict=True):
+            if b > eps_file + 1e-12:
+                report.infeasible_proved += 1
+                continue
+            exact = abs(w[ix] - ss.subset_sums(coefs[key], np.array(m)))
+            if exact <= eps_file:
+                refuted[ix] = True
+            else:  # within 1e-12 of eps: left undecided
+                report.infeasible_unchecked += 1
+    v.found.where(
+        f"{k}", refuted, f"claims infeasible, but a subset is within epsilon={eps_file}",
+        lambda i: "found by exhaustive search",
+    )  # fmt: skip
+
+
+#: The checks of :func:`verify_ticket`, in the order their findings are reported.
+VERIFY_CHECKS = (
+    ("layer list and entries", _check_layer_list),
+    ("target copies", _check_target_copies),
+    ("weight count, fingerprint and coefficient range", _check_target_totals),
+    ("coefficients, subsets, errors and statuses", _check_layers),
+)
+
+
 def verify_ticket(
     path: Path, target: dict[str, np.ndarray] | None = None, *, epsilon: float | None = None
 ) -> VerifyReport:
@@ -323,188 +559,27 @@ def verify_ticket(
       claim (no subset at all within eps) is proved again by an independent exhaustive search
       where ``n <= PROOF_MAX_N`` (within a budget; the rest are counted as unchecked).
 
-    ``epsilon``: the tolerance the checker demands (default: the ticket's); ``within`` counts the
-    weights within it. Structural damage (missing or ill-typed entries, an empty layer list) is a
-    mismatch, never an exception. Raises UserError only for a file that cannot be read at all, is
-    not a ticket, or is a supermask ticket.
+    The checks after the metadata's are the table :data:`VERIFY_CHECKS`. ``epsilon``: the
+    tolerance the checker demands (default: the ticket's); ``within`` counts the weights within
+    it. Structural damage (missing or ill-typed entries, an empty layer list) is a mismatch, never
+    an exception. Raises UserError only for a file that cannot be read at all, is not a ticket, or
+    is a supermask ticket.
     """
     if epsilon is not None and not (_is_real(epsilon) and epsilon > 0):
         raise UserError(f"epsilon must be a positive number, got {epsilon}")
     t = open_ticket(path, "subsetsum")
-    meta, arrays = t.meta, t.arrays
     found = _Found()
-    _check_meta(meta, found)
-    eps_file = float(meta["epsilon"]) if _is_real(meta.get("epsilon")) else None
+    _check_meta(t.meta, found)
+    eps_file = float(t.meta["epsilon"]) if _is_real(t.meta.get("epsilon")) else None
     eps = float(epsilon) if epsilon is not None else eps_file
     report = VerifyReport([], 0, 0, 0.0, 0, 0, [], {}, eps or 0.0, eps_file, format=t.format)
-    if found.lines:  # nothing below can be trusted without the metadata
-        report.mismatches, report.bad_entries = found.lines, found.count
-        return report
-    n, layers, statuses = int(meta["n"]), list(meta["layers"]), list(meta["statuses"])
-    _require_verify_memory(arrays, layers, n, str(path))
-    code = {s: i for i, s in enumerate(statuses)}
-    within_codes = [code[s] for s in statuses if s in WITHIN_STATUSES]
-    infeasible_code = code.get("infeasible", -1)
-    report.layers = layers
-    report.status_counts = dict.fromkeys(STATUSES, 0)
-
-    # The layer list against the target.
-    if target is not None:
-        from lottery_jax.subsetsum.network import target_layers
-
-        patterns = meta.get("layer_patterns") or None
-        want = target_layers(target, patterns) if patterns else target_layers(target)
-        if want != layers:
-            found.add(f"meta.layers: {layers}, but the target's tensors to approximate are {want}")
-    known = {f"{k}.{s}" for k in layers for s in ("target", "subsets", "status", "error")}
-    known |= {f"{k}.coefficients" for k in layers}
-    extra = sorted(set(arrays) - known)
-    if extra:
-        found.add(f"{extra[0]}: an entry of no layer in meta.layers", len(extra))
-
-    # The target copies, their fingerprint and the coefficient range.
-    shapes_meta = meta.get("shapes") if isinstance(meta.get("shapes"), dict) else None
-    ws: dict[str, np.ndarray] = {}
-    for k in layers:
-        shape = shapes_meta.get(k) if shapes_meta else None
-        if shape is not None and not (isinstance(shape, list) and all(_is_int(d) and d >= 0
-                                                                      for d in shape)):  # fmt: skip
-            found.add(f"meta.shapes.{k}: {shape!r} is not a list of sizes"[:200])
-            continue
-        wt = _array(arrays, f"{k}.target", found, (np.float32, np.float64), shape)
-        if wt is None:
-            continue
-        if wt.ndim < 1 or wt.size == 0:
-            found.add(f"{k}.target: shape {wt.shape} is not a non-empty tensor")
-            continue
-        if not np.all(np.isfinite(wt)):
-            found.where(f"{k}.target", ~np.isfinite(wt), "not finite", lambda i: "")
-            continue
-        if target is not None and k in target:
-            given = np.asarray(target[k])
-            if given.shape != wt.shape:
-                found.add(f"{k}.target: shape {wt.shape}, but the target's is {given.shape}")
-                continue
-            diff = given.astype(wt.dtype) != wt  # (compared in the copy's precision)
-            found.where(f"{k}.target", diff, "differs from the given target", lambda i: "")
-            ws[k] = np.asarray(given, np.float64)
-        else:
-            ws[k] = np.asarray(wt, np.float64)
-    if len(ws) == len(layers):
-        total = sum(w.size for w in ws.values())
-        if "weights" in meta and meta["weights"] != total:
-            found.add(f"meta.weights: {meta['weights']}, but the target has {total} weights")
-        if target is None and "target_sha256" in meta:
-            copies = {k: arrays[f"{k}.target"] for k in layers}
-            if target_fingerprint(copies, layers) != meta["target_sha256"]:
-                found.add("meta.target_sha256: does not match the ticket's target weights")
-        low, high = ss.coefficient_range(list(ws.values()), meta.get("range_mode", "published"))
-        source = meta.get("range_source")
-        if source == "target" and (low, high) != (meta["low"], meta["high"]):
-            found.add(
-                f"meta.low/high: [{meta['low']}, {meta['high']}], but the target gives "
-                f"[{low}, {high}]"
-            )
-        elif source not in (None, "target", "fixed"):
-            found.add(f"meta.range_source: {source!r} is not target or fixed")
-
-    # Every layer: coefficients, subsets, errors, statuses.
-    nbytes = (n + 7) // 8
-    max_error = 0.0
-    budget = PROOF_BUDGET
-    per_row = meta["coefficients"] == "per-row"
-    for li, k in enumerate(layers):
-        if k not in ws:
-            continue
-        w = ws[k]
-        packed = _array(arrays, f"{k}.subsets", found, (np.uint8,), (*w.shape, nbytes))
-        status = _array(arrays, f"{k}.status", found, (np.uint8,), w.shape)
-        rec_err = _array(arrays, f"{k}.error", found, (np.float64,), w.shape)
-        draw_shape = w.shape[:1] if per_row else w.shape
-        coefs = ss.draw_coefficients(
-            ss.layer_key(int(meta["seed"]), li), draw_shape, n, float(meta["low"]),
-            float(meta["high"]),
-        )  # fmt: skip
-        if meta["coefficients_stored"] or f"{k}.coefficients" in arrays:
-            stored = _array(arrays, f"{k}.coefficients", found, (np.float64,), coefs.shape)
-            if stored is not None:
-                bad = (stored != coefs).any(axis=-1)
-                found.where(
-                    f"{k}.coefficients", bad, f"differ from the draw of seed {meta['seed']}",
-                    lambda i, s=stored, c=coefs: f"stored {s[i][0]:.17g}, drawn {c[i][0]:.17g}",
-                )  # fmt: skip
-        if packed is None or status is None or rec_err is None:
-            continue
-        bits = np.unpackbits(packed, axis=-1, bitorder="little")
-        if nbytes * 8 > n:
-            pad = bits[..., n:].any(axis=-1)
-            found.where(f"{k}.subsets", pad, f"bits set beyond n={n}", lambda i: "")
-        bits = bits[..., :n].astype(bool)
-        c3 = coefs.reshape(w.shape[0], *(1,) * (w.ndim - 1), n) if per_row else coefs
-        err = np.abs(w - np.where(bits, c3, 0.0).sum(-1))
-        report.weights += int(err.size)
-        report.remaining_params += int(bits.sum())
-        max_error = max(max_error, float(err.max()))
-        ok = err <= eps
-        report.within += int(ok.sum())
-        for i, s in enumerate(statuses):
-            report.status_counts[s] += int((status == i).sum())
-        if len(report.not_within) < 20:
-            for idx in np.argwhere(~ok)[: 20 - len(report.not_within)]:
-                ix = tuple(int(x) for x in idx)
-                at = ", ".join(map(str, ix))
-                report.not_within.append(f"{k}[{at}] w={w[ix]:.6g} error={err[ix]:.3g}")
-        # Records against the recomputation.
-        found.where(
-            f"{k}.error", ~(np.abs(err - rec_err) <= ERROR_ATOL), "recorded error differs",
-            lambda i, r=rec_err, e=err: f"recorded {r[i]:.6g}, the subset gives {e[i]:.6g}",
-        )  # fmt: skip
-        found.where(
-            f"{k}.status", status >= len(statuses), "not a status index",
-            lambda i, s=status: f"{int(s[i])} (the ticket lists {len(statuses)} statuses)",
-        )  # fmt: skip
-        claims_within = np.isin(status, within_codes)
-        found.where(
-            f"{k}", claims_within & ~(err <= eps_file), f"claims within epsilon={eps_file}",
-            lambda i, s=status, e=err: f"status {statuses[s[i]]}, error {e[i]:.6g}",
-        )  # fmt: skip
-        claims_not = (status < len(statuses)) & ~claims_within
-        found.where(
-            f"{k}", claims_not & (err <= eps_file), f"claims no subset within epsilon={eps_file}",
-            lambda i, s=status, e=err: f"status {statuses[s[i]]}, but its subset has error "
-            f"{e[i]:.6g}",
-        )  # fmt: skip
-        # Prove every "infeasible" again: no subset at all within eps.
-        inf = np.argwhere((status == infeasible_code) & (err > eps_file))
-        if len(inf) and n <= PROOF_MAX_N:
-            refuted = np.zeros(w.shape, bool)
-            cost = float(2 ** (n // 2)) * max(1.0, n - n // 2)
-            groups: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
-            for idx in inf:
-                ix = tuple(int(x) for x in idx)
-                groups.setdefault(ix[:1] if per_row else ix, []).append(ix)
-            for key, members in groups.items():
-                if budget < cost * len(members):
-                    report.infeasible_unchecked += len(members)
-                    continue
-                budget -= cost * len(members)
-                best, masks = _min_errors(coefs[key], np.array([w[m] for m in members]))
-                for b, m, ix in zip(best, masks, members, strict=True):
-                    if b > eps_file + 1e-12:
-                        report.infeasible_proved += 1
-                        continue
-                    exact = abs(w[ix] - ss.subset_sums(coefs[key], np.array(m)))
-                    if exact <= eps_file:
-                        refuted[ix] = True
-                    else:  # within 1e-12 of eps: left undecided
-                        report.infeasible_unchecked += 1
-            found.where(
-                f"{k}", refuted, f"claims infeasible, but a subset is within epsilon={eps_file}",
-                lambda i: "found by exhaustive search",
-            )  # fmt: skip
-        elif len(inf):
-            report.infeasible_unchecked += len(inf)
-    report.max_error = max_error
-    report.initial_params = n * report.weights
+    if not found.lines:  # nothing below can be trusted without the metadata
+        report.layers = list(t.meta["layers"])
+        _require_verify_memory(t.arrays, report.layers, int(t.meta["n"]), str(path))
+        report.status_counts = dict.fromkeys(STATUSES, 0)
+        v = _Verification(t.meta, t.arrays, target, found, report, eps, eps_file)
+        for _, check in VERIFY_CHECKS:
+            check(v)
+        report.initial_params = v.n * report.weights
     report.mismatches, report.bad_entries = found.lines, found.count
     return report
