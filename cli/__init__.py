@@ -12,6 +12,7 @@ from lottery_jax.errors import UserError
 
 # Importing a command module registers its commands on ``app``.
 from . import approximate as _approximate  # noqa: E402,F401
+from . import construct as _construct  # noqa: E402,F401
 from . import data as _data  # noqa: E402,F401
 from . import prune as _prune  # noqa: E402,F401
 from . import study as _study  # noqa: E402,F401
