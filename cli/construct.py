@@ -145,6 +145,10 @@ def construct(
     form = cs.redundant_form(state, target)
     mode = inputs.value if inputs else (meta.get("inputs") or
                                         cs.DEFAULT_INPUTS[form.target_model])  # fmt: skip
+    cfg = cs.ConstructConfig(redundancy=redundancy, epsilon=epsilon, objective=objective.value,
+                             relu=relu, init=init.value, seed=seed, max_enum_n=max_enum_n,
+                             feasibility_groups=feasibility_groups, max_hours=max_hours)
+    cs.check_budget(form, cfg, mode)  # (refused before the data is loaded or a bar is drawn)
     data = None
     if evaluate or compare_epochs:
         data = load_dataset(data_dir, dataset=dataset.value, inputs=mode)

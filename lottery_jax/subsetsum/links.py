@@ -100,7 +100,8 @@ def _compact(coefs: np.ndarray, usable: np.ndarray):
 
 def _exact_rows(packed, counts, w, rows, how, stats, bits, status):
     """The exact tier for ``rows`` (at most ``max_enum_n`` usable links), by size bucket."""
-    sizes = np.array([_bucket_n(int(c), how.max_enum_n) for c in counts[rows]])
+    cap = min(how.max_enum_n, packed.shape[1])
+    sizes = np.array([_bucket_n(int(c), cap) for c in counts[rows]], np.int64)
     for n in np.unique(sizes):
         sel = rows[sizes == n]
         if n == 0:  # no usable link: the empty subset
