@@ -51,6 +51,7 @@ _API = {
     "approximate_network": ("lottery_jax.subsetsum.network", "approximate_network"),
     "ApproxConfig": ("lottery_jax.subsetsum.network", "ApproxConfig"),
     "verify_ticket": ("lottery_jax.subsetsum.ticket", "verify_ticket"),
+    "construct": ("lottery_jax.subsetsum.construct", "construct"),
     # Experiment 2
     "PruneConfig": ("lottery_jax.pruning.batched", "PruneConfig"),
     "build_pruned": ("lottery_jax.nets.pruned", "build_pruned"),
@@ -74,6 +75,7 @@ __all__ = [
     "approximate_network",
     "ApproxConfig",
     "verify_ticket",
+    "construct",
     "PruneConfig",
     "build_pruned",
     "make_batch",
@@ -110,6 +112,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from lottery_jax.nets.targets import build_model
     from lottery_jax.pruning.batched import PruneConfig, make_batch, member_net, train_batch
     from lottery_jax.subsetsum.api import approximate
+    from lottery_jax.subsetsum.construct import construct
     from lottery_jax.subsetsum.network import ApproxConfig, approximate_network
     from lottery_jax.subsetsum.ticket import verify_ticket
     from lottery_jax.tickets import load_ticket
