@@ -127,8 +127,8 @@ def construct(
 ) -> None:
     """Prune a random redundant network to a target by SubsetSum (Pensia et al. 2020, Thm. 1).
 
-    For every target weight W[o, j] it keeps the subset of its r links whose products
-    w2[o, j r + k] * w1[k, j] best sum to W (exact meet-in-the-middle search), masks the other
+    For every target weight W(o, j) it keeps the subset of its r links whose products
+    w2(o, j r + k) * w1(k, j) best sum to W (exact meet-in-the-middle search), masks the other
     links and every w1 entry no kept link uses. Writes a standard supermask ticket (ticket.npz:
     evaluate-ticket and export-ticket read it) and results.json; the same command resumes an
     interrupted run. Exit status 3 when some weight has no subset within eps (listed).
