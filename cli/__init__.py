@@ -15,12 +15,12 @@ from typer.exceptions import TyperException
 from lottery_jax import download
 from lottery_jax.errors import UserError
 
-from . import approximate, compare, data, prune, study, train
+from . import approximate, compare, construct, data, prune, study, train
 from .app import app, readable_help
 
 # Each command group is its own typer.Typer(), composed here (commands merge into the top level;
 # ``data`` is a named group: ``lottery-jax data fetch``).
-for _group in (approximate, compare, data, prune, study, train):
+for _group in (approximate, compare, construct, data, prune, study, train):
     app.add_typer(_group.commands)
 
 __all__ = ["app", "main"]

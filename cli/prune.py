@@ -337,10 +337,12 @@ def evaluate_ticket(
     dataset: DatasetOpt = DatasetName.mnist,
     out: Annotated[Path | None, typer.Option(help="Write results.json here.")] = None,
 ) -> None:
-    """Rebuild a pruned network from its ticket (seed + masks) and measure its test accuracy."""
+    """Rebuild a pruned network from its ticket (seed + masks) and measure its test accuracy on
+    the inputs the ticket records (construct's: its target's; prune's: normalized)."""
     t = pruning.load_ticket(ticket)
     net = pruning.net_from_ticket(t)
-    data = load_dataset(data_dir, dataset=dataset.value, inputs="normalized")
+    inputs = t.meta.get("inputs") or "normalized"  # (prune's tickets: normalized)
+    data = load_dataset(data_dir, dataset=dataset.value, inputs=inputs)
     acc = pruning.net_accuracy(net, data.test_images, data.test_labels)
     saved = t.meta.get("test_accuracy")
     if isinstance(saved, bool) or not isinstance(saved, int | float):  # (a hostile ticket's)
@@ -349,7 +351,7 @@ def evaluate_ticket(
         write_json(
             out / "results.json",
             {"command": "evaluate-ticket", "ticket": str(ticket), "config": t.config,
-             "seed": t.seed, "sparsity": t.sparsity, "final_test_accuracy": acc,
+             "seed": t.seed, "sparsity": t.sparsity, "inputs": inputs, "final_test_accuracy": acc,
              "saved_test_accuracy": saved, "device": device_summary()},
         )  # fmt: skip
     same = "" if saved is None else (" (same as saved)" if saved == acc else f" (saved {saved}%)")
@@ -367,6 +369,6 @@ def export_ticket(
     net = pruning.net_from_ticket(t)
     path = pruning.export_dense(
         net, out, {"ticket": str(ticket), "seed": t.seed, "sparsity": t.sparsity,
-                   "pruned_model": t.config["model"]},
+                   "pruned_model": t.config["model"], "inputs": t.meta.get("inputs") or "normalized"},
     )  # fmt: skip
     typer.echo(f"wrote {path}")

@@ -55,6 +55,7 @@ _API = {
     "approximate_network": ("lottery_jax.subsetsum.network", "approximate_network"),
     "ApproxConfig": ("lottery_jax.subsetsum.network", "ApproxConfig"),
     "verify_ticket": ("lottery_jax.subsetsum.ticket", "verify_ticket"),
+    "construct": ("lottery_jax.subsetsum.construct", "construct"),
     # Experiment 2
     "PruneConfig": ("lottery_jax.pruning.batched", "PruneConfig"),
     "build_pruned": ("lottery_jax.nets.pruned", "build_pruned"),
@@ -67,6 +68,7 @@ _API = {
     # targets, data, files
     "build_model": ("lottery_jax.nets.targets", "build_model"),
     "fit": ("lottery_jax.training", "fit"),
+    "Recipe": ("lottery_jax.training", "Recipe"),
     "evaluate": ("lottery_jax.training", "evaluate"),
     "load_dataset": ("lottery_jax.data", "load_dataset"),
     "load_weights": ("lottery_jax.checkpoint", "load_weights"),
@@ -81,6 +83,7 @@ __all__ = [
     "approximate_network",
     "ApproxConfig",
     "verify_ticket",
+    "construct",
     "PruneConfig",
     "build_pruned",
     "make_batch",
@@ -91,6 +94,7 @@ __all__ = [
     "plot_results",
     "build_model",
     "fit",
+    "Recipe",
     "evaluate",
     "load_dataset",
     "load_weights",
@@ -123,7 +127,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from lottery_jax.pruning.published import compare as compare_published
     from lottery_jax.pruning.published import load_published
     from lottery_jax.subsetsum.api import approximate
+    from lottery_jax.subsetsum.construct import construct
     from lottery_jax.subsetsum.network import ApproxConfig, approximate_network
     from lottery_jax.subsetsum.ticket import verify_ticket
     from lottery_jax.tickets import load_ticket
-    from lottery_jax.training import evaluate, fit
+    from lottery_jax.training import Recipe, evaluate, fit

@@ -181,13 +181,21 @@ def net_from_ticket(ticket: SupermaskTicket) -> PrunedNet:
     """Rebuild the pruned network: frozen weights from the seed, masks fixed to the ticket's.
 
     Each score is set to its 0/1 mask value and each removal count to the number of zeros, so the
-    exact top-k mask of the rebuilt net IS the saved mask (zeros are the smallest |score|).
+    exact top-k mask of the rebuilt net IS the saved mask (zeros are the smallest |score|): any
+    mask is represented, the solved ones of ``construct`` too. A ticket whose metadata names an
+    ``init`` other than ``normal`` (``construct --init uniform``) has its frozen weights redrawn
+    so.
     """
     cfg = ticket_config(ticket)
     net = build_pruned(
         cfg.model, seed=ticket.seed, redundancy=cfg.redundancy, relu=cfg.relu,
         conv_state=ticket.conv, method=cfg.method, sizes=cfg.sizes,
     )  # fmt: skip
+    init = (ticket.meta or {}).get("init", "normal")
+    if init != "normal":  # frozen weights redrawn by `construct --init` (lottery_jax.subsetsum)
+        from lottery_jax.subsetsum.construct import apply_init
+
+        apply_init(net, ticket["seed"], init)
     entries = masked_entries(net)
     if {e.key for e in entries} != set(ticket.masks):
         raise UserError(f"ticket masks {sorted(ticket.masks)} do not fit {cfg.model}")
