@@ -19,7 +19,8 @@ from lottery_jax import pruning
 from lottery_jax.checkpoint import load_weights, save_weights
 from lottery_jax.errors import UserError
 from lottery_jax.nets import targets as models
-from lottery_jax.nets.supermask import Score
+from lottery_jax.nets.pruned import from_planes, plane_index, to_planes
+from lottery_jax.nets.supermask import Score, masked, select_cut
 from lottery_jax.nets.targets import Frozen
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,6 +129,65 @@ def test_collapse_gradient_matches_autodiff_of_the_plain_sum():
     gb = jax.grad(lambda a, b: jnp.sum(plain(a, b) * g), argnums=(0, 1))(w1, w2)
     for a, b in zip(ga, gb, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _expanded_layer(layer, x):
+    """The published redundant layer, expanded: h[b, j r + k] = f(x[b, j] w1m[k, j]), y = h w2m^T
+    (masks by the straight-through ``masked`` of the full top-k, as before the collapse)."""
+    w1 = masked(layer.weight1[...], layer.scores1[...], layer.pruned1[...])
+    w2 = masked(layer.weight2[...], layer.scores2[...], layer.pruned2[...])
+    h = x[:, :, None] * w1.T[None]
+    h = jax.nn.relu(h) if layer.relu else h
+    return h.reshape(x.shape[0], -1) @ w2.T
+
+
+#: Float tolerance of the collapsed layer against the expanded one (float32 sums in another order).
+COLLAPSE_RTOL, COLLAPSE_ATOL = 2e-5, 1e-6
+
+
+@pytest.mark.parametrize(("relu", "nonneg"), [(False, False), (True, False), (True, True)])
+def test_collapsed_layer_and_score_gradients_equal_the_expanded_layer(relu, nonneg):
+    """relu(x w) = x+ max(w, 0) + x- min(w, 0): forward and d/d scores equal the expanded layer."""
+    r, n_in, n_out = 3, 9, 5
+    layer = pruning.RedundantLinear(n_in, n_out, redundancy=r, relu=relu, rngs=nnx.Rngs(params=4))
+    layer.pruned1[...] = jnp.int32(8)
+    layer.pruned2[...] = jnp.int32(60)
+    x = jax.random.normal(jax.random.key(5), (6, n_in))
+    x = jax.nn.relu(x) if nonneg else x
+    c = jax.random.normal(jax.random.key(6), (6, n_out))
+    graphdef, scores, rest = nnx.split(layer, Score, ...)
+
+    def loss(sc, fn):
+        return jnp.sum(fn(nnx.merge(graphdef, sc, rest), x) * c)
+
+    def collapsed(net, x):
+        return net(x, nonneg=nonneg)
+
+    for fn in (collapsed, _expanded_layer):
+        assert np.isfinite(float(loss(scores, fn)))
+    np.testing.assert_allclose(collapsed(layer, x), _expanded_layer(layer, x),
+                               rtol=COLLAPSE_RTOL, atol=COLLAPSE_ATOL)  # fmt: skip
+    got = jax.grad(loss)(scores, collapsed)
+    want = jax.grad(loss)(scores, _expanded_layer)
+    for key in ("scores1", "scores2"):
+        a, b = np.asarray(got[key][...]), np.asarray(want[key][...])
+        assert np.abs(b).max() > 0.1  # (gradients of substance, pruned entries included)
+        np.testing.assert_allclose(a, b, rtol=COLLAPSE_RTOL, atol=COLLAPSE_ATOL * np.abs(b).max())
+
+
+def test_planes_layout_roundtrip_and_published_tie_index():
+    a = jnp.arange(4 * 15, dtype=jnp.float32).reshape(4, 15)  # out 4, in 5, r 3
+    p = to_planes(a, 3)
+    assert p.shape == (3, 4, 5) and float(p[2, 1, 4]) == float(a[1, 4 * 3 + 2])
+    np.testing.assert_array_equal(from_planes(p), a)
+    np.testing.assert_array_equal(from_planes(plane_index(p.shape)),
+                                  np.arange(60).reshape(4, 15))  # fmt: skip
+    # Ties are broken by the published index whatever the layout: the same cut, the same mask.
+    tied = jnp.round(jax.random.normal(jax.random.key(0), (4, 15)) * 2) / 2
+    for k in (0, 7, 30, 59):
+        cut = select_cut(tied, k)
+        pc = select_cut(to_planes(tied, 3), k, index=plane_index((3, 4, 5)))
+        assert [int(v) for v in cut] == [int(v) for v in pc]
 
 
 def test_lenet5_features_match_the_foundation_lenet5():
