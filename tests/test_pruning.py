@@ -413,3 +413,68 @@ def test_redundant_fc2_one_epoch_quality(tmp_path):
     batch = pruning.make_batch(cfg, [(0, 0.5)])
     history = pruning.train_batch(batch, data)
     assert history["test_accuracy"][0][-1] >= 85.0
+
+
+# ----------------------------------------------------------------------------- threshold reuse
+
+
+def _near_equals_full_over_a_run(model: str, relu: bool, data, steps: int) -> int:
+    """Train ``steps`` steps (threshold reuse carried step to step, as the runner does) and
+    compare, before every step, each tensor's removed set with the full select's. Returns how
+    many (step, tensor) masks were compared; fails at the first difference."""
+    from lottery_jax.nets.pruned import initial_hints, planes_tree, redundancies
+    from lottery_jax.nets.supermask import removed_by_cut, score_keys
+    from lottery_jax.pruning import batched
+    from lottery_jax.training import epoch_indices, make_optimizer
+
+    cfg = pruning.PruneConfig(model=model, relu=relu, epochs=1)
+    batch = pruning.make_batch(cfg, [(0, 0.5)])
+    graphdef, counts = batch.graphdef, batch.counts[0]
+    opt = make_optimizer(cfg.learning_rate, 1, steps)
+    reds = redundancies(batch.scores[0])
+    scores, opt_state, frozen = planes_tree(
+        (batch.scores[0], opt.init(batch.scores[0]), batch.frozen), reds
+    )
+    step = batched.member_step_fn(graphdef, opt)
+    n = int(data.train_images.shape[0])
+    idx, valid = epoch_indices(jax.random.key(0), n, cfg.batch_size)
+
+    @jax.jit
+    def check_and_step(scores, state, i):
+        net = nnx.merge(graphdef, frozen, scores, counts)
+        near, _ = net.near_cuts(state[1])
+        same = []
+        for layer, cn, cf in zip(net.layers(), near, net.cuts(), strict=True):
+            for (sc, _, index), a, b in zip(layer.select_inputs(), cn, cf, strict=True):
+                keys = score_keys(sc)
+                same.append(jnp.all(removed_by_cut(keys, *a, index)
+                                    == removed_by_cut(keys, *b, index)))  # fmt: skip
+        out = step(scores, state, frozen, counts, idx, valid, i, data.train_images,
+                   data.train_labels)  # fmt: skip
+        return jnp.stack(same), out
+
+    state = (opt_state, initial_hints(nnx.merge(graphdef, frozen, scores, counts)))
+    compared = 0
+    for i in range(steps):
+        same, (scores, state, _) = check_and_step(scores, state, jnp.int32(i % idx.shape[0]))
+        same = np.asarray(same)
+        assert same.all(), f"step {i}: near select differs from the full select ({same})"
+        compared += same.size
+    return compared
+
+
+@pytest.mark.parametrize(("model", "relu"), [("red-fc2", False), ("wide-fc2", False)])
+def test_near_select_equals_full_select_every_step_of_a_short_run(model, relu):
+    assert _near_equals_full_over_a_run(model, relu, tiny_data(640, 10), 12) == 12 * (
+        4 if model.startswith("red") else 2
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(mnist_dir() is None, reason="MNIST IDX files not found")
+@pytest.mark.parametrize(("model", "relu"), [("red-fc2", False), ("red-fc2", True)])
+def test_near_select_equals_full_select_every_step_of_200_mnist_steps(model, relu):
+    from lottery_jax.data import load_dataset
+
+    data = load_dataset(mnist_dir(), inputs="normalized")
+    assert _near_equals_full_over_a_run(model, relu, data, 200) == 200 * 4

@@ -375,8 +375,10 @@ def _runner(graphdef, m, frozen_shared, optimizer, shared_order, mode):
                    donate_argnums=(0, 1))  # fmt: skip
 
 
-def _run_fn(graphdef, m, frozen_shared, optimizer, shared_order, mode):
-    """The (not yet compiled) program of :func:`make_batched_runner` for ``m`` members (lists)."""
+def member_step_fn(graphdef, optimizer):
+    """One member's SGD step ``(scores, (opt_state, hints), frozen, counts, idx, valid, i, images,
+    labels) -> (scores, (opt_state, hints), loss)``: the masks of the current scores (exact, from
+    the previous step's select hints), the straight-through gradient, the optimizer update."""
 
     def member_step(scores, state, frozen, counts, idx, valid, i, images, labels):
         # (``state``: the optimizer state and the select hints, carried together by the loop.)
@@ -391,6 +393,14 @@ def _run_fn(graphdef, m, frozen_shared, optimizer, shared_order, mode):
         loss, grads = jax.value_and_grad(loss_fn)(scores)
         updates, opt_state = optimizer.update(grads, opt_state, scores)
         return optax.apply_updates(scores, updates), (opt_state, hints), loss
+
+    return member_step
+
+
+def _run_fn(graphdef, m, frozen_shared, optimizer, shared_order, mode):
+    """The (not yet compiled) program of :func:`make_batched_runner` for ``m`` members (lists)."""
+
+    member_step = member_step_fn(graphdef, optimizer)
 
     shared = (
         False,
