@@ -249,15 +249,36 @@ def test_frozen_weights_unchanged_and_scores_trained(trained_batch):
             assert m.size - m.sum() == int(s * m.size), key
 
 
-def test_batched_members_equal_single_runs(trained_batch):
-    batch, data, _, _, _ = trained_batch
+def test_batched_members_equal_single_runs_bit_for_bit(trained_batch):
+    """A member's result does not depend on its group (so the grouping rule changes only speed)."""
+    batch, data, history, _, _ = trained_batch
     cfg = batch.config
     single = pruning.make_batch(cfg, [(0, 0.9)])
-    pruning.train_batch(single, data)
+    alone = pruning.train_batch(single, data)
     for a, b in zip(
         jax.tree.leaves(batch.scores[1]), jax.tree.leaves(single.scores[0]), strict=True
     ):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert alone["train_loss"][0] == history["train_loss"][1]
+    assert alone["test_accuracy"][0] == history["test_accuracy"][1]
+
+
+def test_cpu_group_sizes_by_family():
+    from lottery_jax.pruning import grouping, sweep
+
+    fc2, lenet = pruning.PruneConfig(model="red-fc2"), pruning.PruneConfig(model="red-lenet5")
+    assert grouping.group_size(fc2, 14, "cpu") == 1  # 24 MB a member: alone
+    assert grouping.group_size(pruning.PruneConfig(model="wide-fc4"), 14, "cpu") == 1
+    assert grouping.group_size(lenet, 14, "cpu") == 14  # 3.6 MB a member: the whole grid
+    assert grouping.group_size(lenet, 40, "cpu") == grouping.CPU_GROUP_BYTES // (
+        grouping.member_bytes(lenet)
+    )
+    assert grouping.group_size(fc2, 14, "gpu") == 14 and grouping.group_size(fc2, 0, "cpu") == 1
+    members = [(0, s) for s in pruning.PUBLISHED_SPARSITIES]
+    plan = sweep.plan_groups([(fc2, members)], None, 1)
+    expect = grouping.group_size(fc2, len(members))
+    assert {len(g) for _, _, g in plan} == {expect} and sum(len(g) for *_, g in plan) == 14
+    assert len(sweep.plan_groups([(fc2, members)], 7, 1)) == 2  # an explicit size wins
 
 
 @pytest.mark.slow
