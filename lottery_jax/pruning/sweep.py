@@ -311,7 +311,7 @@ def run_sweep(
     redundancy: int = 5,
     baseline: bool = True,
     conv_from: Path | None = None,
-    max_members: int | None = 14,
+    max_members: int | None = None,
     mode: str = "auto",
     processes: distributed.Processes | None = None,
     max_hours: float | None = None,
