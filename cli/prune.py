@@ -234,7 +234,11 @@ def sweep_cmd(
         ),
     ] = None,
     lr: LrOpt = None,
-    max_members: Annotated[int, typer.Option(help="Runs per compiled program.")] = 14,
+    max_members: Annotated[
+        int | None,
+        typer.Option(help="Runs per compiled program [default: by family and backend, "
+                     "lottery_jax.pruning.grouping]."),
+    ] = None,
     data_dir: DataDirOpt = None,
     dataset: DatasetOpt = DatasetName.mnist,
     out: Annotated[Path, typer.Option(help="Results directory.")] = Path("runs/sweep"),

@@ -64,8 +64,9 @@ def training_bytes(params: int, batch_size: int, widths: int, data_bytes: int, m
 
 
 #: Seconds per (masked parameter x training step) of a supermask step, measured: red-fc2 (r = 5,
-#: 2.0M parameters) takes 18 ms a step on a 2-core CPU and 1.0 ms on an H200 (benchmarks/results).
-SECONDS_PER_PARAM_STEP = {"cpu": 9e-9, "gpu": 5e-10, "tpu": 5e-10}
+#: 2.0M parameters) takes about 10 ms a step on a 2-core CPU shared at load 4-5 (threshold reuse,
+#: planes layout: benchmarks/results/cpu_bench_prune.json) and 1.0 ms on an H200.
+SECONDS_PER_PARAM_STEP = {"cpu": 5e-9, "gpu": 5e-10, "tpu": 5e-10}
 
 
 def require_time(seconds: float, what: str, max_hours: float, hint: str) -> None:

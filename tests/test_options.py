@@ -93,9 +93,10 @@ def test_oversized_network_and_batch_refused_up_front(capsys, tmp_path, tiny_idx
         capsys, "train", "--hidden", "10000000", "--data-dir", tiny_idx_dir, "--out", tmp_path / "a"
     )
     assert_one_line_error(code, err, "memory", "smaller width")
-    # redundancy 1000 of red-fc2: 398M parameters per member; 30 epochs on the real MNIST would
+    # redundancy 1000 of red-fc2: 398M parameters per member; 50 epochs on the real MNIST would
     # take about a day on a CPU, three members together do not fit in memory.
-    args = ["prune", "--redundancy", "1000", "--data-dir", mnist_dir, "--out", tmp_path / "b"]
+    args = ["prune", "--redundancy", "1000", "--epochs", "50", "--data-dir", mnist_dir,
+            "--out", tmp_path / "b"]  # fmt: skip
     code, _, err = run_cli(capsys, *args)
     assert_one_line_error(code, err, "h (estimate", "max hours", only=False)
     code, _, err = run_cli(capsys, *args, "--sparsity", "0.1,0.2,0.3", "--max-hours", "1e6")

@@ -19,7 +19,8 @@ from lottery_jax import pruning
 from lottery_jax.checkpoint import load_weights, save_weights
 from lottery_jax.errors import UserError
 from lottery_jax.nets import targets as models
-from lottery_jax.nets.supermask import Score
+from lottery_jax.nets.pruned import from_planes, plane_index, to_planes
+from lottery_jax.nets.supermask import Score, masked, select_cut
 from lottery_jax.nets.targets import Frozen
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,6 +131,65 @@ def test_collapse_gradient_matches_autodiff_of_the_plain_sum():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def _expanded_layer(layer, x):
+    """The published redundant layer, expanded: h[b, j r + k] = f(x[b, j] w1m[k, j]), y = h w2m^T
+    (masks by the straight-through ``masked`` of the full top-k, as before the collapse)."""
+    w1 = masked(layer.weight1[...], layer.scores1[...], layer.pruned1[...])
+    w2 = masked(layer.weight2[...], layer.scores2[...], layer.pruned2[...])
+    h = x[:, :, None] * w1.T[None]
+    h = jax.nn.relu(h) if layer.relu else h
+    return h.reshape(x.shape[0], -1) @ w2.T
+
+
+#: Float tolerance of the collapsed layer against the expanded one (float32 sums in another order).
+COLLAPSE_RTOL, COLLAPSE_ATOL = 2e-5, 1e-6
+
+
+@pytest.mark.parametrize(("relu", "nonneg"), [(False, False), (True, False), (True, True)])
+def test_collapsed_layer_and_score_gradients_equal_the_expanded_layer(relu, nonneg):
+    """relu(x w) = x+ max(w, 0) + x- min(w, 0): forward and d/d scores equal the expanded layer."""
+    r, n_in, n_out = 3, 9, 5
+    layer = pruning.RedundantLinear(n_in, n_out, redundancy=r, relu=relu, rngs=nnx.Rngs(params=4))
+    layer.pruned1[...] = jnp.int32(8)
+    layer.pruned2[...] = jnp.int32(60)
+    x = jax.random.normal(jax.random.key(5), (6, n_in))
+    x = jax.nn.relu(x) if nonneg else x
+    c = jax.random.normal(jax.random.key(6), (6, n_out))
+    graphdef, scores, rest = nnx.split(layer, Score, ...)
+
+    def loss(sc, fn):
+        return jnp.sum(fn(nnx.merge(graphdef, sc, rest), x) * c)
+
+    def collapsed(net, x):
+        return net(x, nonneg=nonneg)
+
+    for fn in (collapsed, _expanded_layer):
+        assert np.isfinite(float(loss(scores, fn)))
+    np.testing.assert_allclose(collapsed(layer, x), _expanded_layer(layer, x),
+                               rtol=COLLAPSE_RTOL, atol=COLLAPSE_ATOL)  # fmt: skip
+    got = jax.grad(loss)(scores, collapsed)
+    want = jax.grad(loss)(scores, _expanded_layer)
+    for key in ("scores1", "scores2"):
+        a, b = np.asarray(got[key][...]), np.asarray(want[key][...])
+        assert np.abs(b).max() > 0.1  # (gradients of substance, pruned entries included)
+        np.testing.assert_allclose(a, b, rtol=COLLAPSE_RTOL, atol=COLLAPSE_ATOL * np.abs(b).max())
+
+
+def test_planes_layout_roundtrip_and_published_tie_index():
+    a = jnp.arange(4 * 15, dtype=jnp.float32).reshape(4, 15)  # out 4, in 5, r 3
+    p = to_planes(a, 3)
+    assert p.shape == (3, 4, 5) and float(p[2, 1, 4]) == float(a[1, 4 * 3 + 2])
+    np.testing.assert_array_equal(from_planes(p), a)
+    np.testing.assert_array_equal(from_planes(plane_index(p.shape)),
+                                  np.arange(60).reshape(4, 15))  # fmt: skip
+    # Ties are broken by the published index whatever the layout: the same cut, the same mask.
+    tied = jnp.round(jax.random.normal(jax.random.key(0), (4, 15)) * 2) / 2
+    for k in (0, 7, 30, 59):
+        cut = select_cut(tied, k)
+        pc = select_cut(to_planes(tied, 3), k, index=plane_index((3, 4, 5)))
+        assert [int(v) for v in cut] == [int(v) for v in pc]
+
+
 def test_lenet5_features_match_the_foundation_lenet5():
     base = models.build_model("lenet5", seed=3)
     conv = {k: v for k, v in models.torch_state(base).items() if k.startswith("conv")}
@@ -189,15 +249,36 @@ def test_frozen_weights_unchanged_and_scores_trained(trained_batch):
             assert m.size - m.sum() == int(s * m.size), key
 
 
-def test_batched_members_equal_single_runs(trained_batch):
-    batch, data, _, _, _ = trained_batch
+def test_batched_members_equal_single_runs_bit_for_bit(trained_batch):
+    """A member's result does not depend on its group (so the grouping rule changes only speed)."""
+    batch, data, history, _, _ = trained_batch
     cfg = batch.config
     single = pruning.make_batch(cfg, [(0, 0.9)])
-    pruning.train_batch(single, data)
+    alone = pruning.train_batch(single, data)
     for a, b in zip(
         jax.tree.leaves(batch.scores[1]), jax.tree.leaves(single.scores[0]), strict=True
     ):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert alone["train_loss"][0] == history["train_loss"][1]
+    assert alone["test_accuracy"][0] == history["test_accuracy"][1]
+
+
+def test_cpu_group_sizes_by_family():
+    from lottery_jax.pruning import grouping, sweep
+
+    fc2, lenet = pruning.PruneConfig(model="red-fc2"), pruning.PruneConfig(model="red-lenet5")
+    assert grouping.group_size(fc2, 14, "cpu") == 1  # 24 MB a member: alone
+    assert grouping.group_size(pruning.PruneConfig(model="wide-fc4"), 14, "cpu") == 1
+    assert grouping.group_size(lenet, 14, "cpu") == 14  # 3.6 MB a member: the whole grid
+    assert grouping.group_size(lenet, 40, "cpu") == grouping.CPU_GROUP_BYTES // (
+        grouping.member_bytes(lenet)
+    )
+    assert grouping.group_size(fc2, 14, "gpu") == 14 and grouping.group_size(fc2, 0, "cpu") == 1
+    members = [(0, s) for s in pruning.PUBLISHED_SPARSITIES]
+    plan = sweep.plan_groups([(fc2, members)], None, 1)
+    expect = grouping.group_size(fc2, len(members))
+    assert {len(g) for _, _, g in plan} == {expect} and sum(len(g) for *_, g in plan) == 14
+    assert len(sweep.plan_groups([(fc2, members)], 7, 1)) == 2  # an explicit size wins
 
 
 @pytest.mark.slow
@@ -353,3 +434,68 @@ def test_redundant_fc2_one_epoch_quality(tmp_path):
     batch = pruning.make_batch(cfg, [(0, 0.5)])
     history = pruning.train_batch(batch, data)
     assert history["test_accuracy"][0][-1] >= 85.0
+
+
+# ----------------------------------------------------------------------------- threshold reuse
+
+
+def _near_equals_full_over_a_run(model: str, relu: bool, data, steps: int) -> int:
+    """Train ``steps`` steps (threshold reuse carried step to step, as the runner does) and
+    compare, before every step, each tensor's removed set with the full select's. Returns how
+    many (step, tensor) masks were compared; fails at the first difference."""
+    from lottery_jax.nets.pruned import initial_hints, planes_tree, redundancies
+    from lottery_jax.nets.supermask import removed_by_cut, score_keys
+    from lottery_jax.pruning import batched
+    from lottery_jax.training import epoch_indices, make_optimizer
+
+    cfg = pruning.PruneConfig(model=model, relu=relu, epochs=1)
+    batch = pruning.make_batch(cfg, [(0, 0.5)])
+    graphdef, counts = batch.graphdef, batch.counts[0]
+    opt = make_optimizer(cfg.learning_rate, 1, steps)
+    reds = redundancies(batch.scores[0])
+    scores, opt_state, frozen = planes_tree(
+        (batch.scores[0], opt.init(batch.scores[0]), batch.frozen), reds
+    )
+    step = batched.member_step_fn(graphdef, opt)
+    n = int(data.train_images.shape[0])
+    idx, valid = epoch_indices(jax.random.key(0), n, cfg.batch_size)
+
+    @jax.jit
+    def check_and_step(scores, state, i):
+        net = nnx.merge(graphdef, frozen, scores, counts)
+        near, _ = net.near_cuts(state[1])
+        same = []
+        for layer, cn, cf in zip(net.layers(), near, net.cuts(), strict=True):
+            for (sc, _, index), a, b in zip(layer.select_inputs(), cn, cf, strict=True):
+                keys = score_keys(sc)
+                same.append(jnp.all(removed_by_cut(keys, *a, index)
+                                    == removed_by_cut(keys, *b, index)))  # fmt: skip
+        out = step(scores, state, frozen, counts, idx, valid, i, data.train_images,
+                   data.train_labels)  # fmt: skip
+        return jnp.stack(same), out
+
+    state = (opt_state, initial_hints(nnx.merge(graphdef, frozen, scores, counts)))
+    compared = 0
+    for i in range(steps):
+        same, (scores, state, _) = check_and_step(scores, state, jnp.int32(i % idx.shape[0]))
+        same = np.asarray(same)
+        assert same.all(), f"step {i}: near select differs from the full select ({same})"
+        compared += same.size
+    return compared
+
+
+@pytest.mark.parametrize(("model", "relu"), [("red-fc2", False), ("wide-fc2", False)])
+def test_near_select_equals_full_select_every_step_of_a_short_run(model, relu):
+    assert _near_equals_full_over_a_run(model, relu, tiny_data(640, 10), 12) == 12 * (
+        4 if model.startswith("red") else 2
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(mnist_dir() is None, reason="MNIST IDX files not found")
+@pytest.mark.parametrize(("model", "relu"), [("red-fc2", False), ("red-fc2", True)])
+def test_near_select_equals_full_select_every_step_of_200_mnist_steps(model, relu):
+    from lottery_jax.data import load_dataset
+
+    data = load_dataset(mnist_dir(), inputs="normalized")
+    assert _near_equals_full_over_a_run(model, relu, data, 200) == 200 * 4

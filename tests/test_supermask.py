@@ -15,6 +15,8 @@ from lottery_jax.nets.supermask import (
     masked,
     num_pruned,
     pruned_flags,
+    removed_by_cut,
+    score_keys,
     topk_mask,
 )
 from lottery_jax.nets.targets import Frozen
@@ -179,3 +181,58 @@ def test_variable_types_select_only_scores():
     assert set(dict(nnx.to_flat_state(trainable))) == {("scores",)}
     assert set(dict(nnx.to_flat_state(rest))) == {("weight",), ("pruned",)}
     assert issubclass(Score, nnx.Param) and not issubclass(Frozen, nnx.Param)
+
+
+# ----------------------------------------------------------------------------- threshold reuse
+
+
+@pytest.fixture(scope="module")
+def near_fn():
+    from lottery_jax.nets.supermask import hint_from_cut, select_cut, select_cut_near
+
+    def both(prev, scores, k):
+        hint = hint_from_cut(select_cut(prev, k))
+        (t, cut), nxt = select_cut_near(scores, k, hint)
+        flags = removed_by_cut(score_keys(scores), t, cut)
+        return flags, nxt
+
+    return jax.jit(both)
+
+
+NEAR_CASES = {
+    **CASES,
+    "drifted": lambda rng, shape: rng.normal(size=shape),  # (previous: a shrunk, jittered copy)
+    "pairs": lambda rng, shape: rng.choice(rng.normal(size=shape[0] * shape[1] // 2), size=shape),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NEAR_CASES))
+@pytest.mark.parametrize("sparsity", (0.0, 0.01, 0.25, 0.5, 0.9, 0.99))
+def test_near_select_equals_the_full_select(near_fn, case, sparsity):
+    """Threshold reuse removes exactly the entries of the definition, ties included, whether the
+    hint is close (scores moved a little), stale (unrelated scores) or exact (same scores)."""
+    rng = np.random.default_rng([sorted(NEAR_CASES).index(case), int(sparsity * 1000)])
+    shape = (61, 47)
+    scores = NEAR_CASES[case](rng, shape).astype(np.float32)
+    k = num_pruned(sparsity, scores.size)
+    moved = (scores * (1 - 1e-4) + 1e-5 * rng.normal(size=shape)).astype(np.float32)
+    stale = rng.normal(size=shape).astype(np.float32)
+    for prev in (scores, moved, stale):
+        flags, _ = near_fn(prev, scores, k)
+        np.testing.assert_array_equal(np.asarray(flags), reference_removed(scores, k))
+
+
+def test_near_select_follows_a_drifting_tensor_with_few_passes():
+    """Hints carried over many steps of a shrinking, jittered tensor: always exact."""
+    from lottery_jax.nets.supermask import hint_from_cut, select_cut, select_cut_near
+
+    rng = np.random.default_rng(7)
+    s = rng.uniform(-0.05, 0.05, size=(200, 300)).astype(np.float32)
+    k = num_pruned(0.5, s.size)
+    near = jax.jit(lambda s, k, h: select_cut_near(s, k, h))
+    hint = hint_from_cut(select_cut(jnp.asarray(s), k))
+    for _ in range(40):
+        s = (s * (1 - 5e-4) + 2e-5 * rng.normal(size=s.shape)).astype(np.float32)
+        (t, cut), hint = near(s, k, hint)
+        flags = removed_by_cut(score_keys(jnp.asarray(s)), t, cut)
+        np.testing.assert_array_equal(np.asarray(flags), reference_removed(s, k))

@@ -8,7 +8,12 @@ Networks (the paper's Experiment 2 and its published code):
   optionally passed through a ReLU, and the in r values (ordered j r + k) go through the masked
   ``weight2``. Without the ReLU the layer is linear and collapses exactly into one (out, in) matrix
   ``W[o, j] = sum_k weight2[o, j r + k] weight1[k, j]``, which is how it is computed here (the same
-  function, far fewer flops than expanding the in r hidden values for every example).
+  function, far fewer flops than expanding the in r hidden values for every example). With the
+  ReLU it collapses too, into two matrices by the sign of the input: ``relu(x w) = x+ max(w, 0) +
+  x- min(w, 0)`` (``x+ = max(x, 0)``, ``x- = min(x, 0)``), so the layer is ``x+ Wp^T + x- Wn^T``
+  with ``Wp``/``Wn`` the collapse of ``max(w1, 0)``/``min(w1, 0)`` with ``w2``; where the input is
+  non-negative (after a ReLU: hidden layers, LeNet5's pooled features) only ``Wp`` is needed. No
+  (batch, in r) hidden tensor is formed; the float rounding differs from the expanded sum.
 * redundant FC2 / FC4 / LeNet5: redundant layers joined by ReLUs (LeNet5: frozen conv features first);
 * wide FC2 / FC4 / LeNet5: ordinary masked linear layers (frozen Kaiming-normal weights, Kaiming-uniform
   scores) with the parameter-matched widths of :func:`wide_width`.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -30,8 +36,13 @@ from lottery_jax.nets.supermask import (
     PruneCount,
     Score,
     check_sparsity,
-    masked,
+    cut_mask,
+    hint_from_cut,
+    int_cotangent,
+    masked_by_cut,
     num_pruned,
+    select_cut,
+    select_cut_near,
 )
 from lottery_jax.nets.targets import Frozen, FrozenConv, flatten, max_pool2
 
@@ -70,6 +81,158 @@ def _collapse_bwd(res, g):
 collapse.defvjp(_collapse_fwd, _collapse_bwd)
 
 
+# The second weight of a redundant layer is stored (out, in r) as published (column j r + k: input
+# j, link k). Its compute layout is the *planes* (r, out, in): plane k holds link k of every
+# weight, so every pass over it is a same-shape loop, a row broadcast or a column sum -- the forms
+# XLA's CPU code vectorizes -- instead of stride-r slices and (out, in) -> (out, in r) broadcasts.
+
+
+def to_planes(a: jax.Array, r: int) -> jax.Array:
+    """(out, in r) -> (r, out, in): ``planes[k, o, j] = a[o, j r + k]``."""
+    return a.reshape(a.shape[0], -1, r).transpose(2, 0, 1)
+
+
+def from_planes(p: jax.Array) -> jax.Array:
+    """(r, out, in) -> (out, in r), the inverse of :func:`to_planes`."""
+    r, out, n_in = p.shape
+    return p.transpose(1, 2, 0).reshape(out, n_in * r)
+
+
+def plane_index(shape) -> jax.Array:
+    """The published flat index ``o in r + j r + k`` of every entry ``(k, o, j)`` of the planes,
+    so ties are broken exactly as in the (out, in r) layout."""
+    r, out, n_in = shape
+    k, o, j = (jax.lax.broadcasted_iota(jnp.int32, shape, d) for d in range(3))
+    return o * (n_in * r) + j * r + k
+
+
+#: How a redundant layer's masked weights combine (static): ``linear``: one (out, in) matrix;
+#: ``relu``: ``(Wp, Wn)`` for ``x+`` and ``x-``; ``relu_pos``: ``Wp`` alone (input >= 0).
+REDUNDANT_KINDS = ("linear", "relu", "relu_pos")
+
+
+def _collapse_planes(w2m: jax.Array, a: jax.Array) -> jax.Array:
+    """sum_k w2m[k] a[k][None, :] for planes w2m (r, out, in) and a (r, in), added in the order
+    k = 0, 1, ... (the order of :func:`collapse`)."""
+    return sum(w2m[k] * a[k][None, :] for k in range(a.shape[0]))
+
+
+def _masked_planes(w1, w2, s1, s2, cut1, cut2):
+    w1m = w1 * cut_mask(s1, cut1)
+    w2m = w2 * cut_mask(s2, cut2, plane_index(s2.shape))
+    # (w1m is small: materialize it once rather than have XLA recompute its mask for every
+    # entry of the large loops that read it.)
+    return jax.lax.optimization_barrier(w1m), w2m
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def redundant_weights(kind: str, w1, w2, s1, s2, cut1, cut2):
+    """The masked redundant layer as dense matrices (see :data:`REDUNDANT_KINDS`): ``w1``, ``s1``
+    (r, in), ``w2``, ``s2`` in planes (r, out, in) (:func:`to_planes`), the masks given as cuts
+    (:func:`lottery_jax.nets.supermask.select_cut`, indexed as published: :func:`plane_index`).
+    The backward pass is written by hand (it recomputes the masks from the scores); gradients reach
+    the scores straight through the masks and ``|.|``, as :func:`lottery_jax.nets.supermask.masked`.
+    """
+    w1m, w2m = _masked_planes(w1, w2, s1, s2, cut1, cut2)
+    if kind == "linear":
+        return _collapse_planes(w2m, w1m)
+    wp = _collapse_planes(w2m, jnp.maximum(w1m, 0))
+    if kind == "relu_pos":
+        return wp
+    return wp, _collapse_planes(w2m, jnp.minimum(w1m, 0))
+
+
+def _redundant_fwd(kind, w1, w2, s1, s2, cut1, cut2):
+    return redundant_weights(kind, w1, w2, s1, s2, cut1, cut2), (w1, w2, s1, s2, cut1, cut2)
+
+
+def _redundant_masked_grads(kind, g, w1m, w2m):
+    """(d loss / d w1m (r, in), d loss / d w2m (planes)) from the cotangent(s) of
+    :func:`redundant_weights`: ``d w2m[k, o, j] = dW[o, j] w1m[k, j]``, ``d w1m[k, j] = sum_o
+    dW[o, j] w2m[k, o, j]``; the ReLU variant takes ``dWp`` or ``dWn`` by the sign of ``w1m[k, j]``
+    and nothing where it is 0 (``relu'(0) = 0``, as the expanded layer's autodiff gives)."""
+    r = w1m.shape[0]
+    if kind == "linear":
+        gw1 = jnp.stack([jnp.sum(g * w2m[k], axis=0) for k in range(r)])
+        return gw1, g[None] * w1m[:, None, :]
+    pos = w1m > 0
+    if kind == "relu_pos":  # d relu(x w)/dw = x [w > 0] for x >= 0
+        gw1 = jnp.stack([jnp.sum(g * w2m[k], axis=0) for k in range(r)])
+        return jnp.where(pos, gw1, 0), g[None] * jnp.maximum(w1m, 0)[:, None, :]
+    gp, gn = g
+    gs = jnp.where(pos[:, None, :], gp[None], gn[None])  # (r, out, in): dWp or dWn per link
+    gw1 = jnp.sum(gs * w2m, axis=1)
+    return jnp.where(w1m != 0, gw1, 0), gs * w1m[:, None, :]
+
+
+def _redundant_bwd(kind, res, g):
+    w1, w2, s1, s2, cut1, cut2 = res
+    m1, m2 = cut_mask(s1, cut1), cut_mask(s2, cut2, plane_index(s2.shape))
+    gw1, gw2 = _redundant_masked_grads(kind, g, jax.lax.optimization_barrier(w1 * m1), w2 * m2)
+    cuts = jax.tree.map(int_cotangent, (cut1, cut2))
+    return (gw1 * m1, gw2 * m2, (gw1 * w1) * jnp.sign(s1), (gw2 * w2) * jnp.sign(s2), *cuts)
+
+
+redundant_weights.defvjp(_redundant_fwd, _redundant_bwd)
+
+
+#: Attributes of a redundant layer held (out, in r) as published and (r, out, in) in a step.
+PLANE_ATTRS = ("weight2", "scores2")
+
+
+def _layer_attr(path) -> tuple[str | None, str | None]:
+    names = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
+    return (names[-2], names[-1]) if len(names) >= 2 else (None, None)
+
+
+def redundancies(scores) -> dict[str, int]:
+    """{layer name: r} of the redundant layers of a network's score state (``scores1`` is (r, in))."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(scores)[0]:
+        layer, attr = _layer_attr(path)
+        if attr == "scores1":
+            out[layer] = int(leaf.shape[0])
+    return out
+
+
+def planes_tree(tree, reds: dict[str, int]):
+    """Every ``weight2``/``scores2`` leaf of ``tree`` (a score, frozen or optimizer state) of the
+    layers in ``reds`` in planes layout; everything else unchanged."""
+
+    def one(path, leaf):
+        layer, attr = _layer_attr(path)
+        if attr in PLANE_ATTRS and layer in reds and jnp.ndim(leaf) == 2:
+            return to_planes(leaf, reds[layer])
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(one, tree)
+
+
+def unplanes_tree(tree):
+    """The inverse of :func:`planes_tree`: planes back to the published (out, in r)."""
+
+    def one(path, leaf):
+        if _layer_attr(path)[1] in PLANE_ATTRS and jnp.ndim(leaf) == 3:
+            return from_planes(leaf)
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(one, tree)
+
+
+def select_all(layer) -> tuple:
+    """Every masked tensor's exact top-k cut (:func:`select_cut`) of a masked layer."""
+    return tuple(select_cut(sc, k, layer.method, idx) for sc, k, idx in layer.select_inputs())
+
+
+def select_all_near(layer, hints: tuple) -> tuple[tuple, tuple]:
+    """Every masked tensor's cut by :func:`select_cut_near` from ``hints``: (cuts, next hints)."""
+    out = [
+        select_cut_near(sc, k, hint, layer.method, idx)
+        for (sc, k, idx), hint in zip(layer.select_inputs(), hints, strict=True)
+    ]
+    return tuple(c for c, _ in out), tuple(h for _, h in out)
+
+
 class MaskedLinear(nnx.Module):
     """Linear layer with frozen Kaiming-normal weight (out, in) and a supermask (wide nets)."""
 
@@ -85,12 +248,26 @@ class MaskedLinear(nnx.Module):
     def masked_tensors(self):
         return (("weight", "scores", "pruned"),)
 
-    def dense_weight(self) -> jax.Array:
-        """The effective (out, in) weight: frozen weight times its mask."""
-        return masked(self.weight[...], self.scores[...], self.pruned[...], self.method)
+    def select_inputs(self) -> tuple:
+        """(scores, count, tie index) of every masked tensor, in :meth:`masked_tensors` order."""
+        return ((self.scores[...], self.pruned[...], None),)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return x @ self.dense_weight().T
+    def cuts(self) -> tuple:
+        """The exact top-k cut of every masked tensor (:func:`select_cut`)."""
+        return select_all(self)
+
+    def near_cuts(self, hints: tuple) -> tuple[tuple, tuple]:
+        """The same cuts from the previous step's hints (:func:`select_cut_near`): (cuts, hints)."""
+        return select_all_near(self, hints)
+
+    def dense_weight(self, cuts: tuple | None = None) -> jax.Array:
+        """The effective (out, in) weight: frozen weight times its mask."""
+        (cut,) = self.cuts() if cuts is None else cuts
+        return masked_by_cut(self.weight[...], self.scores[...], *cut)
+
+    def __call__(self, x: jax.Array, cuts: tuple | None = None, nonneg: bool = False) -> jax.Array:
+        del nonneg  # (a plain masked layer needs no sign split)
+        return x @ self.dense_weight(cuts).T
 
 
 class RedundantLinear(nnx.Module):
@@ -127,24 +304,46 @@ class RedundantLinear(nnx.Module):
     def masked_tensors(self):
         return (("weight1", "scores1", "pruned1"), ("weight2", "scores2", "pruned2"))
 
-    def _masked(self) -> tuple[jax.Array, jax.Array]:
-        w1 = masked(self.weight1[...], self.scores1[...], self.pruned1[...], self.method)
-        w2 = masked(self.weight2[...], self.scores2[...], self.pruned2[...], self.method)
-        return w1, w2
+    def _planes(self, a: jax.Array) -> jax.Array:
+        # (Held (out, in r) as published, or already in planes inside a training step.)
+        return a if a.ndim == 3 else to_planes(a, self.redundancy)
 
-    def dense_weight(self) -> jax.Array:
+    def select_inputs(self) -> tuple:
+        """(scores, count, tie index) of ``scores1`` and ``scores2`` (in planes, with the published
+        flat index, so the cut is that of the (out, in r) layout)."""
+        s2 = self._planes(self.scores2[...])
+        return (
+            (self.scores1[...], self.pruned1[...], None),
+            (s2, self.pruned2[...], plane_index(s2.shape)),
+        )
+
+    def cuts(self) -> tuple:
+        """The exact top-k cuts of ``scores1`` and ``scores2`` (:func:`select_cut`)."""
+        return select_all(self)
+
+    def near_cuts(self, hints: tuple) -> tuple[tuple, tuple]:
+        """The same cuts from the previous step's hints (:func:`select_cut_near`): (cuts, hints)."""
+        return select_all_near(self, hints)
+
+    def _weights(self, kind: str, cuts: tuple | None):
+        cut1, cut2 = self.cuts() if cuts is None else cuts
+        w2, s2 = self._planes(self.weight2[...]), self._planes(self.scores2[...])
+        return redundant_weights(kind, self.weight1[...], w2, self.scores1[...], s2, cut1, cut2)
+
+    def dense_weight(self, cuts: tuple | None = None) -> jax.Array:
         """The (out, in) matrix of the linear layer: W[o, j] = sum_k w2[o, j r + k] w1[k, j]."""
         if self.relu:
             raise UserError("a redundant layer with the extra ReLU has no equivalent dense matrix")
-        w1, w2 = self._masked()
-        return collapse(w1, w2)
+        return self._weights("linear", cuts)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, cuts: tuple | None = None, nonneg: bool = False) -> jax.Array:
+        """The layer; ``nonneg`` promises ``x >= 0`` (the ReLU variant then needs ``Wp`` only)."""
         if not self.relu:
-            return x @ self.dense_weight().T
-        w1, w2 = self._masked()
-        h = jax.nn.relu(x[:, :, None] * w1.T[None])  # (B, in, r): index j r + k after reshape
-        return h.reshape(x.shape[0], -1) @ w2.T
+            return x @ self.dense_weight(cuts).T
+        if nonneg:
+            return x @ self._weights("relu_pos", cuts).T
+        wp, wn = self._weights("relu", cuts)
+        return jax.nn.relu(x) @ wp.T - jax.nn.relu(-x) @ wn.T  # x- = -relu(-x)
 
 
 # ----------------------------------------------------------------------------- networks
@@ -211,12 +410,29 @@ class PrunedNet(nnx.Module):
         x = max_pool2(jax.nn.relu(self.conv2(x)))
         return flatten(x)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def cuts(self) -> tuple:
+        """Every layer's exact top-k cuts (a tuple per layer, see :meth:`__call__`)."""
+        return tuple(layer.cuts() for layer in self.layers())
+
+    def near_cuts(self, hints: tuple) -> tuple[tuple, tuple]:
+        """The same cuts as :meth:`cuts`, found from the previous step's ``hints`` (one per
+        masked tensor, as :func:`~lottery_jax.nets.supermask.hint_from_cut` makes or this returns):
+        (cuts, next hints)."""
+        out = [layer.near_cuts(h) for layer, h in zip(self.layers(), hints, strict=True)]
+        return tuple(c for c, _ in out), tuple(h for _, h in out)
+
+    def __call__(self, x: jax.Array, cuts: tuple | None = None) -> jax.Array:
+        """Logits; ``cuts`` (as :meth:`cuts` returns, e.g. chosen once before a training step)
+        fixes the masks, by default each layer selects its own."""
         h = self.features(x)
         layers = self.layers()
-        for layer in layers[:-1]:
-            h = jax.nn.relu(layer(h))
-        return layers[-1](h)
+        cuts = (None,) * len(layers) if cuts is None else cuts
+        for i, (layer, cut) in enumerate(zip(layers, cuts, strict=True)):
+            # The input of a hidden layer (and LeNet5's pooled features) is a ReLU output.
+            h = layer(h, cut, nonneg=i > 0 or self.conv)
+            if i < len(layers) - 1:
+                h = jax.nn.relu(h)
+        return h
 
 
 #: Redundant or wide networks of any layer sizes (``sizes`` given explicitly).
@@ -345,6 +561,11 @@ def masked_entries(net: PrunedNet) -> list[MaskedEntry]:
         for w, s, c in layer.masked_tensors():
             out.append(MaskedEntry(lname, layer, w, s, c))
     return out
+
+
+def initial_hints(net: PrunedNet) -> tuple:
+    """The hints :meth:`PrunedNet.near_cuts` starts from: one full select per masked tensor."""
+    return tuple(tuple(hint_from_cut(c) for c in cuts) for cuts in net.cuts())
 
 
 def set_sparsity(net: PrunedNet, sparsity: float) -> None:

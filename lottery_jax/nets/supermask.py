@@ -31,6 +31,7 @@ that runs only when the threshold value is tied across the cut (all-equal scores
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import jax
@@ -116,38 +117,33 @@ def _select_radix(bits: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array, 
     return t, below1 + c2[b2] - h2[b2], h2[b2]
 
 
-def _removed_by_sort(bits: jax.Array, k: jax.Array) -> jax.Array:
-    """Flat flags of the ``k`` smallest bit patterns (lower index first among equal ones) from one
-    stable sort of (bits, index): entry i is removed iff (bits[i], i) <= the k-th sorted pair."""
-    index = lax.iota(jnp.int32, bits.size)
-    sorted_bits, sorted_index = lax.sort((bits, index), num_keys=1, is_stable=True)
-    last = jnp.maximum(k, 1) - 1
-    t, cut = sorted_bits[last], sorted_index[last]
-    return (k > 0) & ((bits < t) | ((bits == t) & (index <= cut)))
+def score_keys(scores: jax.Array) -> jax.Array:
+    """uint32 bit patterns of ``|scores|`` (float32), same shape: their order is the order of
+    ``|scores|`` (bit 31 is 0), which is what every select works on."""
+    return lax.bitcast_convert_type(jnp.abs(scores).astype(jnp.float32), jnp.uint32)
 
 
-def pruned_flags(scores: jax.Array, k: jax.Array | int, method: str = "auto") -> jax.Array:
-    """Boolean array, True for the ``k`` entries with the smallest ``|score|`` (exact top-k).
+def flat_index(shape) -> jax.Array:
+    """The flat (row-major) index of every entry of an array of ``shape`` (int32)."""
+    return lax.iota(jnp.int32, math.prod(shape)).reshape(shape)
 
-    Ties are broken by flat (row-major) index: among equal ``|score|`` the lower index is removed
-    first. ``k`` may be traced (an int32 scalar), so one compilation serves every sparsity and the
-    function can be ``vmap``-ed over stacked scores and counts.
-    """
-    if method == "auto":
-        method = default_method(scores.size)
-    if method not in METHODS[1:]:
-        raise ValueError(f"unknown mask method {method!r} (choose from {', '.join(METHODS)})")
-    n = scores.size
-    k = jnp.clip(jnp.asarray(k, jnp.int32), 0, n)
-    bits = lax.bitcast_convert_type(jnp.abs(scores).astype(jnp.float32).ravel(), jnp.uint32)
-    if method == "sort":
-        return _removed_by_sort(bits, k).reshape(scores.shape)
-    select = _select_radix if method == "radix" else _select_bisect
-    t, n_below, n_equal = select(bits, jnp.maximum(k, 1))
-    take = jnp.where(k > 0, k - n_below, 0)  # how many of the tied entries are removed
-    index = lax.iota(jnp.int32, n)
 
-    # Smallest cut J with count(equal & index < J) >= take: runs only when the tie is split.
+def removed_by_cut(
+    keys: jax.Array, t: jax.Array, cut: jax.Array, index: jax.Array | None = None
+) -> jax.Array:
+    """Flags of a *cut* ``(t, cut)``: entry i is removed iff ``keys[i] < t``, or ``keys[i] == t``
+    and its index is below ``cut``. Every select returns its answer as a cut. ``index`` (same
+    shape as ``keys``) is the index ties are broken by: by default the flat index; a tensor held
+    in another layout passes the flat index of its entries in the published layout."""
+    index = flat_index(keys.shape) if index is None else index
+    return (keys < t) | ((keys == t) & (index < cut))
+
+
+def _tie_cut(bits, t, take, n_equal, index) -> jax.Array:
+    """Smallest index J with count(bits == t & index < J) >= take: ``n`` when every tied entry
+    goes, 0 when none does, else a bisection that runs only when the tie is split."""
+    n = bits.size
+
     def cond(lohi):
         return lohi[0] < lohi[1]
 
@@ -157,13 +153,49 @@ def pruned_flags(scores: jax.Array, k: jax.Array | int, method: str = "auto") ->
         ok = jnp.sum((bits == t) & (index < mid), dtype=jnp.int32) >= take
         return jnp.where(ok, lo, mid + 1), jnp.where(ok, mid, hi)
 
-    done = jnp.where(take >= n_equal, n, 0)  # all tied entries go (n), or none (k == 0)
+    done = jnp.where(take >= n_equal, n, 0)  # all tied entries go (n), or none (take == 0)
     split = (take > 0) & (take < n_equal)
     lo0 = jnp.where(split, 0, done).astype(jnp.int32)
     hi0 = jnp.where(split, n, done).astype(jnp.int32)
-    _, cut = lax.while_loop(cond, body, (lo0, hi0))
-    removed = (k > 0) & ((bits < t) | ((bits == t) & (index < cut)))
-    return removed.reshape(scores.shape)
+    return lax.while_loop(cond, body, (lo0, hi0))[1]
+
+
+def select_cut(
+    scores: jax.Array, k: jax.Array | int, method: str = "auto", index: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """The exact top-k of ``|scores|`` as a cut ``(t, cut)`` (see :func:`removed_by_cut`): the
+    ``k`` smallest ``|score|`` are removed, among equal ones the lower index first (``index``:
+    as in :func:`removed_by_cut`). ``k == 0`` gives ``(0, 0)`` (nothing is below 0). ``k`` may be
+    traced."""
+    if method == "auto":
+        method = default_method(scores.size)
+    if method not in METHODS[1:]:
+        raise ValueError(f"unknown mask method {method!r} (choose from {', '.join(METHODS)})")
+    n = scores.size
+    k = jnp.clip(jnp.asarray(k, jnp.int32), 0, n)
+    bits = score_keys(scores).ravel()
+    index = (flat_index(scores.shape) if index is None else index).ravel()
+    none = jnp.uint32(0), jnp.int32(0)
+    if method == "sort":
+        sorted_bits, sorted_index = lax.sort((bits, index), num_keys=2)
+        last = jnp.maximum(k, 1) - 1
+        t, cut = sorted_bits[last], sorted_index[last] + 1
+    else:
+        select = _select_radix if method == "radix" else _select_bisect
+        t, n_below, n_equal = select(bits, jnp.maximum(k, 1))
+        cut = _tie_cut(bits, t, k - n_below, n_equal, index)
+    return jnp.where(k > 0, t, none[0]), jnp.where(k > 0, cut, none[1])
+
+
+def pruned_flags(scores: jax.Array, k: jax.Array | int, method: str = "auto") -> jax.Array:
+    """Boolean array, True for the ``k`` entries with the smallest ``|score|`` (exact top-k).
+
+    Ties are broken by flat (row-major) index: among equal ``|score|`` the lower index is removed
+    first. ``k`` may be traced (an int32 scalar), so one compilation serves every sparsity and the
+    function can be ``vmap``-ed over stacked scores and counts.
+    """
+    t, cut = select_cut(scores, k, method)
+    return removed_by_cut(score_keys(scores), t, cut)
 
 
 def topk_mask(scores: jax.Array, k: jax.Array | int, method: str = "auto") -> jax.Array:
@@ -201,3 +233,184 @@ def masked(weight: jax.Array, scores: jax.Array, k: jax.Array, method: str = "au
     ``d loss / d mask = d loss / d (effective weight) * weight``.
     """
     return weight * supermask(jnp.abs(scores), k, method)
+
+
+# ----------------------------------------------------------------------------- masks from cuts
+
+
+def cut_mask(scores: jax.Array, cut: tuple[jax.Array, jax.Array], index=None) -> jax.Array:
+    """0/1 mask (dtype of ``scores``) of a cut: 0 where :func:`removed_by_cut` removes."""
+    removed = removed_by_cut(score_keys(scores), *cut, index)
+    return jnp.where(removed, 0, 1).astype(scores.dtype)
+
+
+def int_cotangent(x: jax.Array) -> np.ndarray:
+    """The (float0) cotangent of an integer input of a custom VJP."""
+    return np.zeros(np.shape(x), jax.dtypes.float0)
+
+
+@jax.custom_vjp
+def masked_by_cut(weight: jax.Array, scores: jax.Array, t: jax.Array, cut: jax.Array) -> jax.Array:
+    """``weight * mask`` for a cut chosen beforehand (:func:`select_cut`), with the gradient of
+    :func:`masked`: straight through the mask, then through ``|scores|``:
+    ``d scores = (g * weight) * sign(scores)`` (pruned entries too)."""
+    return weight * cut_mask(scores, (t, cut))
+
+
+def _masked_by_cut_fwd(weight, scores, t, cut):
+    return masked_by_cut(weight, scores, t, cut), (weight, scores, t, cut)
+
+
+def _masked_by_cut_bwd(res, g):
+    weight, scores, t, cut = res
+    mask = cut_mask(scores, (t, cut))
+    return g * mask, (g * weight) * jnp.sign(scores), int_cotangent(t), int_cotangent(cut)
+
+
+masked_by_cut.defvjp(_masked_by_cut_fwd, _masked_by_cut_bwd)
+
+
+# ----------------------------------------------------------------------------- threshold reuse
+#
+# Scores move little from one step to the next, so the previous step's cut predicts this one's.
+# :func:`select_cut_near` finds the exact top-k with a few counting passes around that guess: a
+# pass counts ``keys < h`` for :data:`NEAR_THRESHOLDS` thresholds h at once (one read of the
+# scores), keeping a bracket ``count(< lo) < k < count(< hi)``. It is done when a threshold h has
+# ``count(keys < h) == k`` exactly: then the k smallest are exactly the entries below h (no tie
+# straddles the cut), the same set the full select removes. When the bracket closes to one bit
+# pattern t (a tie straddles the cut) the tied entries are split by index as in the full select;
+# after :data:`NEAR_PASSES` passes without either, the full select runs instead. So the masks are
+# always those of the definition; only the work differs.
+
+#: Thresholds counted per pass of the near select (one variadic reduction).
+NEAR_THRESHOLDS = 8
+#: Counting passes before the near select gives up and runs the full select.
+NEAR_PASSES = 6
+#: First passes' spread, relative: the initial error scale is ``t >> NEAR_INITIAL_SHIFT`` patterns.
+NEAR_INITIAL_SHIFT = 12
+#: Offsets of the first pass around the predicted pattern, in units of the error scale.
+_FIRST_OFFSETS = (-8.0, -3.0, -1.0, -1.0 / 3, 1.0 / 3, 1.0, 3.0, 8.0)
+
+
+def hint_from_cut(cut: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The state :func:`select_cut_near` carries for a tensor, from a cut: (last pattern, last
+    drift, error scale) as int32 (patterns of ``|x|`` are below 2^31)."""
+    t = cut[0].astype(jnp.int32)
+    return t, jnp.int32(0), jnp.maximum(t >> NEAR_INITIAL_SHIFT, 1)
+
+
+def _count_below(keys: jax.Array, ths: jax.Array) -> jax.Array:
+    """count(keys < ths[i]) for every threshold, in ONE pass (a variadic integer reduction)."""
+    ops = tuple((keys < ths[i]).astype(jnp.int32) for i in range(ths.shape[0]))
+    zeros = tuple(jnp.int32(0) for _ in ops)
+    sums = lax.reduce(ops, zeros, lambda a, b: tuple(x + y for x, y in zip(a, b, strict=True)),
+                      tuple(range(keys.ndim)))  # fmt: skip
+    return jnp.stack(sums)
+
+
+def _near_thresholds(lo, hi, c_lo, c_hi, k, first, pred, err) -> jax.Array:
+    """The next pass's thresholds inside (lo, hi), increasing: around the prediction on the first
+    pass, else around the linear interpolation of the count, spaced to cover half the bracket (or
+    every pattern of a bracket of at most ``B + 1``)."""
+    b = NEAR_THRESHOLDS
+    i = jnp.arange(b, dtype=jnp.float32)
+    # Offsets in float32 (relative: exact enough), positions in int32 (patterns near 1e9 are far
+    # beyond float32's integer resolution).
+    w = (hi - lo).astype(jnp.float32)
+    frac = (k - c_lo).astype(jnp.float32) / jnp.maximum(c_hi - c_lo, 1).astype(jnp.float32)
+    spacing = jnp.maximum(jnp.floor(w / (2 * b)), 1.0)
+    interp = jnp.clip(jnp.round(frac * w + (i - (b - 1) / 2) * spacing), 1.0, w - 1)
+    around = jnp.round(jnp.asarray(_FIRST_OFFSETS) * err.astype(jnp.float32))
+    around = jnp.clip(around, -(2.0**30), 2.0**30).astype(jnp.int32)
+    th = jnp.where(first, jnp.clip(pred, 1, 2**31 - 2) + around,
+                   lo + jnp.minimum(interp, 2.0**30 * 1.99).astype(jnp.int32))  # fmt: skip
+    th = jnp.sort(jnp.clip(th, lo + 1, hi - 1))
+    every = jnp.minimum(lo + 1 + jnp.arange(b, dtype=jnp.int32), hi - 1)
+    return jnp.clip(jnp.where(hi - lo <= b + 1, every, th), lo + 1, hi - 1)
+
+
+def _near_bracket(keys, k, pred, err):
+    """The counting passes: (found, h, lo, hi, c_lo, c_hi) after at most :data:`NEAR_PASSES`."""
+    n = keys.size
+    top = jnp.int32(2**31 - 1)  # every pattern of |x| is below (NaN included); count(< top) = n
+
+    def cond(st):
+        found, _, lo, hi, _, _, passes = st
+        return (~found) & (hi - lo > 1) & (passes < NEAR_PASSES)
+
+    def body(st):
+        _, _, lo, hi, c_lo, c_hi, passes = st
+        th = _near_thresholds(lo, hi, c_lo, c_hi, k, passes == 0, pred, err)
+        c = _count_below(keys, th.astype(jnp.uint32))
+        hit = c == k
+        below, above = c < k, c > k
+        lo2 = jnp.max(jnp.where(below, th, lo))
+        c_lo2 = jnp.max(jnp.where(below, c, c_lo))
+        hi2 = jnp.min(jnp.where(above, th, hi))
+        c_hi2 = jnp.min(jnp.where(above, c, c_hi))
+        h = jnp.min(jnp.where(hit, th, top))
+        return jnp.any(hit), h, lo2, hi2, c_lo2, c_hi2, passes + 1
+
+    start = (jnp.bool_(False), top, jnp.int32(0), top, jnp.int32(0), jnp.int32(n), jnp.int32(0))
+    found, h, lo, hi, c_lo, c_hi, _ = lax.while_loop(cond, body, start)
+    return found, h, lo, hi, c_lo, c_hi
+
+
+def select_cut_near(
+    scores: jax.Array,
+    k: jax.Array | int,
+    hint: tuple[jax.Array, jax.Array, jax.Array],
+    method: str = "auto",
+    index: jax.Array | None = None,
+) -> tuple[tuple[jax.Array, jax.Array], tuple[jax.Array, jax.Array, jax.Array]]:
+    """:func:`select_cut` (the same removed set, ties included) from a hint (:func:`hint_from_cut`,
+    or the hint this function returned for the previous scores). Returns (cut, next hint).
+
+    The cut may be written differently from the full select's (``(h, 0)``: the entries below h)
+    but it always removes the same entries. ``method`` is the full select's for the fallback.
+    """
+    n = scores.size
+    k = jnp.clip(jnp.asarray(k, jnp.int32), 0, n)
+    keys = score_keys(scores)
+    t_prev, drift, err = hint
+    pred = jnp.clip(t_prev + drift, 0, 2**31 - 2)
+    found, h, lo, hi, c_lo, c_hi = _near_bracket(keys, k, pred, err)
+    tie = (~found) & (hi - lo == 1)
+    simple = (k == 0) | (k == n)
+
+    def near():
+        bits = keys.ravel()
+        idx = (flat_index(scores.shape) if index is None else index).ravel()
+        cut = _tie_cut_few(bits, lo.astype(jnp.uint32), k - c_lo, c_hi - c_lo, idx)
+        return jnp.where(found, h, lo).astype(jnp.uint32), jnp.where(found, 0, cut)
+
+    def full():
+        return select_cut(scores, k, method, index)
+
+    cut = lax.cond((found | tie) & ~simple, near, full)
+    t_new = jnp.where(found, h, cut[0].astype(jnp.int32))
+    miss = jnp.abs(t_new - pred)
+    step = t_new - t_prev
+    return cut, (t_new, step, jnp.maximum(jnp.maximum(2 * miss, err // 2), 1))
+
+
+#: Tied entries split by successive minimum-index passes when at most this many are taken.
+FEW_TIES = 4
+
+
+def _tie_cut_few(bits, t, take, n_equal, index) -> jax.Array:
+    """:func:`_tie_cut`, by ``take`` minimum-index passes when ``take <= FEW_TIES`` (a tie of
+    two or three entries straddling the cut: one pass instead of a bisection over the index)."""
+    n = bits.size
+
+    def few():
+        def body(_, last):
+            cand = jnp.where((bits == t) & (index > last), index, n)
+            return jnp.min(cand)
+
+        last = lax.fori_loop(0, jnp.maximum(take, 0), body, jnp.int32(-1))
+        return jnp.where(take > 0, last + 1, 0)
+
+    split = (take > 0) & (take < n_equal)
+    return lax.cond(split & (take <= FEW_TIES), few,
+                    lambda: _tie_cut(bits, t, take, n_equal, index))  # fmt: skip

@@ -29,11 +29,15 @@ from lottery_jax.errors import UserError
 from lottery_jax.nets.pruned import (
     PrunedNet,
     build_pruned,
+    initial_hints,
     param_counts,
     parse_model,
+    planes_tree,
     pruned_param_count,
     pruned_sizes,
+    redundancies,
     set_sparsity,
+    unplanes_tree,
 )
 from lottery_jax.nets.supermask import (
     METHODS,
@@ -312,6 +316,27 @@ def _apply(graphdef, frozen, scores, counts, x):
     return nnx.merge(graphdef, frozen, scores, counts)(x)
 
 
+def _select_cuts(graphdef, frozen, scores, counts):
+    """Every masked tensor's exact top-k cut of the current scores, chosen once per step (no
+    gradient flows through the choice: the masks are straight-through)."""
+    return jax.lax.stop_gradient(nnx.merge(graphdef, frozen, scores, counts).cuts())
+
+
+def _initial_hints(graphdef, frozen, scores, counts):
+    """The select hints of a member's current scores (one full select per tensor)."""
+    return initial_hints(nnx.merge(graphdef, frozen, scores, counts))
+
+
+def _near_cuts(graphdef, frozen, scores, counts, hints):
+    """The exact cuts of the current scores from the previous step's hints, and the next hints
+    (``PrunedNet.near_cuts``; no gradient flows through the choice)."""
+    return jax.lax.stop_gradient(nnx.merge(graphdef, frozen, scores, counts).near_cuts(hints))
+
+
+def _apply_with_cuts(graphdef, frozen, scores, counts, x, cuts):
+    return nnx.merge(graphdef, frozen, scores, counts)(x, cuts)
+
+
 def _stack(trees: list[Any]) -> Any:
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
@@ -369,18 +394,32 @@ def _runner(graphdef, m, frozen_shared, optimizer, shared_order, mode):
                    donate_argnums=(0, 1))  # fmt: skip
 
 
-def _run_fn(graphdef, m, frozen_shared, optimizer, shared_order, mode):
-    """The (not yet compiled) program of :func:`make_batched_runner` for ``m`` members (lists)."""
+def member_step_fn(graphdef, optimizer):
+    """One member's SGD step ``(scores, (opt_state, hints), frozen, counts, idx, valid, i, images,
+    labels) -> (scores, (opt_state, hints), loss)``: the masks of the current scores (exact, from
+    the previous step's select hints), the straight-through gradient, the optimizer update."""
 
-    def member_step(scores, opt_state, frozen, counts, idx, valid, i, images, labels):
+    def member_step(scores, state, frozen, counts, idx, valid, i, images, labels):
+        # (``state``: the optimizer state and the select hints, carried together by the loop.)
+        opt_state, hints = state
         bi, vi = idx[i], valid[i]
+        cuts, hints = _near_cuts(graphdef, frozen, scores, counts, hints)
 
         def loss_fn(sc):
-            return cross_entropy(_apply(graphdef, frozen, sc, counts, images[bi]), labels[bi], vi)
+            logits = _apply_with_cuts(graphdef, frozen, sc, counts, images[bi], cuts)
+            return cross_entropy(logits, labels[bi], vi)
 
         loss, grads = jax.value_and_grad(loss_fn)(scores)
         updates, opt_state = optimizer.update(grads, opt_state, scores)
-        return optax.apply_updates(scores, updates), opt_state, loss
+        return optax.apply_updates(scores, updates), (opt_state, hints), loss
+
+    return member_step
+
+
+def _run_fn(graphdef, m, frozen_shared, optimizer, shared_order, mode):
+    """The (not yet compiled) program of :func:`make_batched_runner` for ``m`` members (lists)."""
+
+    member_step = member_step_fn(graphdef, optimizer)
 
     shared = (
         False,
@@ -395,6 +434,18 @@ def _run_fn(graphdef, m, frozen_shared, optimizer, shared_order, mode):
     )
 
     def run(scores, opt_state, frozen, counts, images, labels, idx, valid, start, stop):
+        # The loop works on the redundant layers' compute layout (planes), converted once per call.
+        reds = redundancies(scores[0])
+        scores, opt_state, frozen = planes_tree((scores, opt_state, frozen), reds)
+        fzs = [frozen] * m if frozen_shared else frozen
+        hints = [_initial_hints(graphdef, f, s, c) for f, s, c in zip(fzs, scores, counts, strict=True)]
+        state = list(zip(opt_state, hints, strict=True))
+        sc, state, losses = _loop(scores, state, frozen, counts, images, labels, idx, valid,
+                                  start, stop)  # fmt: skip
+        sc, os_ = unplanes_tree((sc, [o for o, _ in state]))
+        return sc, os_, losses / jnp.maximum(stop - start, 1)
+
+    def _loop(scores, opt_state, frozen, counts, images, labels, idx, valid, start, stop):
         if mode == "vmap":  # stack once per call; the loop runs on stacked arrays
             step = jax.vmap(member_step, in_axes=tuple(None if sh else 0 for sh in shared))
             stk = lambda a, sh: a if sh else _stack(a)  # noqa: E731
@@ -427,7 +478,7 @@ def _run_fn(graphdef, m, frozen_shared, optimizer, shared_order, mode):
             sc, os_, losses = jax.lax.fori_loop(
                 start, stop, body, (scores, opt_state, jnp.zeros((m,)))
             )
-        return sc, os_, losses / jnp.maximum(stop - start, 1)
+        return sc, os_, losses
 
     return run
 

@@ -28,7 +28,7 @@ import numpy as np
 from lottery_jax import distributed, rundir
 from lottery_jax.errors import UserError
 from lottery_jax.nets.supermask import check_sparsity
-from lottery_jax.pruning import batched
+from lottery_jax.pruning import batched, grouping
 from lottery_jax.pruning import ticket as tickets
 from lottery_jax.results import PruneRecord, device_summary
 
@@ -153,8 +153,8 @@ def plan_groups(
     """The groups of a grid and the process that trains each: ``(owner, job index, members)``.
 
     ``jobs`` are (configuration, its (seed, sparsity) members). Each job's members go
-    ``max_members`` at a time (default: all) into groups; with fewer groups than processes each
-    group is split into as many even parts as it takes to give every process work. Owners are
+    ``max_members`` at a time (default: by :func:`grouping.group_size`) into groups; with fewer
+    groups than processes each group is split into as many even parts as it takes to give every process work. Owners are
     assigned by :func:`lottery_jax.distributed.assign` on the cost ``epochs x members``. The plan
     depends only on the grid, never on which runs are finished, so every process computes the
     same one and a rerun (with any process count) covers whatever is left.
@@ -162,7 +162,7 @@ def plan_groups(
     units: list[tuple[int, list]] = []
     for j, (_, members) in enumerate(jobs):
         members = list(members)
-        step = max_members or len(members) or 1
+        step = max_members or grouping.group_size(jobs[j][0], len(members))
         units += [(j, members[i : i + step]) for i in range(0, len(members), step)]
     if processes > 1 and 0 < len(units) < processes:
         parts = -(-processes // len(units))
@@ -337,7 +337,7 @@ def run_sweep(
     redundancy: int = 5,
     baseline: bool = True,
     conv_from: Path | None = None,
-    max_members: int | None = 14,
+    max_members: int | None = None,
     mode: str = "auto",
     processes: distributed.Processes | None = None,
     max_hours: float | None = None,
