@@ -421,17 +421,9 @@ def _run_fn(graphdef, m, frozen_shared, optimizer, shared_order, mode):
 
     member_step = member_step_fn(graphdef, optimizer)
 
-    shared = (
-        False,
-        False,
-        frozen_shared,
-        False,
-        shared_order,
-        shared_order,
-        True,
-        True,
-        True,
-    )
+    # Which of member_step's arguments every member shares (scores, opt state, frozen, counts,
+    # idx, valid, i, images, labels).
+    shared = (False, False, frozen_shared, False, shared_order, shared_order, True, True, True)
 
     def run(scores, opt_state, frozen, counts, images, labels, idx, valid, start, stop):
         # The loop works on the redundant layers' compute layout (planes), converted once per call.
