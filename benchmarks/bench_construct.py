@@ -79,9 +79,23 @@ def main() -> None:
         rows = [x for x in rows if (x["case"], json.dumps(x["settings"], sort_keys=True)) != key]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(rows + [row], indent=1) + "\n")
-        print(json.dumps({k: row[k] for k in ("case", "ticket_accuracy", "target_accuracy",
-                                               "within_epsilon_fraction", "seconds",
-                                               "compile_seconds", "reproduced")}), flush=True)
+        print(
+            json.dumps(
+                {
+                    k: row[k]
+                    for k in (
+                        "case",
+                        "ticket_accuracy",
+                        "target_accuracy",
+                        "within_epsilon_fraction",
+                        "seconds",
+                        "compile_seconds",
+                        "reproduced",
+                    )
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -340,7 +340,9 @@ def main() -> None:
 
     target = target_steps(data, steps)
     res["jax_target-fc2"] = target
-    print(f"plain FC2 target step: {target['step_ms']:.2f} ms (compile {target['compile_s']:.1f} s)")
+    print(
+        f"plain FC2 target step: {target['step_ms']:.2f} ms (compile {target['compile_s']:.1f} s)"
+    )
     # Goals (issue 14): redundant FC2 within 5x of the target step, wide FC2 within 7x, both at
     # least 40x the published PyTorch layer.
     goals = {"red-fc2": 5.0, "red-fc2-relu": 5.0, "wide-fc2": 7.0}
@@ -352,8 +354,10 @@ def main() -> None:
         res[f"jax_{key}"] = r
         for loss in (*r["loss_first"], *r["loss_last"]):  # quality beside the timing
             harness.check_band(res, f"{key} training loss", loss, 0.0, 10.0)
-        line = (f"{key} (s = 0.5): lottery_jax {r['step_ms']:.2f} ms/step = {r['x_target']:.1f}x "
-                f"the target step (goal <= {goals[key]:g}x; compile {r['compile_s']:.1f} s)")
+        line = (
+            f"{key} (s = 0.5): lottery_jax {r['step_ms']:.2f} ms/step = {r['x_target']:.1f}x "
+            f"the target step (goal <= {goals[key]:g}x; compile {r['compile_s']:.1f} s)"
+        )
         if not args.no_torch:
             t = torch_steps(model, torch_n, data, args.torch_threads, relu)
             res[f"torch_{key}"] = t

@@ -32,7 +32,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(os.environ["LOTTERY_JAX_DATA"]) if os.environ.get("LOTTERY_JAX_DATA") else None,
+        default=Path(os.environ["LOTTERY_JAX_DATA"])
+        if os.environ.get("LOTTERY_JAX_DATA")
+        else None,
         help="MNIST IDX directory (default: LOTTERY_JAX_DATA, else the verified download cache)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw")

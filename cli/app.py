@@ -48,7 +48,8 @@ def _main(
     allow_unverified_data: Annotated[
         bool,
         typer.Option(
-            "--allow-unverified-data", envvar="LOTTERY_JAX_ALLOW_UNVERIFIED_DATA",
+            "--allow-unverified-data",
+            envvar="LOTTERY_JAX_ALLOW_UNVERIFIED_DATA",
             help="Use a --data-dir that contradicts a dataset whose files are known (MNIST, "
             "Fashion-MNIST: e.g. train and test swapped) instead of refusing it; recorded in "
             "every results.json.",
@@ -133,7 +134,6 @@ def start_processes(coordinator, num_processes, process_id, detect):
     from lottery_jax import distributed
 
     return distributed.initialize(coordinator, num_processes, process_id, detect=detect)
-
 
 
 # ----------------------------------------------------------------------------- help at 80 columns

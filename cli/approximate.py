@@ -401,7 +401,9 @@ def verify(
         )
     rep = ap.verify_ticket(ticket, tstate, epsilon=epsilon)
     if rep.mismatches:
-        console.print(f"mismatch: {rep.summary_line}", markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"mismatch: {rep.summary_line}", markup=False, highlight=False, soft_wrap=True
+        )
         raise typer.Exit(rep.exit_code)
     t = Table(title=f"verify {ticket}")
     t.add_column("")

@@ -23,7 +23,7 @@ def summary_lines(comparison, threshold: float) -> list[str]:
     def row(cells) -> str:
         fixed = [f"{c:<{w}}" if i < 2 else f"{c:>{w}}" for i, (c, w) in
                  enumerate(zip(cells, WIDTHS, strict=False))]  # fmt: skip
-        return "  ".join([*fixed, *cells[len(WIDTHS):]]).rstrip()
+        return "  ".join([*fixed, *cells[len(WIDTHS) :]]).rstrip()
 
     over = f">{threshold:g}"
     lines = [row((*HEADER[:6], over, *HEADER[7:]))]
@@ -46,8 +46,10 @@ def compare(
     ],
     out: Annotated[
         Path | None,
-        typer.Option(help="CSV to write (a .json and a -runs.csv go beside it) "
-                     "\\[default: RUNS_DIR/vs-published.csv]"),
+        typer.Option(
+            help="CSV to write (a .json and a -runs.csv go beside it) "
+            "\\[default: RUNS_DIR/vs-published.csv]"
+        ),
     ] = None,
     threshold: Annotated[
         float, typer.Option(help="Count the points that differ by more than this (points).")

@@ -51,7 +51,9 @@ def summary_table(r: dict[str, Any]) -> Table:
     t.add_row("compile seconds", f"{r['compile_seconds']:.2f}")
     ep = r.get("edge_popup")
     if ep:
-        t.add_row(f"edge-popup, {ep['epochs']} epoch(s), same sparsity", _pct(ep["ticket_accuracy"]))
+        t.add_row(
+            f"edge-popup, {ep['epochs']} epoch(s), same sparsity", _pct(ep["ticket_accuracy"])
+        )
         t.add_row("edge-popup remaining / seconds", f"{ep['remaining_params']:,} / "
                                                     f"{ep['seconds']:.1f}")  # fmt: skip
     return t
@@ -79,17 +81,21 @@ commands = typer.Typer()
 def construct(
     target: Annotated[
         str,
-        typer.Option(help="paper: the paper's FC2 (built in, 97.19%); paper-lenet5 (its fc "
-                     "layers, 98.44%); or a weight file (FC2/FC4 of any width, LeNet5; no biases)."),
+        typer.Option(
+            help="paper: the paper's FC2 (built in, 97.19%); paper-lenet5 (its fc "
+            "layers, 98.44%); or a weight file (FC2/FC4 of any width, LeNet5; no biases)."
+        ),
     ] = "paper",
     redundancy: Annotated[int, typer.Option(help="Random links r per target weight.")] = 21,
     relu: Annotated[
         bool,
-        typer.Option(help="The redundant layers' extra ReLU: a link passes x >= 0 only through "
-                     "w1 > 0 and x < 0 only through w1 < 0. Layers whose inputs are "
-                     "non-negative (hidden layers, LeNet5's conv features, unit pixels) solve "
-                     "the positive-w1 side only; the first layer of FC2/FC4 fed normalized "
-                     "(signed) inputs solves both sides (r >= 2)."),
+        typer.Option(
+            help="The redundant layers' extra ReLU: a link passes x >= 0 only through "
+            "w1 > 0 and x < 0 only through w1 < 0. Layers whose inputs are "
+            "non-negative (hidden layers, LeNet5's conv features, unit pixels) solve "
+            "the positive-w1 side only; the first layer of FC2/FC4 fed normalized "
+            "(signed) inputs solves both sides (r >= 2)."
+        ),
     ] = False,
     epsilon: Annotated[float, typer.Option("--epsilon", help="Allowed error per weight.")] = 0.01,
     objective: Annotated[
@@ -97,24 +103,32 @@ def construct(
     ] = Objective.min_error,
     init: Annotated[
         Init,
-        typer.Option(help="Frozen random weights: normal = Experiment 2's, exactly what `prune "
-                     "--model red-... --redundancy R --seed S` draws; uniform = U[-1, 1], the "
-                     "paper's proof."),
+        typer.Option(
+            help="Frozen random weights: normal = Experiment 2's, exactly what `prune "
+            "--model red-... --redundancy R --seed S` draws; uniform = U[-1, 1], the "
+            "paper's proof."
+        ),
     ] = Init.normal,
     seed: SeedOpt = 0,
     inputs: Annotated[
         Inputs | None,
-        typer.Option(help="The target's input mode \\[default: the file's __meta__; else unit "
-                     "for FC2/FC4, normalized for LeNet5]"),
+        typer.Option(
+            help="The target's input mode \\[default: the file's __meta__; else unit "
+            "for FC2/FC4, normalized for LeNet5]"
+        ),
     ] = None,
     compare_epochs: Annotated[
         int,
-        typer.Option(help="Also train edge-popup masks on the same random network at the "
-                     "solved ticket's per-tensor sparsity for this many epochs (0: no)."),
+        typer.Option(
+            help="Also train edge-popup masks on the same random network at the "
+            "solved ticket's per-tensor sparsity for this many epochs (0: no)."
+        ),
     ] = 0,
     max_enum_n: Annotated[
-        int, typer.Option(help="Most usable links a weight's exact search takes; beyond it the "
-                          "feasibility tier.")
+        int,
+        typer.Option(
+            help="Most usable links a weight's exact search takes; beyond it the feasibility tier."
+        ),
     ] = DEFAULT_MAX_ENUM_N,
     feasibility_groups: Annotated[
         int, typer.Option(help="Link groups the feasibility tier tries per weight.")
@@ -143,9 +157,17 @@ def construct(
     form = cs.redundant_form(state, target)
     mode = inputs.value if inputs else (meta.get("inputs") or
                                         cs.DEFAULT_INPUTS[form.target_model])  # fmt: skip
-    cfg = cs.ConstructConfig(redundancy=redundancy, epsilon=epsilon, objective=objective.value,
-                             relu=relu, init=init.value, seed=seed, max_enum_n=max_enum_n,
-                             feasibility_groups=feasibility_groups, max_hours=max_hours)
+    cfg = cs.ConstructConfig(
+        redundancy=redundancy,
+        epsilon=epsilon,
+        objective=objective.value,
+        relu=relu,
+        init=init.value,
+        seed=seed,
+        max_enum_n=max_enum_n,
+        feasibility_groups=feasibility_groups,
+        max_hours=max_hours,
+    )
     cs.check_budget(form, cfg, mode)  # (refused before the data is loaded or a bar is drawn)
     data = None
     if evaluate or compare_epochs:

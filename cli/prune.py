@@ -236,8 +236,10 @@ def sweep_cmd(
     lr: LrOpt = None,
     max_members: Annotated[
         int | None,
-        typer.Option(help="Runs per compiled program [default: by family and backend, "
-                     "lottery_jax.pruning.grouping]."),
+        typer.Option(
+            help="Runs per compiled program [default: by family and backend, "
+            "lottery_jax.pruning.grouping]."
+        ),
     ] = None,
     data_dir: DataDirOpt = None,
     dataset: DatasetOpt = DatasetName.mnist,
@@ -314,8 +316,10 @@ def plot(
     ] = False,
     aggregate: Annotated[
         Aggregate,
-        typer.Option(help="mean: mean ± std over seeds per budget; best: per sparsity the best "
-                     "over the budgets present (the published figures' rule)."),
+        typer.Option(
+            help="mean: mean ± std over seeds per budget; best: per sparsity the best "
+            "over the budgets present (the published figures' rule)."
+        ),
     ] = Aggregate.mean,
 ) -> None:
     """Final test accuracy vs remaining parameters per family: PNG and PDF in a directory, or

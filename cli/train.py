@@ -104,7 +104,9 @@ def train(
     )  # fmt: skip
     out = out or Path("runs") / f"train-{model.value}-seed{seed}"
     res = train_with_progress(
-        out, config, lambda: load_dataset(data_dir, dataset=dataset.value, inputs=inputs.value),
+        out,
+        config,
+        lambda: load_dataset(data_dir, dataset=dataset.value, inputs=inputs.value),
         progress,
     )
     if not res.already_finished:
@@ -116,7 +118,9 @@ def _infer(state: dict, weights: Path) -> str:
     try:
         return models.infer_model(state, source=str(weights))[0]
     except UserError:
-        raise UserError(f"{weights}: its arrays fit none of fc2, fc4, lenet5; pass --model") from None
+        raise UserError(
+            f"{weights}: its arrays fit none of fc2, fc4, lenet5; pass --model"
+        ) from None
 
 
 @commands.command()

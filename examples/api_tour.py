@@ -35,7 +35,9 @@ def main(out: Path) -> None:
 
     # --- Experiment 2: a redundant 784-64-10 network (r = 3), only its supermask trained ----------
     data = lj.load_dataset(inputs="normalized")
-    small = data._replace(train_images=data.train_images[:6000], train_labels=data.train_labels[:6000])
+    small = data._replace(
+        train_images=data.train_images[:6000], train_labels=data.train_labels[:6000]
+    )
     config = lj.PruneConfig(model="red", sizes=(784, 64, 10), redundancy=3, epochs=2)
     batch = lj.make_batch(config, [(0, 0.5), (0, 0.9)])  # two sparsities, one compiled program
     history = lj.train_batch(

@@ -441,7 +441,11 @@ class _MirrorFailed(Exception):
 
 
 def _fetch_file(
-    spec: DatasetSpec, f: IdxFile, directory: Path, mirrors: tuple[str, ...], report: Callback,
+    spec: DatasetSpec,
+    f: IdxFile,
+    directory: Path,
+    mirrors: tuple[str, ...],
+    report: Callback,
     deadline: float | None = None,
 ) -> Path:
     """Download one file from the first mirror that gives a verified copy; atomically cache it."""

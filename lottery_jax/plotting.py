@@ -503,4 +503,3 @@ def plot_results(
         for path in targets[family]:
             written.append(save_figure(fig, path))
     return written
-

@@ -660,8 +660,7 @@ class RunDir:
         old = _read_json(path)
         if old is not None and not isinstance(old, dict):
             raise UserError(
-                f"{path} is not a lottery-jax run record; delete it or use another output "
-                "directory"
+                f"{path} is not a lottery-jax run record; delete it or use another output directory"
             )
         if old is not None and old.get("fingerprint") != fp:
             diff = first_difference(old.get("args"), to_jsonable(args))

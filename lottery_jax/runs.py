@@ -196,7 +196,13 @@ class _EpochCommitter:
     """``fit``'s ``on_epoch``: commit weights, resume state and results.json together."""
 
     def __init__(self, run, path: Path, config: dict, past: dict, on_epoch) -> None:
-        self.run, self.path, self.config, self.past, self.on_epoch = run, path, config, past, on_epoch
+        self.run, self.path, self.config, self.past, self.on_epoch = (
+            run,
+            path,
+            config,
+            past,
+            on_epoch,
+        )
         self.weights: dict[str, np.ndarray] = {}
         self.results: TrainRecord | None = None
 

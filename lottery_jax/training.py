@@ -284,7 +284,9 @@ def _check_fit(model: nnx.Module, data: Dataset, wrt: Any, recipe: Recipe) -> in
         raise UserError(f"batch size {recipe.batch_size} exceeds the {n:,} training examples")
     spe = steps_per_epoch(n, recipe.batch_size)
     if recipe.epochs * spe > INT32_MAX:  # optax counts steps in int32
-        raise UserError(f"{recipe.epochs:,} epochs of {spe:,} steps exceed 2^31 - 1 optimizer steps")
+        raise UserError(
+            f"{recipe.epochs:,} epochs of {spe:,} steps exceed 2^31 - 1 optimizer steps"
+        )
     params = sum(int(x.size) for x in jax.tree.leaves(nnx.state(model)))
     widths = sum(int(x.shape[0]) for x in jax.tree.leaves(nnx.state(model, wrt)) if x.ndim == 2)
     data_bytes = sum(int(x.nbytes) for x in data[:4])
@@ -337,9 +339,11 @@ def fit(
     idx, valid = epoch_indices(epoch_key(recipe.seed, start_epoch), n, recipe.batch_size)
     args = (trainable, opt_state, rest, data.train_images, data.train_labels, idx, valid)
     t0 = time.perf_counter()
-    compiled = make_step_runner(graphdef, optimizer, method).lower(
-        *args, jnp.int32(0), jnp.int32(1)
-    ).compile()
+    compiled = (
+        make_step_runner(graphdef, optimizer, method)
+        .lower(*args, jnp.int32(0), jnp.int32(1))
+        .compile()
+    )
     graph_eval = nnx.split(model)
     _model_correct.lower(
         graph_eval[0], graph_eval[1], data.test_images, data.test_labels, 1000, method

@@ -196,8 +196,11 @@ def test_a_journal_naming_paths_outside_is_ignored(tmp_path):
     victim = "../sentinel/results.json"
     pending = ".lottery-jax.x.1-deadbeef.tmp"
     sha = rundir._file_sha256(sentinel / pending)
-    (out / rundir.JOURNAL_NAME).write_text(json.dumps(
-        {"format": rundir.RUN_FORMAT, "files": {victim: {"sha256": sha, "pending": pending}}}))
+    (out / rundir.JOURNAL_NAME).write_text(
+        json.dumps(
+            {"format": rundir.RUN_FORMAT, "files": {victim: {"sha256": sha, "pending": pending}}}
+        )
+    )
     with rundir.RunDir(out) as run:
         assert run.committed() is None
     assert snapshot(sentinel) == before

@@ -319,8 +319,17 @@ def _runs(out: Path) -> dict[str, dict]:
         r = json.loads(path.read_text())
         masks = pruning.load_ticket(path.parent / "ticket.npz")["masks"]
         runs[path.parent.name] = {
-            **{k: r[k] for k in ("config", "test_accuracy", "train_loss", "final_test_accuracy",
-                                 "remaining_params", "total_params")},  # fmt: skip
+            **{
+                k: r[k]
+                for k in (
+                    "config",
+                    "test_accuracy",
+                    "train_loss",
+                    "final_test_accuracy",
+                    "remaining_params",
+                    "total_params",
+                )
+            },  # fmt: skip
             "masks": {k: np.packbits(v).tobytes().hex() for k, v in sorted(masks.items())},
         }
     return runs

@@ -123,8 +123,9 @@ def test_every_text_lies_inside_the_canvas(name):
         assert t.get_fontsize() >= plotting.MIN_FONT_PT, t.get_text()
     # Titles, axis labels and the legend do not run into each other's panels: no two texts of
     # a figure overlap (tick labels included).
-    boxes = [(t.get_text(), t.get_window_extent().expanded(1.0, 1.0).padded(1.0))
-             for t in texts]  # (1 px apart at least)
+    boxes = [
+        (t.get_text(), t.get_window_extent().expanded(1.0, 1.0).padded(1.0)) for t in texts
+    ]  # (1 px apart at least)
     for i, (a, ba) in enumerate(boxes):
         for b, bb in boxes[i + 1 :]:
             assert not ba.overlaps(bb) or ba.width * ba.height == 0, f"{a!r} overlaps {b!r}"

@@ -541,8 +541,10 @@ def test_unusable_cache_is_like_offline(capsys, tmp_path, monkeypatch):
     code, _, err = run_cli(capsys, *_approx_argv(tmp_path))
     assert code in (EXIT_NO_DATA, 3), err  # (3: some weight not within eps, which comes first)
     assert (tmp_path / "o" / "ticket.npz").exists()
-    assert "data cache" in json.loads((tmp_path / "o" / "results.json").read_text())[
-        "accuracy_not_measured"]
+    assert (
+        "data cache"
+        in json.loads((tmp_path / "o" / "results.json").read_text())["accuracy_not_measured"]
+    )
 
 
 def test_verify_estimates_its_memory_up_front(tmp_path, monkeypatch):
@@ -586,7 +588,7 @@ def swapped_mnist(tmp_path, mnist_dir):
              "train-labels-idx1-ubyte": "t10k-labels-idx1-ubyte"}  # fmt: skip
     for a, b in [*pairs.items(), *((b, a) for a, b in pairs.items())]:
         src = next(p for p in mnist_dir.iterdir() if p.name.startswith(a))
-        (d / (b + src.name[len(a):])).symlink_to(src)
+        (d / (b + src.name[len(a) :])).symlink_to(src)
     return d
 
 

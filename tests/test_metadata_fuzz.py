@@ -32,9 +32,11 @@ json_values = st.recursive(
     max_leaves=12,
 )  # fmt: skip
 #: Text that is JSON nested ``depth`` levels (or not JSON at all).
-deep = st.integers(1, 20000).map(lambda d: "[" * d + "]" * d) | st.integers(1, 20000).map(
-    lambda d: '{"a":' * d + "1" + "}" * d
-) | st.text(max_size=20)
+deep = (
+    st.integers(1, 20000).map(lambda d: "[" * d + "]" * d)
+    | st.integers(1, 20000).map(lambda d: '{"a":' * d + "1" + "}" * d)
+    | st.text(max_size=20)
+)
 
 
 def mutations(base: dict, keys: list[str], sub: dict[str, list[str]]):

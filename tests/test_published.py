@@ -93,8 +93,10 @@ def _shipped_text() -> str:
         (lambda t: t.replace(",97.94,", ",high,", 1), r"line \d+: final_test_acc is not a number"),
         (lambda t: t.replace("fc2,wide,", "fc2,narrow,", 1), r"line \d+: unknown family/variant"),
         (lambda t: t.replace(",0.107,93.95\r\n", ",0.107\r\n", 1), r"line \d+: expected 12 fields"),
-        (lambda t: t.replace(",0.107,93.95\r\n", ",0.107,93.95 94\r\n", 1),
-         r"test_acc_per_epoch has 2"),  # fmt: skip
+        (
+            lambda t: t.replace(",0.107,93.95\r\n", ",0.107,93.95 94\r\n", 1),
+            r"test_acc_per_epoch has 2",
+        ),  # fmt: skip
         (lambda t: t.replace(",0.107,93.95\r\n", ",0.107,nan\r\n", 1), "not finite"),
         (lambda t: t.splitlines()[0] + "\n", "no records"),
         (lambda t: t + t.splitlines()[1] + "\n", "two records for fc2 baseline"),

@@ -138,7 +138,9 @@ def test_classify():
     assert classify({"command": "prune", "config": {"model": "red-fc2", "epochs": 3}}) is None
     custom = {"model": "red", "sizes": [784, 32, 10], "epochs": 3}
     assert classify({"command": "prune", "config": custom, **acc}) is None
-    assert classify({"command": "approximate", "config": {"model": "fc2", "epochs": 1}, **acc}) is None
+    assert (
+        classify({"command": "approximate", "config": {"model": "fc2", "epochs": 1}, **acc}) is None
+    )
 
 
 def test_plot_filters_mean_std_and_labels(tmp_path, capsys):

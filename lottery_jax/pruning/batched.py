@@ -430,7 +430,9 @@ def _run_fn(graphdef, m, frozen_shared, optimizer, shared_order, mode):
         reds = redundancies(scores[0])
         scores, opt_state, frozen = planes_tree((scores, opt_state, frozen), reds)
         fzs = [frozen] * m if frozen_shared else frozen
-        hints = [_initial_hints(graphdef, f, s, c) for f, s, c in zip(fzs, scores, counts, strict=True)]
+        hints = [
+            _initial_hints(graphdef, f, s, c) for f, s, c in zip(fzs, scores, counts, strict=True)
+        ]
         state = list(zip(opt_state, hints, strict=True))
         sc, state, losses = _loop(scores, state, frozen, counts, images, labels, idx, valid,
                                   start, stop)  # fmt: skip
@@ -522,8 +524,14 @@ def _cached_mesh_correct(graphdef, slots, frozen_shared, batch_size, mode, mesh)
 
         fz = frozen if frozen_shared else _unstack(frozen, per)
         return jnp.stack(
-            _over_members(one, mode, (frozen_shared, False, False), fz, _unstack(scores, per),
-                          _unstack(counts, per))  # fmt: skip
+            _over_members(
+                one,
+                mode,
+                (frozen_shared, False, False),
+                fz,
+                _unstack(scores, per),
+                _unstack(counts, per),
+            )  # fmt: skip
         )
 
     mem, rep, fz, _ = _specs(frozen_shared, True)

@@ -144,9 +144,7 @@ class PublishedRuns:
         return tuple(sorted(e for (f, v, sk, e) in self._index
                             if (f, v, sk) == (family, variant, s)))  # fmt: skip
 
-    def best(
-        self, family: str, variant: str, sparsity: float, budgets=None
-    ) -> PublishedRun | None:
+    def best(self, family: str, variant: str, sparsity: float, budgets=None) -> PublishedRun | None:
         """The record with the best final accuracy over ``budgets`` (default: every budget), as
         the published figures take it; None if there is none among them."""
         if budgets is None:
@@ -482,8 +480,11 @@ class Comparison:
         return {
             "command": "compare",
             "runs_dir": self.runs_dir,
-            "published": {"source": self.source, "records": PUBLISHED_COUNT,
-                          "sha256": PUBLISHED_SHA256},  # fmt: skip
+            "published": {
+                "source": self.source,
+                "records": PUBLISHED_COUNT,
+                "sha256": PUBLISHED_SHA256,
+            },  # fmt: skip
             "threshold": threshold,
             "runs": len(self.runs),
             "duplicates": self.duplicates,

@@ -313,6 +313,7 @@ def train_baseline(
     run_dir = out / f"baseline-{family}-e{epochs}-seed{seed}"
     config = train_config(model=family, epochs=epochs, seed=seed, inputs="normalized",
                           data={"data": data.name})  # fmt: skip
+
     def chunk(epoch, done, total, loss):  # (the batched runs report one loss per member)
         if on_chunk is not None:
             on_chunk(epoch, done, total, [loss])

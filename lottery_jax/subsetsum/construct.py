@@ -393,8 +393,14 @@ def compare_edge_popup(form, cfg, ticket, data, epochs: int, *, on_chunk=None, o
         getattr(layer, cname)[...] = jnp.int32(removed[f"{lname}.{wname}"])
     graphdef, frozen, scores, counts = nnx.split(net, Frozen, Score, PruneCount)
     total = sum(m.size for m in ticket["masks"].values())
-    batch = dataclasses.replace(batch, graphdef=graphdef, frozen=frozen, scores=[scores],
-                                counts=[counts], totals=[(total, total - sum(removed.values()))])
+    batch = dataclasses.replace(
+        batch,
+        graphdef=graphdef,
+        frozen=frozen,
+        scores=[scores],
+        counts=[counts],
+        totals=[(total, total - sum(removed.values()))],
+    )
     t0 = time.perf_counter()
     history = batched.train_batch(batch, data, on_chunk=on_chunk, on_epoch=on_epoch)
     wall = time.perf_counter() - t0
@@ -616,8 +622,19 @@ def construct(
             from lottery_jax.data import load_dataset
 
             data = load_dataset(inputs=inputs)
-        result = _construct(form, cfg, inputs, source, data if evaluate or compare_epochs else None,
-                            run, compare_epochs, on_layer, on_chunk, on_train_chunk, on_epoch)
+        result = _construct(
+            form,
+            cfg,
+            inputs,
+            source,
+            data if evaluate or compare_epochs else None,
+            run,
+            compare_epochs,
+            on_layer,
+            on_chunk,
+            on_train_chunk,
+            on_epoch,
+        )
         result.results["wall_seconds"] = time.perf_counter() - t_start
         if run is not None:
             run.commit(_files(result), state={"done": True})

@@ -203,7 +203,9 @@ def run_experiment(
                 )  # fmt: skip
             procs.barrier("lottery-jax approximate: every process's chunks")
             if procs.index != 0:
-                return ExperimentOutcome(spec.out, 0, solved_chunks=solved, process=procs.describe())
+                return ExperimentOutcome(
+                    spec.out, 0, solved_chunks=solved, process=procs.describe()
+                )
         data, data_error = load_data(spec, inputs)
         if spec.target_kind == TRAIN_TARGET:
             state, path = train_first(spec, data, inputs, hooks)

@@ -112,7 +112,9 @@ class ApproxConfig:
         if self.draw not in ("published", "nested"):
             raise UserError(f"unknown coefficient draw {self.draw!r} (published or nested)")
         if self.range_mode not in ss.RANGE_MODES:
-            raise UserError(f"unknown range mode {self.range_mode!r} (choose from {ss.RANGE_MODES})")
+            raise UserError(
+                f"unknown range mode {self.range_mode!r} (choose from {ss.RANGE_MODES})"
+            )
         if self.coef_range is not None and not self.coef_range[0] < self.coef_range[1]:
             raise UserError(f"coefficient range must have low < high, got {self.coef_range}")
         if self.max_enum_n is not None and not 1 <= self.max_enum_n <= ss.MAX_ENUM_N:
@@ -352,9 +354,7 @@ def _plan_layer(target, name, cfg, low, high, cpu: bool, mask_bytes: int):
     if not exact:
         w = np.asarray(target[name], np.float64)
         inside = w[(w >= n * min(low, 0.0)) & (w <= n * max(high, 0.0))]
-        unsettled = ss.expected_unsettled(
-            inside, cfg.epsilon, low, high, k, cfg.feasibility_groups
-        )
+        unsettled = ss.expected_unsettled(inside, cfg.epsilon, low, high, k, cfg.feasibility_groups)
         if cfg.prove:
             unsettled = float(size)
         if not cfg.scip:
@@ -468,9 +468,7 @@ def setup_run(
     """Plan the run (refused beyond the machine or ``cfg.max_hours``) and, with ``out``, record its
     fingerprint there or refuse a directory holding another run."""
     layers = target_layers(target, cfg.layers)
-    low, high = cfg.coef_range or ss.coefficient_range(
-        [target[k] for k in layers], cfg.range_mode
-    )
+    low, high = cfg.coef_range or ss.coefficient_range([target[k] for k in layers], cfg.range_mode)
     plan = plan or plan_approximation(target, layers, cfg, low, high)
     fp_config = {
         k: v for k, v in config_dict(cfg).items() if k not in ("max_hours", "scip_workers")

@@ -302,7 +302,9 @@ class ScipPool:
                     msg = json.loads(line)
                     i = busy.pop(w)
                     if msg.get("id") != i:
-                        raise ScipWorkerError(f"SCIP worker {w} answered task {msg.get('id')}, not {i}")
+                        raise ScipWorkerError(
+                            f"SCIP worker {w} answered task {msg.get('id')}, not {i}"
+                        )
                     if "error" in msg:
                         raise ScipWorkerError(f"SCIP worker failed on task {i}: {msg['error']}")
                     on_result(i, MipResult(**msg["result"]))

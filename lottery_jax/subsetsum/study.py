@@ -349,7 +349,9 @@ def study_experiment(
             "device": device_summary(),
             "accuracy_not_measured": data_error,
         }
-        title = f"SubsetSum on {model_name.upper()} ({results['target']}), per-row, seed {spec.seed}"
+        title = (
+            f"SubsetSum on {model_name.upper()} ({results['target']}), per-row, seed {spec.seed}"
+        )
         run.commit({
             "study.json": rundir.json_bytes(results),
             "study.csv": csv_text(rows).encode(),

@@ -192,15 +192,21 @@ _META_CHECKS: dict[str, tuple[Any, str]] = {
     "low": (_is_real, "a finite number"),
     "high": (_is_real, "a finite number"),
     "layers": (
-        lambda v: isinstance(v, list)
-        and len(v) > 0
-        and all(isinstance(x, str) and x for x in v)
-        and len(set(v)) == len(v),
+        lambda v: (
+            isinstance(v, list)
+            and len(v) > 0
+            and all(isinstance(x, str) and x for x in v)
+            and len(set(v)) == len(v)
+        ),
         "a non-empty list of distinct layer names",
     ),
     "statuses": (
-        lambda v: isinstance(v, list) and len(v) > 0 and all(x in STATUSES for x in v)
-        and len(set(v)) == len(v),
+        lambda v: (
+            isinstance(v, list)
+            and len(v) > 0
+            and all(x in STATUSES for x in v)
+            and len(set(v)) == len(v)
+        ),
         f"a list of distinct statuses from {', '.join(STATUSES)}",
     ),
     "bit_order": (lambda v: v == "little", "little"),
@@ -348,7 +354,9 @@ def _check_layer_list(v: _Verification) -> None:
         patterns = meta.get("layer_patterns") or None
         want = target_layers(v.target, patterns) if patterns else target_layers(v.target)
         if want != layers:
-            v.found.add(f"meta.layers: {layers}, but the target's tensors to approximate are {want}")
+            v.found.add(
+                f"meta.layers: {layers}, but the target's tensors to approximate are {want}"
+            )
     known = {f"{k}.{s}" for k in layers for s in ("target", "subsets", "status", "error")}
     known |= {f"{k}.coefficients" for k in layers}
     extra = sorted(set(v.arrays) - known)
@@ -403,8 +411,7 @@ def _check_target_totals(v: _Verification) -> None:
     source = meta.get("range_source")
     if source == "target" and (low, high) != (meta["low"], meta["high"]):
         found.add(
-            f"meta.low/high: [{meta['low']}, {meta['high']}], but the target gives "
-            f"[{low}, {high}]"
+            f"meta.low/high: [{meta['low']}, {meta['high']}], but the target gives [{low}, {high}]"
         )
     elif source not in (None, "target", "fixed"):
         found.add(f"meta.range_source: {source!r} is not target or fixed")
