@@ -99,7 +99,11 @@ def test_oversized_network_and_batch_refused_up_front(capsys, tmp_path, tiny_idx
             "--out", tmp_path / "b"]  # fmt: skip
     code, _, err = run_cli(capsys, *args)
     assert_one_line_error(code, err, "h (estimate", "max hours", only=False)
-    code, _, err = run_cli(capsys, *args, "--sparsity", "0.1,0.2,0.3", "--max-hours", "1e6")
+    # On a CPU a red-fc2 member trains alone (pruning.grouping), so the memory refusal needs one
+    # member too large by itself: redundancy 5000, about 2e9 parameters.
+    big = ["prune", "--redundancy", "5000", "--epochs", "1", "--data-dir", mnist_dir,
+           "--out", tmp_path / "b"]  # fmt: skip
+    code, _, err = run_cli(capsys, *big, "--sparsity", "0.1,0.2,0.3", "--max-hours", "1e6")
     assert_one_line_error(code, err, "memory", "redundancy", only=False)  # (after a log line)
     assert not list((tmp_path / "b").rglob("results.json"))
     # A batch larger than the training set.
