@@ -55,9 +55,10 @@ def compare(
         float, typer.Option(help="Count the points that differ by more than this (points).")
     ] = 5.0,
 ) -> None:
-    """Hold every Experiment 2 run in RUNS_DIR against the published runs (the paper's own
-    records, built in): one row per family, variant, sparsity and budget with our mean, std and
-    count over seeds, the published accuracy and the difference; prints a summary per variant."""
+    """Hold every Experiment 2 run in RUNS_DIR against the published runs (built in).
+
+    One row per family, variant, sparsity and budget with our mean, std and count over seeds,
+    the published accuracy and the difference; prints a summary per variant."""
     from lottery_jax.pruning.published import compare as compare_runs
 
     if not runs_dir.is_dir():

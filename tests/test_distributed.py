@@ -87,7 +87,7 @@ def test_plan_covers_every_member_once(processes):
 
 
 def test_prune_plan_splits_members_over_processes():
-    cfg = pruning.PruneConfig(model="red", sizes=(16, 8, 4))  # (small: one group by default)
+    cfg = pruning.PruneConfig(model="red", sizes=(784, 8, 10))  # (small: one group by default)
     members = [(seed, s) for seed in (0, 1) for s in (0.1, 0.5, 0.9)]
     plan = sweep.plan_groups([(cfg, members)], None, 2)
     assert [(o, g) for o, _, g in plan] == [(0, members[:3]), (1, members[3:])]
