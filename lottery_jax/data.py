@@ -276,7 +276,7 @@ def tfds_source(name: str, split: str, data_dir: str | None):
     level = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.ERROR)  # no TFDS chatter; restored below
     try:
-        with _scratch_tempdir():
+        with scratch_tempdir():
             return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except Exception:  # not prepared (or not a TFDS name)
         return None
@@ -285,11 +285,11 @@ def tfds_source(name: str, split: str, data_dir: str | None):
 
 
 @contextlib.contextmanager
-def _scratch_tempdir():
+def scratch_tempdir(prefix: str = "lottery-jax-tfds-"):
     """Point :mod:`tempfile` at a private folder, removed afterwards: TFDS's metadata look-up
     (``DatasetInfo.initialize_from_bucket``) makes a ``tmp*tfds`` folder it never removes."""
     saved = tempfile.tempdir
-    with tempfile.TemporaryDirectory(prefix="lottery-jax-tfds-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
         tempfile.tempdir = scratch
         try:
             yield

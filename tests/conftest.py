@@ -146,12 +146,7 @@ def tiny_block_data(n_train: int = 128, n_test: int = 50, seed: int = 0):
 def _private_tempdir():
     """Send every temporary file of the run to one folder removed at the end: tensorflow-datasets'
     mock builders (``DatasetInfo.initialize_from_bucket``) leave a ``tmp*tfds`` folder per use."""
-    import tempfile
+    from lottery_jax.data import scratch_tempdir
 
-    saved = tempfile.tempdir
-    with tempfile.TemporaryDirectory(prefix="lottery-jax-tests-") as scratch:
-        tempfile.tempdir = scratch
-        try:
-            yield
-        finally:
-            tempfile.tempdir = saved
+    with scratch_tempdir(prefix="lottery-jax-tests-"):
+        yield
