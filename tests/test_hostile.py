@@ -185,6 +185,14 @@ def test_npz_member_whose_header_lies_is_refused(tmp_path):
     one_line(e)
 
 
+def _write_gz_idx(path, shape, *, blocks: int) -> None:
+    """A gzipped IDX header for ``shape`` followed by ``blocks`` x 16 MiB of zeros."""
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(_idx_bytes(shape))
+        for _ in range(blocks):
+            f.write(bytes(1 << 24))
+
+
 def _idx_bytes(dims: tuple[int, ...], body: bytes = b"") -> bytes:
     magic = 0x803 if len(dims) == 3 else 0x801
     return magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims) + body
@@ -206,11 +214,7 @@ def test_gz_idx_bomb_is_refused_without_decompressing_it(tmp_path):
     d = write_idx_dir(tmp_path / "d")
     big = tmp_path / "d" / "train-images-idx3-ubyte.gz"
     (tmp_path / "d" / "train-images-idx3-ubyte").unlink(missing_ok=True)
-    with gzip.open(big, "wb", compresslevel=1) as f:
-        f.write(_idx_bytes((2_000_000, 28, 28)))
-        block = bytes(1 << 24)
-        for _ in range(8):  # 128 MB written (the header claims 1.5 GB)
-            f.write(block)
+    _write_gz_idx(big, (2_000_000, 28, 28), blocks=8)  # 128 MB written (the header claims 1.5 GB)
     rss = _rss_mb()
     with pytest.raises(UserError, match="examples") as e:
         read_idx_dir(d)
@@ -641,11 +645,7 @@ def test_other_data_is_accepted_unchecked(tiny_idx_dir):
 def test_gz_idx_declaring_far_more_than_it_can_hold_is_refused(tmp_path):
     """784 MB of zeros in a 0.8 MB .gz, within the example count: refused from the header."""
     path = tmp_path / "train-images-idx3-ubyte.gz"
-    with gzip.open(path, "wb", compresslevel=1) as f:
-        f.write(_idx_bytes((1_000_000, 28, 28)))
-        block = bytes(1 << 24)
-        for _ in range(4):
-            f.write(block)
+    _write_gz_idx(path, (1_000_000, 28, 28), blocks=4)
     rss = _rss_mb()
     with pytest.raises(UserError, match="may hold") as e:
         read_idx(path)
