@@ -174,10 +174,14 @@ def test_scip_statuses_are_checked_in_float64(monkeypatch, answer, start_within,
     FakePool.answer = staticmethod(reply)
     monkeypatch.setattr(scip_solver, "ScipPool", FakePool)
     cfg = ap.ApproxConfig(epsilon=0.01, c=2.0, scip_workers=1)
-    masks, tier = ap.network._scip_tier(cfg, coefs, w, start, np.zeros((1, 1), np.uint8))
+    masks, tier, report = ap.network._scip_tier(cfg, coefs, w, start, np.zeros((1, 1), np.uint8))
     assert tier[0, 0] == expect
     if expect in (ap.UNSOLVED, ap.INFEASIBLE):
         assert masks[0, 0] == start[0, 0]  # the incumbent is kept
+    # The report counts SCIP's own answer (before the float64 check), one instance.
+    raw = "optimal" if answer == "optimal-outside" else answer
+    assert report.instances == 1 and report.resumed == 0 and report.workers == 1
+    assert report.statuses == {s: int(s == raw) for s in scip_solver.MIP_STATUSES}
 
 
 def test_scip_results_are_saved_and_resumed(tmp_path):

@@ -66,15 +66,8 @@ def approximate_target(
 
     state = {k: np.asarray(v) for k, v in state.items()}
     model_name, target_net = network_for(state, source=source, model=model)
-    scip: dict[str, Any] = {}  # per layer sent to SCIP: instances, resumed from chunks
-
-    def scip_progress(p) -> None:
-        scip.setdefault(p.layer, {"instances": p.total, "resumed": p.resumed})
-        if on_scip is not None:
-            on_scip(p)
-
     res = net_mod.approximate_network(
-        state, cfg, run, on_layer=on_layer, on_chunk=on_chunk, on_scip=scip_progress
+        state, cfg, run, on_layer=on_layer, on_chunk=on_chunk, on_scip=on_scip
     )
     outside = net_mod.not_within_epsilon(res, state)
     approx_state = net_mod.approximated_state(res, state)
@@ -91,7 +84,6 @@ def approximate_target(
         "target_accuracy": target_acc,
         "approx_accuracy": approx_acc,
         **net_mod.record(res),
-        "scip": scip,
         "not_within_epsilon": outside,
         "device": device_summary(),
         "config": full_config,

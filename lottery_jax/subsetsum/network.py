@@ -220,6 +220,8 @@ class ApproxResult:
     resumed_chunks: int
     counts: dict[str, int] = field(default_factory=dict)
     plan: Any = None  # the Plan the run was estimated with
+    #: What the SCIP tier did, per tensor that sent it weights (:class:`scip.ScipReport`).
+    scip: dict[str, Any] = field(default_factory=dict)
 
 
 def _chunk_name(layer: str, i: int) -> str:
@@ -620,18 +622,18 @@ def settle_layer(
     solver: Solver,
     out: rundir.RunDir | None = None,
     on_scip: Callable[[Any], None] | None = None,
-) -> tuple[LayerResult, float]:
+) -> tuple[LayerResult, Any]:
     """A layer's chunks to its result: masks over all ``n`` coefficients, the weights the first
     group left settled (:func:`_settle`, beyond the exact ceiling), ``--zero-small`` applied,
-    and every subset summed again in float64 (:func:`_recheck`). Returns the result and the
-    seconds spent in SCIP."""
+    and every subset summed again in float64 (:func:`_recheck`). Returns the result and what
+    SCIP did (a :class:`scip.ScipReport`; None when no weight went to SCIP)."""
     n, eps, w = cfg.n, cfg.epsilon, work.w
     local, errors, tier = chunks
     masks = _lift(local, work.cols, n)
     del local
-    seconds = 0.0
+    scip_report = None
     if not work.plan.exact:
-        masks, tier, seconds = _settle(
+        masks, tier, scip_report = _settle(
             cfg, work.inst_c, work.inst_w, masks, errors, tier, work.plan.k, solver.mesh,
             solver.stats, store=out, layer=work.name, on_scip=on_scip,
         )  # fmt: skip
@@ -641,7 +643,7 @@ def settle_layer(
         small = np.abs(w) <= eps
         masks = np.where(small.reshape(*w.shape, *([1] * (masks.ndim - w.ndim))), 0, masks)
         tier = np.where(small, FEASIBLE, tier).astype(np.uint8)
-    return _recheck(work.coefs, w, masks, tier, eps, n), seconds
+    return _recheck(work.coefs, w, masks, tier, eps, n), scip_report
 
 
 @_in_run_dir
@@ -697,22 +699,24 @@ def approximate_network(
     solver = Solver.local()
     results: dict[str, LayerResult] = {}
     coefficients: dict[str, np.ndarray] = {}
-    scip_seconds = 0.0
+    scip: dict[str, Any] = {}
     for li, name in enumerate(setup.layers):
         work = layer_work(target, cfg, setup, li, solver.ndev)
         coefficients[name] = work.coefs
         if on_layer:
             on_layer(name, work.inst_w.shape[0])
         chunks = solve_chunks(cfg, work, out, solver, range(work.n_chunks), on_chunk)
-        results[name], seconds = settle_layer(cfg, work, chunks, solver, out, on_scip)
-        scip_seconds += seconds
+        results[name], scip_report = settle_layer(cfg, work, chunks, solver, out, on_scip)
+        if scip_report is not None:
+            scip[name] = scip_report
     counts = {
         s: int(sum(int((r.status == i).sum()) for r in results.values()))
         for i, s in enumerate(STATUSES)
     }
     return ApproxResult(
         cfg, setup.layers, setup.low, setup.high, results, coefficients, solver.stats.seconds,
-        solver.stats.compile_seconds, scip_seconds, solver.resumed, counts, setup.plan,
+        solver.stats.compile_seconds, sum(r.seconds for r in scip.values()), solver.resumed,
+        counts, setup.plan, scip,
     )  # fmt: skip
 
 
@@ -724,8 +728,8 @@ def _settle(cfg, inst_c, inst_w, masks, errors, tier, k, mesh, stats, **scip_kw)
     _other_groups(cfg, inst_c, inst_w, masks, errors, tier, k, mesh, stats)
     if cfg.objective == "min-count":
         _exact_small_counts(inst_c, inst_w, masks, errors, tier, cfg.epsilon, stats)
-    seconds = _scip_rest(cfg, inst_c, inst_w, masks, tier, **scip_kw)
-    return masks, tier, seconds
+    scip_report = _scip_rest(cfg, inst_c, inst_w, masks, tier, **scip_kw)
+    return masks, tier, scip_report
 
 
 def _prove_by_bound(inst_c, inst_w, masks, errors, tier, eps) -> None:
@@ -775,17 +779,18 @@ def _exact_small_counts(inst_c, inst_w, masks, errors, tier, eps, stats) -> None
     tier[r[ok], j[ok]] = OPT_ENUM
 
 
-def _scip_rest(cfg, inst_c, inst_w, masks, tier, **scip_kw) -> float:
+def _scip_rest(cfg, inst_c, inst_w, masks, tier, **scip_kw):
     """SCIP for the weights no group settled (and, with ``prove``, the feasible ones), within the
-    budget of ``max_hours``; without the MIP tier they stay ``unsolved``. Returns SCIP's seconds."""
+    budget of ``max_hours``; without the MIP tier they stay ``unsolved``. Returns what SCIP did
+    (a :class:`scip.ScipReport`), None when no weight went to it."""
     n = cfg.n
     todo = (tier == _UNSETTLED) | ((tier == FEASIBLE) if cfg.prove else False)
     r, j = np.nonzero(todo)
     if not r.size:
-        return 0.0
+        return None
     if not cfg.scip:  # no MIP tier: what no group settled stays unsolved
         tier[r, j] = np.where(tier[r, j] == _UNSETTLED, UNSOLVED, tier[r, j])
-        return 0.0
+        return None
     budget = cfg.max_hours * 3600
     need = r.size * cfg.scip_time_limit / max(1, cfg.scip_workers)
     if need > budget:
@@ -797,14 +802,12 @@ def _scip_rest(cfg, inst_c, inst_w, masks, tier, **scip_kw) -> float:
         )
     start = ss.masks_to_ints(masks[r, j], n)
     t_in = np.where(tier[r, j] == _UNSETTLED, FEASIBLE, tier[r, j]).astype(np.uint8)
-    t0 = time.perf_counter()
-    m_out, t_out = _scip_tier(
+    m_out, t_out, report = _scip_tier(
         cfg, inst_c[r], inst_w[r, j][:, None], start[:, None], t_in[:, None], **scip_kw
     )
-    seconds = time.perf_counter() - t0
     masks[r, j] = ss.ints_to_masks(np.asarray(m_out)[:, 0], n)
     tier[r, j] = np.asarray(t_out)[:, 0]
-    return seconds
+    return report
 
 
 def _scip_tier(
@@ -822,7 +825,7 @@ def _scip_tier(
 
     ``inst_c (R, n)``, ``inst_w (R, W)``; ``masks (R, W)`` the incumbents (int64, or Python ints in
     an object array for any n); ``tier`` is not read (every weight given is solved). Returns
-    ``(masks, tier)``. Statuses, each checked in float64 here: ``optimal-scip`` / ``feasible`` for
+    ``(masks, tier, report)``, the report a :class:`scip.ScipReport`. Statuses, each checked in float64 here: ``optimal-scip`` / ``feasible`` for
     a subset within eps (SCIP's, or the incumbent when SCIP found none), ``infeasible`` when SCIP
     proved that no subset is within eps, ``unsolved`` when it ran out of time with nothing within
     eps (the incumbent is kept).
@@ -834,6 +837,7 @@ def _scip_tier(
     """
     from lottery_jax.subsetsum import scip as scip_solver
 
+    t0 = time.perf_counter()
     R, W = inst_w.shape
     n = inst_c.shape[1]
     eps = cfg.epsilon
@@ -873,7 +877,9 @@ def _scip_tier(
                 pool.run(tasks, finished, todo)
         finally:
             saved.flush()  # (also on Ctrl-C: what finished is kept)
-    return _scip_statuses(cfg, inst_c, inst_w, masks, tier, tasks, results)
+    masks, tier = _scip_statuses(cfg, inst_c, inst_w, masks, tier, tasks, results)
+    report = scip_solver.ScipReport.of(progress, results.values(), time.perf_counter() - t0)
+    return masks, tier, report
 
 
 def _scip_statuses(cfg, inst_c, inst_w, masks, tier, tasks, results):
@@ -1021,6 +1027,7 @@ def record(res: ApproxResult) -> dict[str, Any]:
         "seconds": res.seconds,
         "compile_seconds": res.compile_seconds,
         "scip_seconds": res.scip_seconds,
+        "scip": {k: v.as_dict() for k, v in res.scip.items()},
         "resumed_chunks": res.resumed_chunks,
         "n": cfg.n,
         "epsilon": cfg.epsilon,

@@ -32,9 +32,10 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pyscipopt import Model, quicksum
@@ -379,6 +380,41 @@ class ScipProgress:
 
 #: Codes of :attr:`MipResult.status` in the saved result chunks.
 MIP_STATUSES = ("optimal", "feasible", "infeasible", "unknown")
+
+
+@dataclass(frozen=True)
+class ScipReport:
+    """What the SCIP tier did for one tensor: the ``scip`` entry of ``results.json`` and of
+    :func:`lottery_jax.approximate`'s report, one per tensor that sent weights to SCIP.
+
+    ``instances``: the weights sent to SCIP (those no JAX tier settled, and with ``prove`` the
+    feasible ones too); ``resumed``: of them, the results an interrupted run had saved;
+    ``statuses``: SCIP's answers by :data:`MIP_STATUSES`, ``optimal`` (proved), ``feasible`` (a
+    subset within eps, the time limit came before a proof), ``infeasible`` (proved: no subset
+    within eps) and ``unknown`` (the time limit came with nothing within eps); every answer is then
+    checked in float64, so the weights' final statuses are the report's ``status_counts``.
+    ``workers``: SCIP worker processes; ``time_limit``: seconds per weight; ``seconds``: the wall
+    clock of this tensor's SCIP phase (resumed results are not solved again).
+    """
+
+    instances: int
+    resumed: int
+    statuses: dict[str, int]
+    workers: int
+    time_limit: float
+    seconds: float
+
+    @classmethod
+    def of(cls, progress: ScipProgress, results: Iterable[MipResult], seconds: float) -> ScipReport:
+        """The report of a finished phase: its progress record and every instance's result."""
+        counts = {s: 0 for s in MIP_STATUSES}
+        for r in results:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        return cls(progress.total, progress.resumed, counts, progress.workers,
+                   float(progress.time_limit), float(seconds))  # fmt: skip
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def tasks_key(tasks: Sequence[MipTask]) -> str:
