@@ -13,13 +13,22 @@ matrix, an output channel of a conv kernel, a single element of a 1-D array (a b
 
 Compiled solvers are cached per process by shape bucket (rows and columns padded to powers of two,
 then multiples of 64), so a second call with a similar shape does not compile again.
+
+Progress comes through callbacks, as from :func:`lottery_jax.construct` (the library draws
+nothing)::
+
+    r = approximate(w, epsilon=0.01, prove=True,
+                    on_layer=lambda name, rows: print(name, rows, "rows"),
+                    on_chunk=lambda name, done: print(name, done, "rows done"),
+                    on_scip=lambda p: print(p.layer, p.done, "/", p.total, "SCIP instances"))
+    r.report["scip"]  # per array that sent weights to SCIP: instances, statuses, seconds...
 """
 
 from __future__ import annotations
 
 import glob
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +49,9 @@ class Approximation:
     ``weights``: the approximated arrays (float64 subset sums, the input's shapes, a single array or
     a dict like the input); ``report``: the ``results.json`` fields (``all_within_epsilon``,
     ``max_error``, ``remaining_params``, ``relative_size``, ``status_counts``, ``layers`` (one row
-    per array), ``n``, ``epsilon``, ``c``, ``seed``, ``seconds``...); ``ticket``: the full result
+    per array), ``scip`` (per array that sent weights to SCIP, what SCIP did:
+    :class:`~lottery_jax.subsetsum.scip.ScipReport` as a dict; empty when SCIP did not run),
+    ``scip_seconds``, ``n``, ``epsilon``, ``c``, ``seed``, ``seconds``...); ``ticket``: the full result
     (chosen subsets, coefficients, statuses, errors per array); :meth:`save` writes the ticket file
     that ``lottery-jax verify`` checks.
     """
@@ -97,6 +108,9 @@ def approximate(
     max_hours: float = 4.0,
     scip_time_limit: float = 60.0,
     scip_workers: int = 1,
+    on_layer: Callable[[str, int], None] | None = None,
+    on_chunk: Callable[[str, int], None] | None = None,
+    on_scip: Callable[[Any], None] | None = None,
 ) -> Approximation:
     """Approximate every entry of ``weights`` within ``epsilon`` by a subset sum of random numbers.
 
@@ -107,6 +121,13 @@ def approximate(
     ``per-weight``. Exact up to the measured ceiling, then the feasibility tier and SCIP (``prove``
     asks SCIP to prove optimality of the feasible ones). Work beyond ``max_hours`` or the machine's
     memory is refused up front (:class:`UserError`, one line).
+
+    Progress, per array in order (a single array is named ``weight``): ``on_layer(name, rows)``
+    as it starts (``rows``: its SubsetSum instances, leading-axis slices per row or single weights
+    per weight); ``on_chunk(name, rows_done)`` after each solved chunk of them; ``on_scip(progress)``
+    (a :class:`~lottery_jax.subsetsum.scip.ScipProgress`: ``layer``, ``done``, ``total``,
+    ``resumed``, ``workers``, ``time_limit``, ``worst_case_seconds``) once before the array's
+    first SCIP instance is sent and after each one finishes, only for arrays that need SCIP.
     """
     target, single = _as_target(weights)
     if not (isinstance(seed, int | np.integer) and 0 <= int(seed) < 2**63):
@@ -129,7 +150,7 @@ def approximate(
         prove=prove,
         max_hours=max_hours,
     )
-    res = nw.approximate_network(target, cfg)
+    res = nw.approximate_network(target, cfg, on_layer=on_layer, on_chunk=on_chunk, on_scip=on_scip)
     report = nw.record(res)
     out = {k: res.results[k].approx.copy() for k in target}
     return Approximation(out[SINGLE_NAME] if single else out, report, res, target)
