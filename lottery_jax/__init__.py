@@ -5,12 +5,16 @@ The Python API (the ``lottery-jax`` command line is a thin shell around the same
 Experiment 1, SubsetSum approximation
     :func:`approximate` approximates one array of any shape, or a mapping of names to arrays, by
     subset sums of ``n = c log2(1/eps)`` random coefficients per row (the leading axis) or per
-    weight; it returns the approximated arrays, a report (the ``results.json`` fields) and a ticket.
+    weight; it returns the approximated arrays, a report (the ``results.json`` fields, ``scip``:
+    what the SCIP tier did) and a ticket, reporting progress through ``on_layer``/``on_chunk``/
+    ``on_scip`` callbacks.
 
 Experiment 2, pruning random networks
     :func:`build_pruned` builds a redundant (``red-fc2`` ... or ``red`` with any ``sizes``) or wide
     network; :class:`PruneConfig`, :func:`make_batch` and :func:`train_batch` train the supermasks of
-    several (seed, sparsity) members in one compiled program, reporting through callbacks.
+    several (seed, sparsity) members in one compiled program, reporting through callbacks;
+    :func:`member_net` / :func:`member_ticket` give a trained member as a network / a ticket,
+    :func:`net_from_ticket` rebuilds the network from a ticket.
     :func:`load_published` gives the paper's own 3,077 run records (built in);
     :func:`compare_published` holds a results directory against them (a typed ``Comparison``
     with ``write``/``to_json``); :func:`plot_results` draws the figure (``published=True``
@@ -19,8 +23,10 @@ Experiment 2, pruning random networks
 Targets and data
     :func:`build_model` (FC2, FC4, LeNet5), :func:`fit` (the published recipe, callbacks),
     :func:`evaluate` (test accuracy), :func:`load_dataset` (MNIST-like IDX files, cached downloads),
-    :func:`load_weights` / :func:`save_weights` (``.npz`` in PyTorch layout), :func:`load_ticket`
-    (either kind of ticket file).
+    :func:`load_weights` / :func:`save_weights` (``.npz`` in PyTorch layout); tickets:
+    :func:`save_ticket` (either kind: an :func:`approximate` or :func:`construct` result, a
+    :class:`SupermaskTicket`), :func:`load_ticket` (either kind of file: says which),
+    :func:`load_supermask_ticket` (a :class:`SupermaskTicket`), :func:`verify_ticket` (SubsetSum).
 
 Every random draw comes from an explicit seed; library functions draw nothing on the terminal and
 raise :class:`UserError` (a ``ValueError``) with a one-line message for bad input.
@@ -62,6 +68,9 @@ _API = {
     "make_batch": ("lottery_jax.pruning.batched", "make_batch"),
     "train_batch": ("lottery_jax.pruning.batched", "train_batch"),
     "member_net": ("lottery_jax.pruning.batched", "member_net"),
+    "member_ticket": ("lottery_jax.pruning.ticket", "member_ticket"),
+    "net_from_ticket": ("lottery_jax.pruning.ticket", "net_from_ticket"),
+    "SupermaskTicket": ("lottery_jax.pruning.ticket", "SupermaskTicket"),
     "load_published": ("lottery_jax.pruning.published", "load_published"),
     "compare_published": ("lottery_jax.pruning.published", "compare"),
     "plot_results": ("lottery_jax.plotting", "plot_results"),
@@ -74,6 +83,8 @@ _API = {
     "load_weights": ("lottery_jax.checkpoint", "load_weights"),
     "save_weights": ("lottery_jax.checkpoint", "save_weights"),
     "load_ticket": ("lottery_jax.tickets", "load_ticket"),
+    "save_ticket": ("lottery_jax.tickets", "save_ticket"),
+    "load_supermask_ticket": ("lottery_jax.pruning.ticket", "load_ticket"),
 }
 
 __all__ = [
@@ -89,6 +100,9 @@ __all__ = [
     "make_batch",
     "train_batch",
     "member_net",
+    "member_ticket",
+    "net_from_ticket",
+    "SupermaskTicket",
     "load_published",
     "compare_published",
     "plot_results",
@@ -100,6 +114,8 @@ __all__ = [
     "load_weights",
     "save_weights",
     "load_ticket",
+    "save_ticket",
+    "load_supermask_ticket",
 ]
 
 
@@ -126,9 +142,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from lottery_jax.pruning.batched import PruneConfig, make_batch, member_net, train_batch
     from lottery_jax.pruning.published import compare as compare_published
     from lottery_jax.pruning.published import load_published
+    from lottery_jax.pruning.ticket import SupermaskTicket, member_ticket, net_from_ticket
+    from lottery_jax.pruning.ticket import load_ticket as load_supermask_ticket
     from lottery_jax.subsetsum.api import approximate
     from lottery_jax.subsetsum.construct import construct
     from lottery_jax.subsetsum.network import ApproxConfig, approximate_network
     from lottery_jax.subsetsum.ticket import verify_ticket
-    from lottery_jax.tickets import load_ticket
+    from lottery_jax.tickets import load_ticket, save_ticket
     from lottery_jax.training import Recipe, evaluate, fit

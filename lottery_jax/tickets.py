@@ -9,6 +9,8 @@
   network's frozen weights, its configuration and its packed masks. Format id
   :data:`SUPERMASK_FORMAT`; written and read by :mod:`lottery_jax.pruning.ticket`.
 
+:func:`save_ticket` writes either kind from what the library returns (``lj.save_ticket``).
+
 Both are ``.npz`` files with one ``__meta__`` entry: a JSON string whose ``format`` names the kind.
 Files of the first release (format ``lottery-jax-ticket/1``, shared by both kinds; the SubsetSum
 ticket kept its JSON under ``meta``, the supermask ticket under ``__meta__``) still load: the kind
@@ -145,6 +147,30 @@ def _legacy_kind(key: str, meta: dict, arrays: dict[str, np.ndarray]) -> TicketK
     if "shapes" in meta or any(k.startswith("mask:") for k in arrays):
         return "supermask"
     return None
+
+
+def save_ticket(path: str | os.PathLike, ticket: Any) -> Path:
+    """Write a ticket of either kind to ``path`` (``.npz``) and return the path.
+
+    ``ticket``: what :func:`lottery_jax.approximate` returns (a SubsetSum ticket; ``lottery-jax
+    verify`` checks it), a :class:`~lottery_jax.pruning.ticket.SupermaskTicket`
+    (:func:`~lottery_jax.pruning.ticket.member_ticket`) or what :func:`lottery_jax.construct`
+    returns (supermask tickets; ``lottery-jax evaluate-ticket`` reads them). Anything else: a
+    one-line UserError.
+    """
+    from lottery_jax.pruning.ticket import SupermaskTicket
+    from lottery_jax.pruning.ticket import save_ticket as save_supermask
+    from lottery_jax.subsetsum.api import Approximation
+    from lottery_jax.subsetsum.construct import Construction
+
+    if isinstance(ticket, Approximation | Construction):
+        return ticket.save(path)
+    if isinstance(ticket, SupermaskTicket):
+        return save_supermask(path, ticket)
+    raise UserError(
+        f"save_ticket: a {type(ticket).__name__} is no ticket (pass what approximate or construct "
+        "returns, or a SupermaskTicket from member_ticket)"
+    )
 
 
 def open_ticket(path: str | os.PathLike, kind: TicketKind) -> Ticket:

@@ -134,7 +134,19 @@ def evaluate(
     batch_size: int = 1000,
     method: str = "__call__",
 ) -> float:
-    """Test accuracy (percent) of an NNX model; compiled once per model structure."""
+    """Test accuracy (percent) of an NNX model; compiled once per model structure.
+
+    A pruned network (:func:`~lottery_jax.nets.pruned.build_pruned`, ``member_net``,
+    ``net_from_ticket``) is measured by the path its training reports
+    (:func:`lottery_jax.pruning.ticket.net_accuracy`), so a network rebuilt from its ticket gives
+    the very accuracy ``train_batch`` reported.
+    """
+    from lottery_jax.nets.pruned import PrunedNet
+
+    if isinstance(model, PrunedNet) and method == "__call__":
+        from lottery_jax.pruning.ticket import net_accuracy
+
+        return net_accuracy(model, images, labels, batch_size)
     graphdef, state = nnx.split(model)
     correct = _model_correct(graphdef, state, images, labels, batch_size, method)
     return 100.0 * int(correct) / int(images.shape[0])

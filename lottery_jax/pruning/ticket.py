@@ -24,7 +24,7 @@ from lottery_jax.nets.supermask import (
     topk_mask,
 )
 from lottery_jax.nets.targets import Frozen, lenet5_widths
-from lottery_jax.pruning.batched import PruneConfig, batched_correct
+from lottery_jax.pruning.batched import Batch, PruneConfig, batched_correct, member_net
 from lottery_jax.rundir import write_npz
 from lottery_jax.tickets import SUPERMASK_FORMAT, open_ticket
 
@@ -85,6 +85,15 @@ def make_ticket(net: PrunedNet, config: PruneConfig, seed: int, sparsity: float)
     conv = {k: np.asarray(getattr(net, k.split(".")[0]).weight[...])
             for k in ("conv1.weight", "conv2.weight")} if net.conv else None  # fmt: skip
     return SupermaskTicket(config.as_dict(), int(seed), float(sparsity), ticket_masks(net), conv)
+
+
+def member_ticket(batch: Batch, i: int) -> SupermaskTicket:
+    """The ticket of member ``i`` of a trained batch (:func:`~lottery_jax.pruning.batched.train_batch`):
+    its seed, sparsity, the batch's config and the member's masks."""
+    if not (isinstance(i, int) and 0 <= i < len(batch.members)):
+        raise UserError(f"member {i!r} is not in the batch (0 to {len(batch.members) - 1})")
+    seed, sparsity = batch.members[i]
+    return make_ticket(member_net(batch, i), batch.config, seed, sparsity)
 
 
 def save_ticket(path: str | Path, ticket: SupermaskTicket, extra: dict | None = None) -> Path:
@@ -208,11 +217,13 @@ def net_from_ticket(ticket: SupermaskTicket) -> PrunedNet:
     return net
 
 
-def net_accuracy(net: PrunedNet, images: jax.Array, labels: jax.Array) -> float:
+def net_accuracy(
+    net: PrunedNet, images: jax.Array, labels: jax.Array, batch_size: int = 1000
+) -> float:
     """Test accuracy of one pruned network (the path used for tickets and final accuracies)."""
     graphdef, frozen, scores, counts = nnx.split(net, Frozen, Score, PruneCount)
     correct = batched_correct(
-        graphdef, frozen, [scores], [counts], images, labels, True, 1000, "unroll"
+        graphdef, frozen, [scores], [counts], images, labels, True, batch_size, "unroll"
     )
     return 100.0 * int(np.asarray(correct)[0]) / int(images.shape[0])
 
