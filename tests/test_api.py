@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -63,17 +64,49 @@ def test_approximate_any_shape_and_mapping(tmp_path):
     for k, v in weights.items():
         assert r2.weights[k].shape == v.shape
         assert np.max(np.abs(r2.weights[k] - v)) <= 0.01
-    path = r2.save(tmp_path / "ticket.npz")
+    path = lj.save_ticket(tmp_path / "ticket.npz", r2)
     t = lj.load_ticket(path)
-    assert t.kind == "subsetsum"
+    assert t.kind == "subsetsum" and t.meta["seed"] == 1 and t.meta["layers"] == list(weights)
+    for k, v in weights.items():  # the ticket holds the target and one subset per weight
+        np.testing.assert_array_equal(t.arrays[f"{k}.target"], v)
+        assert t.arrays[f"{k}.subsets"].shape[:-1] == v.shape
     assert lj.verify_ticket(path).exit_code == 0
+    assert r.report["scip"] == {} and r.report["scip_seconds"] == 0.0  # exact tier only
+
+
+def test_approximate_callbacks_and_scip_report():
+    """Progress in order (on_layer, then on_chunk up to the rows, then on_scip from 0 to the
+    total) and the SCIP report: n = 8 coefficients in [0.5, 1) and the exact tier capped at 4,
+    so 0.2 and 0.3 (no subset within eps, inside the bound) need SCIP, and with prove=True the
+    feasible 0.0 (the empty subset) goes to SCIP too."""
+    w = np.array([0.0, 0.2, 0.3])
+    events = []
+    r = lj.approximate(
+        w, epsilon=0.05, c=2.0, max_enum_n=4, coef_range=(0.5, 1.0), scip_time_limit=5.0,
+        prove=True, on_layer=lambda *a: events.append(("layer", *a)),
+        on_chunk=lambda *a: events.append(("chunk", *a)),
+        on_scip=lambda p: events.append(("scip", p.layer, p.done, p.total, p.resumed)),
+    )  # fmt: skip
+    kinds = [e[0] for e in events]
+    assert kinds == sorted(kinds, key=["layer", "chunk", "scip"].index), kinds
+    assert events[0] == ("layer", "weight", 3)
+    chunks = [e for e in events if e[0] == "chunk"]
+    assert chunks and chunks[-1] == ("chunk", "weight", 3)
+    scip = [e for e in events if e[0] == "scip"]
+    assert scip == [("scip", "weight", done, 3, 0) for done in range(4)]
+    rep = r.report["scip"]["weight"]
+    assert rep["instances"] == 3 and rep["resumed"] == 0 and rep["workers"] == 1
+    assert rep["time_limit"] == 5.0 and rep["seconds"] > 0
+    assert rep["statuses"] == {"optimal": 1, "feasible": 0, "infeasible": 2, "unknown": 0}
+    assert r.report["scip_seconds"] == rep["seconds"]
+    assert r.report["status_counts"]["optimal-scip"] == 1
+    assert r.report["status_counts"]["infeasible"] == 2
 
 
 def test_custom_sizes_supermask_and_both_ticket_kinds(tmp_path):
     import jax.numpy as jnp
 
     from lottery_jax.data import Dataset
-    from lottery_jax.pruning import ticket
 
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.uniform(size=(128, 28, 28, 1)).astype(np.float32))
@@ -87,13 +120,28 @@ def test_custom_sizes_supermask_and_both_ticket_kinds(tmp_path):
     total, remaining = batch.totals[0]
     assert total == 3 * 784 + 16 * 784 * 3 + 3 * 16 + 10 * 16 * 3
     assert remaining == sum(n - int(0.5 * n) for n in (3 * 784, 16 * 784 * 3, 3 * 16, 10 * 16 * 3))
-    net = lj.member_net(batch, 0)
-    path = ticket.save_ticket(tmp_path / "t.npz", ticket.make_ticket(net, cfg, 0, 0.5))
-    t = lj.load_ticket(path)
-    assert t.kind == "supermask"
-    rebuilt = ticket.net_from_ticket(ticket.load_ticket(path))
-    acc = ticket.net_accuracy(rebuilt, data.test_images, data.test_labels)
-    assert acc == hist["test_accuracy"][0][-1]
+    made = lj.member_ticket(batch, 1)
+    assert (made.seed, made.sparsity, made.config) == (0, 0.9, cfg.as_dict())
+    path = lj.save_ticket(tmp_path / "t.npz", made)
+    assert lj.load_ticket(path).kind == "supermask"
+    loaded = lj.load_supermask_ticket(path)
+    assert isinstance(loaded, lj.SupermaskTicket)
+    assert (loaded.seed, loaded.sparsity) == (made.seed, made.sparsity)
+    assert loaded.config == json.loads(json.dumps(made.config))  # (JSON: tuples become lists)
+    assert set(loaded.masks) == set(made.masks)
+    for k, m in made.masks.items():
+        np.testing.assert_array_equal(loaded.masks[k], m)
+    rebuilt = lj.net_from_ticket(loaded)
+    acc = lj.evaluate(rebuilt, data.test_images, data.test_labels)
+    assert acc == hist["test_accuracy"][1][-1]
+    with pytest.raises(lj.UserError, match="not a supermask ticket"):
+        lj.load_supermask_ticket(
+            lj.save_ticket(tmp_path / "s.npz", lj.approximate([0.1], epsilon=0.1))
+        )
+    with pytest.raises(lj.UserError, match="is no ticket"):
+        lj.save_ticket(tmp_path / "x.npz", {"masks": {}})
+    with pytest.raises(lj.UserError, match="member 2 is not in the batch"):
+        lj.member_ticket(batch, 2)
     with pytest.raises(lj.UserError, match="needs layer sizes"):
         lj.PruneConfig(model="wide")
 
@@ -108,4 +156,6 @@ def test_example_script_runs(tmp_path, mnist_dir):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "all within eps: True" in out.stdout
     assert "a subsetsum ticket" in out.stdout and "a supermask ticket" in out.stdout
+    assert f"writing the tickets to {tmp_path}" in out.stdout
     assert (tmp_path / "kernel-ticket.npz").is_file()
+    assert (tmp_path / "supermask-ticket.npz").is_file()
