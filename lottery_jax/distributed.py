@@ -23,6 +23,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
+import signal
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -178,7 +180,21 @@ def initialize(
         except (RuntimeError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"cannot start JAX's distributed runtime ({what}): {first}") from None
+        restore_signal_handlers()
     return current()
+
+
+def restore_signal_handlers() -> None:
+    """Give SIGTERM back to Python's handler after ``jax.distributed.initialize``.
+
+    JAX's preemption notifier installs its own C handler for SIGTERM, which logs the signal and
+    lets training go on, so a multi-process run ignored ``kill`` and a scheduler's preemption
+    notice. Re-installing the Python-level handler (the CLI's: stop within seconds, resumable)
+    restores the documented behaviour; JAX's preemption sync points are not used here."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # (signal handlers can only be set from the main thread)
+    handler = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL if handler is None else handler)
 
 
 def assign(costs: Sequence[float], count: int) -> list[int]:

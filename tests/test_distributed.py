@@ -436,3 +436,47 @@ def test_approximate_in_two_processes_equals_one_process(tmp_path):
     )
     two = json.loads((tmp_path / "two" / "results.json").read_text())
     assert two["resumed_chunks"] == 8 and two["all_within_epsilon"] is not None
+
+
+# ----------------------------------------------------------------------------- stopping
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_two_process_sweep_within_seconds(tmp_path):
+    """JAX's preemption notifier takes SIGTERM over when the distributed runtime starts (it logs
+    and training goes on); the processes must still stop within seconds, resumable."""
+    import signal
+    import time
+
+    data = write_idx_dir(tmp_path / "idx", n_train=256, n_test=128)
+    port = _free_port()
+    cmd = ["sweep", "--family", "fc2", "--no-baseline", "--epochs", "500", "--sparsity", "0.5",
+           "--variants", "red-linear,wide", "--redundancy", "1", "--no-progress",
+           "--data-dir", str(data), "--out", str(tmp_path / "out")]  # fmt: skip
+    procs, logs = [], []
+    for i in range(2):
+        logs.append(tmp_path / f"p{i}.log")
+        extra = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id",
+                 str(i)]  # fmt: skip
+        with open(logs[-1], "w") as log:
+            procs.append(subprocess.Popen([sys.executable, "-c", CLI, *cmd, *extra], env=_env(),
+                                          stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not all("epoch 2/500" in p.read_text() for p in logs):
+            assert time.monotonic() < deadline, [p.read_text()[-2000:] for p in logs]
+            assert all(p.poll() is None for p in procs), [p.read_text()[-2000:] for p in logs]
+            time.sleep(0.2)
+        t0 = time.monotonic()
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        codes = [p.wait(timeout=60) for p in procs]
+        waited = time.monotonic() - t0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    texts = [p.read_text() for p in logs]
+    assert codes == [143, 143], texts
+    assert waited < 20, waited
+    assert all("terminated (SIGTERM)" in t and "resume" in t for t in texts), texts
