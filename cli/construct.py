@@ -176,7 +176,7 @@ def construct(
         tasks: dict[str, Any] = {}
 
         def on_epoch(epoch, accs, seconds):
-            console.print(f"edge-popup epoch {epoch + 1}: {accs[0]:.2f}% ({seconds:.1f} s)")
+            console.print(f"edge-popup epoch {epoch}: {accs[0]:.2f}% ({seconds:.1f} s)")
 
         res = cs.construct(
             target, redundancy=redundancy, epsilon=epsilon, objective=objective.value, relu=relu,

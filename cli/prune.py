@@ -98,7 +98,7 @@ class _Bar:
     def on_chunk(self, epoch, done, total, loss):
         if self.task is None or done <= 100 and epoch != getattr(self, "_epoch", None):
             self._epoch = epoch
-            self.task = self.progress.add_task(f"epoch {epoch + 1}/{self.epochs}", total=total,
+            self.task = self.progress.add_task(f"epoch {epoch}/{self.epochs}", total=total,
                                                info="")  # fmt: skip
         mean = float(sum(loss) / len(loss))
         self.progress.update(self.task, completed=done, info=f"mean loss {mean:.4f}")
@@ -106,7 +106,7 @@ class _Bar:
     def on_epoch(self, epoch, accs, seconds):
         best = max(accs)
         if not self.enabled:  # one line per epoch for logs
-            console.print(f"epoch {epoch + 1}/{self.epochs}: test accuracy "
+            console.print(f"epoch {epoch}/{self.epochs}: test accuracy "
                           f"{', '.join(f'{a:.2f}' for a in accs)}% ({seconds:.1f}s)")  # fmt: skip
         if self.task is not None:
             self.progress.update(

@@ -623,7 +623,7 @@ def train_batch(
     Returns ``test_accuracy`` (per member, per epoch), ``epoch_seconds`` (wall time of each batched
     epoch, compile excluded), ``compile_seconds``, ``train_loss`` (per member, per epoch).
     ``on_chunk(epoch, done_steps, total_steps, loss)`` and ``on_epoch(epoch, accs, seconds)`` report
-    progress; they do no computation. ``checkpoint(epochs_done, state, history)`` is called after
+    progress; they do no computation; ``epoch`` counts from 1, as printed ("epoch 1/30"). ``checkpoint(epochs_done, state, history)`` is called after
     every epoch with ``state = (scores, opt_state)``; ``resume(like_state)`` may return such a
     saved ``(epochs_done, state, history)`` to continue from (each epoch's data order depends only
     on the seed and the epoch, so a resumed run equals an uninterrupted one).
@@ -670,8 +670,8 @@ def train_batch(
         jax.block_until_ready((idx, valid))
         t0 = time.perf_counter()
         scores, opt_state, loss_total = _batch_epoch(
-            compiled, (scores, opt_state, frozen, counts, images, labels, idx, valid), m, epoch,
-            spe, chunk, on_chunk,
+            compiled, (scores, opt_state, frozen, counts, images, labels, idx, valid), m,
+            epoch + 1, spe, chunk, on_chunk,
         )  # fmt: skip
         jax.block_until_ready(scores)
         seconds = time.perf_counter() - t0
@@ -683,7 +683,7 @@ def train_batch(
         if checkpoint is not None:
             checkpoint(epoch + 1, (get(scores), get(opt_state)), history)
         if on_epoch is not None:
-            on_epoch(epoch, accs, seconds)
+            on_epoch(epoch + 1, accs, seconds)
     if mesh is not None:  # back to one uncommitted copy per member (usable on any one device)
         batch.scores = [jax.tree.map(lambda x: jnp.asarray(np.asarray(x)), t) for t in get(scores)]
     history["device_members"] = batch.device_members()
