@@ -17,6 +17,7 @@ from lottery_jax import checkpoint
 from lottery_jax import subsetsum as ap
 from lottery_jax.errors import UserError
 from lottery_jax.paper import resolve_weights
+from lottery_jax.rundir import default_run_dir, number_label
 from lottery_jax.subsetsum.experiment import (
     ExperimentHooks,
     ExperimentOutcome,
@@ -36,6 +37,7 @@ from .app import (
     ProcessIdOpt,
     SeedOpt,
     start_processes,
+    target_parts,
 )
 from .options import FRACTION_OPEN, POSITIVE, POSITIVE_INT, Rule, check, parse_names
 from .progress import console, progress_bar
@@ -249,7 +251,12 @@ def approximate(
         int | None, typer.Option(help="Instances per chunk (default: sized for bounded memory).")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Output directory \\[default: runs/approximate-OBJ-seedS]")
+        Path | None,
+        typer.Option(
+            help="Output directory \\[default: runs/approximate-..., named after the target, "
+            "eps, c, objective and seed, plus a digest of the other settings that differ from "
+            "their defaults]"
+        ),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     coordinator: CoordinatorOpt = None,
@@ -270,11 +277,12 @@ def approximate(
         feasibility_groups, prove, max_hours,
     )  # fmt: skip
     check("--epochs", epochs, POSITIVE_INT)
+    inputs_mode = None if inputs is None else inputs.value
     spec = ExperimentSpec(
-        cfg, out or Path("runs") / f"approximate-{objective.value}-seed{seed}",
-        target="paper" if target is None else target, epochs=epochs,
-        inputs=None if inputs is None else inputs.value, data_dir=data_dir,
-        dataset=dataset.value, evaluate=evaluate, command=" ".join(["lottery-jax", *sys.argv[1:]]),
+        cfg, out or default_out(cfg, target, epochs, inputs_mode, dataset.value),
+        target="paper" if target is None else target, epochs=epochs, inputs=inputs_mode,
+        data_dir=data_dir, dataset=dataset.value, evaluate=evaluate,
+        command=" ".join(["lottery-jax", *sys.argv[1:]]),
     )  # fmt: skip
     procs = start_processes(coordinator, num_processes, process_id, distributed)
     outcome = run_experiment(spec, procs, _hooks(progress))
@@ -286,6 +294,26 @@ def approximate(
     show_outcome(outcome, cfg)
     if outcome.exit_status:
         raise typer.Exit(outcome.exit_status)
+
+
+def default_out(
+    cfg: ap.ApproxConfig, target: Path | None, epochs: int, inputs: str | None, dataset: str
+) -> Path:
+    """``runs/approximate-TARGET-epsE-cC-OBJECTIVE-seedS`` and, when other settings that shape the
+    results (the fingerprinted ones, the target file's bytes, --inputs, --dataset) differ from
+    their defaults, a digest of them (:func:`lottery_jax.rundir.default_run_dir`)."""
+    from lottery_jax.subsetsum.experiment import TRAIN_TARGET
+    from lottery_jax.subsetsum.network import fingerprint_config
+
+    text = "paper" if target is None else str(target)
+    name, settings = (f"train-e{epochs}", {}) if text == TRAIN_TARGET else target_parts(text)
+    base = ap.ApproxConfig(epsilon=cfg.epsilon, c=cfg.c, objective=cfg.objective, seed=cfg.seed)
+    return default_run_dir(
+        ["approximate", name, f"eps{number_label(cfg.epsilon)}", f"c{number_label(cfg.c)}",
+         cfg.objective, f"seed{cfg.seed}"],
+        {**settings, **fingerprint_config(cfg), "inputs": inputs, "dataset": dataset},
+        {**fingerprint_config(base), "inputs": None, "dataset": "mnist"},
+    )  # fmt: skip
 
 
 def _approx_config(

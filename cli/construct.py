@@ -11,11 +11,11 @@ from rich.console import Console
 from rich.table import Table
 
 from lottery_jax.data import load_dataset
-from lottery_jax.rundir import prepare_dir
+from lottery_jax.rundir import default_run_dir, number_label, prepare_dir
 from lottery_jax.subsetsum import construct as cs
 from lottery_jax.subsetsum.links import DEFAULT_MAX_ENUM_N
 
-from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt
+from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, target_parts
 from .options import FRACTION_OPEN, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, check
 from .progress import console, progress_bar
 
@@ -138,7 +138,12 @@ def construct(
     data_dir: DataDirOpt = None,
     dataset: DatasetOpt = DatasetName.mnist,
     out: Annotated[
-        Path | None, typer.Option(help="Run directory \\[default: runs/construct-rR-seedS]")
+        Path | None,
+        typer.Option(
+            help="Run directory \\[default: runs/construct-..., named after the target, r, eps, "
+            "init, relu and seed, plus a digest of the other settings that differ from their "
+            "defaults]"
+        ),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -151,23 +156,17 @@ def construct(
     interrupted run. Exit status 3 when some weight has no subset within eps (listed).
     """
     _check_options(redundancy, epsilon, compare_epochs, max_enum_n, feasibility_groups, max_hours)
-    out = out or Path("runs") / f"construct-r{redundancy}-seed{seed}"
+    cfg = cs.ConstructConfig(
+        redundancy=redundancy, epsilon=epsilon, objective=objective.value, relu=relu,
+        init=init.value, seed=seed, max_enum_n=max_enum_n, feasibility_groups=feasibility_groups,
+        max_hours=max_hours,
+    )  # fmt: skip
+    out = out or default_out(cfg, target, inputs.value if inputs else None, compare_epochs)
     prepare_dir(out)
     state, meta, _ = cs.resolve_target(target)
     form = cs.redundant_form(state, target)
     mode = inputs.value if inputs else (meta.get("inputs") or
                                         cs.DEFAULT_INPUTS[form.target_model])  # fmt: skip
-    cfg = cs.ConstructConfig(
-        redundancy=redundancy,
-        epsilon=epsilon,
-        objective=objective.value,
-        relu=relu,
-        init=init.value,
-        seed=seed,
-        max_enum_n=max_enum_n,
-        feasibility_groups=feasibility_groups,
-        max_hours=max_hours,
-    )
     cs.check_budget(form, cfg, mode)  # (refused before the data is loaded or a bar is drawn)
     data = None
     if evaluate or compare_epochs:
@@ -187,6 +186,23 @@ def construct(
             on_chunk=lambda n, done: bar.update(tasks[n], completed=done), on_epoch=on_epoch,
         )  # fmt: skip
     _show(res, out, epsilon)
+
+
+def default_out(cfg: cs.ConstructConfig, target: str, inputs: str | None,
+                compare_epochs: int) -> Path:  # fmt: skip
+    """``runs/construct-TARGET-rR-epsE-INIT[-relu]-seedS`` and, when the other settings of the
+    run's fingerprint (objective, search limits, the target file's bytes, --inputs,
+    --compare-epochs) differ from their defaults, a digest of them."""
+    name, settings = target_parts(target)
+    base = cs.ConstructConfig(redundancy=cfg.redundancy, epsilon=cfg.epsilon, relu=cfg.relu,
+                              init=cfg.init, seed=cfg.seed)  # fmt: skip
+    parts = ["construct", name, f"r{cfg.redundancy}", f"eps{number_label(cfg.epsilon)}", cfg.init,
+             *(["relu"] if cfg.relu else []), f"seed{cfg.seed}"]  # fmt: skip
+    return default_run_dir(
+        parts,
+        {**settings, **cfg.fingerprint_args(), "inputs": inputs, "compare": compare_epochs},
+        {**base.fingerprint_args(), "inputs": None, "compare": 0},
+    )
 
 
 def _check_options(redundancy, epsilon, compare_epochs, max_enum_n, feasibility_groups,

@@ -16,7 +16,7 @@ from lottery_jax.nets.supermask import METHODS
 from lottery_jax.pruning import sweep
 from lottery_jax.pruning.batched import MEMBER_MODES
 from lottery_jax.results import device_summary
-from lottery_jax.rundir import prepare_dir, write_json
+from lottery_jax.rundir import default_run_dir, prepare_dir, write_json
 
 from .app import (
     CoordinatorOpt,
@@ -153,9 +153,14 @@ def prune(
     ] = None,
     data_dir: DataDirOpt = None,
     dataset: DatasetOpt = DatasetName.mnist,
-    out: Annotated[Path, typer.Option(help="Results directory (one folder per run).")] = Path(
-        "runs/prune"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Results directory, one folder per run (named after the model, redundancy, "
+            "epochs, sparsity and seed) \\[default: runs/prune, plus a digest of the other "
+            "settings (lr, batch size, conv weights, data) when they differ from their defaults]"
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Re-run runs that are already finished.")] = False,
     mask_method: MaskOpt = MaskMethod.auto,
     members: MembersOpt = Members.auto,
@@ -191,6 +196,7 @@ def prune(
         batch_size=batch_size, method=mask_method,
         conv_from=str(conv_from) if conv_from else None,
     )  # fmt: skip
+    out = out or default_out(cfg, dataset.value)
     prepare_dir(out)  # (a bad --out is an error before any work)
     conv_state = _load_conv(conv_from, model)
     data = load_dataset(data_dir, dataset=dataset.value, inputs="normalized")
@@ -207,6 +213,16 @@ def prune(
             f"{r['name']}: {r['final_test_accuracy']:.2f}% test, "
             f"{r['remaining_params']:,} of {r['total_params']:,} parameters"
         )
+
+
+def default_out(cfg: pruning.PruneConfig, dataset: str) -> Path:
+    """``runs/prune`` and, when the settings a run folder's name leaves out (lr, batch size, mask
+    method, conv weights, dataset) differ from their defaults, a digest of them: a run of other
+    settings never replaces one of the defaults' (or another's) in its folder."""
+    named = ("model", "redundancy", "relu", "epochs", "sizes")
+    base = pruning.PruneConfig(**{k: getattr(cfg, k) for k in named})
+    return default_run_dir(["prune"], {**cfg.as_dict(), "dataset": dataset},
+                           {**base.as_dict(), "dataset": "mnist"})  # fmt: skip
 
 
 @commands.command(name="sweep")

@@ -47,6 +47,7 @@ from lottery_jax.nets.supermask import (
 )
 from lottery_jax.nets.targets import Frozen
 from lottery_jax.resources import require_memory, require_time, supermask_seconds
+from lottery_jax.rundir import number_label
 from lottery_jax.training import (
     DEFAULT_LR,
     correct_count,
@@ -141,10 +142,8 @@ class PruneConfig:
 def sparsity_label(sparsity: float) -> str:
     """The sparsity in a run folder's name: ``%g`` (``0.5``, ``1e-05``) when that reads back as
     the very same float, else its exact ``repr`` (``0.1234561``): distinct sparsities never share
-    a folder. ``-0`` is ``0``."""
-    s = float(sparsity) + 0.0
-    short = f"{s:g}"
-    return short if float(short) == s else repr(s)
+    a folder. ``-0`` is ``0`` (:func:`lottery_jax.rundir.number_label`)."""
+    return number_label(sparsity)
 
 
 MEMBER_MODES = ("auto", "unroll", "vmap")

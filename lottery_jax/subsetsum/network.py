@@ -470,11 +470,8 @@ def setup_run(
     layers = target_layers(target, cfg.layers)
     low, high = cfg.coef_range or ss.coefficient_range([target[k] for k in layers], cfg.range_mode)
     plan = plan or plan_approximation(target, layers, cfg, low, high)
-    fp_config = {
-        k: v for k, v in config_dict(cfg).items() if k not in ("max_hours", "scip_workers")
-    }
     fp = {
-        "config": fp_config,
+        "config": fingerprint_config(cfg),
         "n": cfg.n,
         "low": low,
         "high": high,
@@ -926,6 +923,12 @@ def config_dict(cfg: ApproxConfig) -> dict[str, Any]:
     d = asdict(cfg)
     d["coef_range"] = list(cfg.coef_range) if cfg.coef_range else None
     return d
+
+
+def fingerprint_config(cfg: ApproxConfig) -> dict[str, Any]:
+    """The settings of ``cfg`` that define a run's results (its resume fingerprint): all but the
+    budget (``max_hours``) and the worker count (``scip_workers``)."""
+    return {k: v for k, v in config_dict(cfg).items() if k not in ("max_hours", "scip_workers")}
 
 
 def approximated_state(res: ApproxResult, target: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
