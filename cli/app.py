@@ -174,6 +174,8 @@ PANELLED = {
                     "zero_small": "Small weights"},
     "prune": {"seed": _TRAINING}, "sweep": {"seed": _TRAINING}, "train": {"seed": _TRAINING},
     "study": {},
+    "construct": {"redundancy": "Random network", "relu": "Random network",
+                  "init": "Random network", "seed": "Random network", "compare_epochs": _TRAINING},
 }  # fmt: skip
 
 

@@ -18,6 +18,7 @@ from lottery_jax.subsetsum.links import DEFAULT_MAX_ENUM_N
 from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, target_parts
 from .options import FRACTION_OPEN, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, check
 from .progress import console, progress_bar
+from .tables import key_value_table, status_table, table
 
 Init = StrEnum("Init", {m: m for m in cs.INITS})
 
@@ -27,49 +28,45 @@ class Objective(StrEnum):
     min_count = "min-count"
 
 
-_SHORT = {"optimal-enumeration": "opt-enum", "infeasible": "infeas"}
-
-
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}%"
 
 
 def summary_table(r: dict[str, Any]) -> Table:
-    t = Table(title=f"construct {r['model']} r={r['redundancy']} eps={r['epsilon']} "
-                    f"({r['init']} init{', relu' if r['relu'] else ''})")  # fmt: skip
-    t.add_column("")
-    t.add_column("value", justify="right")
-    t.add_row("target accuracy", _pct(r["target_accuracy"]))
-    t.add_row("pruned random network", _pct(r["ticket_accuracy"]))
+    title = (f"construct {r['model']} r={r['redundancy']} eps={r['epsilon']} "
+             f"({r['init']} init{', relu' if r['relu'] else ''})")  # fmt: skip
     mle = r["max_logit_error"]
-    t.add_row("max |logit difference|", "-" if mle is None else f"{mle:.3g}")
-    t.add_row("weights within eps", f"{r['within_epsilon']:,} of {r['weights']:,} "
-                                    f"({100 * r['within_epsilon_fraction']:.3f}%)")  # fmt: skip
-    t.add_row("max error", f"{r['max_error']:.3g}")
-    t.add_row("remaining params", f"{r['remaining_params']:,} of {r['total_params']:,}")
-    t.add_row("solve seconds (compile excluded)", f"{r['seconds']:.2f}")
-    t.add_row("compile seconds", f"{r['compile_seconds']:.2f}")
+    rows = [
+        ("target accuracy", _pct(r["target_accuracy"])),
+        ("pruned random network", _pct(r["ticket_accuracy"])),
+        ("max |logit difference|", "-" if mle is None else f"{mle:.3g}"),
+        ("weights within eps", f"{r['within_epsilon']:,} of {r['weights']:,} "
+                               f"({100 * r['within_epsilon_fraction']:.3f}%)"),
+        ("max error", f"{r['max_error']:.3g}"),
+        ("remaining params", f"{r['remaining_params']:,} of {r['total_params']:,}"),
+        ("solve seconds (compile excluded)", f"{r['seconds']:.2f}"),
+        ("compile seconds", f"{r['compile_seconds']:.2f}"),
+    ]  # fmt: skip
     ep = r.get("edge_popup")
     if ep:
-        t.add_row(
-            f"edge-popup, {ep['epochs']} epoch(s), same sparsity", _pct(ep["ticket_accuracy"])
-        )
-        t.add_row("edge-popup remaining / seconds", f"{ep['remaining_params']:,} / "
-                                                    f"{ep['seconds']:.1f}")  # fmt: skip
-    return t
+        rows += [
+            (f"edge-popup, {ep['epochs']} epoch(s), same sparsity", _pct(ep["ticket_accuracy"])),
+            ("edge-popup remaining / seconds", f"{ep['remaining_params']:,} / "
+                                               f"{ep['seconds']:.1f}"),
+        ]  # fmt: skip
+    return key_value_table(title, rows)
 
 
 def layers_table(rows: list[dict[str, Any]]) -> Table:
-    t = Table(title="per layer")
-    for col in ("layer", "sides", "weights", "within", "max error", "kept w1", "kept w2"):
-        t.add_column(col, justify="left" if col in ("layer", "sides") else "right")
-    t.add_column("statuses")
+    """Per layer: sides solved, weights, within eps, max error, kept links (the statuses:
+    :func:`status_table`)."""
+    cols = ["layer", "sides", "weights", "within", "max\nerror", "kept w1", "kept w2"]
+    t = table("per layer", cols, left=["layer", "sides"])
     for row in rows:
         t.add_row(
-            row["layer"], "+".join(row["sides"]), f"{row['weights']:,}",
+            row["layer"], "+\n".join(row["sides"]), f"{row['weights']:,}",
             f"{row['within_epsilon']:,}", f"{row['max_error']:.3g}",
             f"{row['remaining']['weight1']:,}", f"{row['remaining']['weight2']:,}",
-            ", ".join(f"{_SHORT.get(k, k)} {v:,}" for k, v in row["status_counts"].items() if v),
         )  # fmt: skip
     return t
 
@@ -223,7 +220,13 @@ def _show(res, out: Path, epsilon: float) -> None:
         console.print(f"{out} holds this finished construction; its results:")
     Console().print(summary_table(r))
     Console().print(layers_table(r["layers"]))
-    console.print(f"wrote {out / 'results.json'}, {out / 'ticket.npz'}")
+    statuses = status_table(r["layers"])
+    if statuses is not None:
+        Console().print(statuses)
+    if not res.resumed:
+        names = ["results.json", "ticket.npz", *(["edge-popup-ticket.npz"] if r.get("edge_popup")
+                                                 else [])]  # fmt: skip
+        console.print(f"wrote {', '.join(str(out / n) for n in names)}")
     outside = r["not_within_epsilon"]
     if outside["total"]:
         console.print(f"[bold red]{outside['total']:,} weights are not within eps={epsilon}[/] "

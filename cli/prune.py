@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from lottery_jax import pruning
+from lottery_jax import checkpoint, pruning
 from lottery_jax.data import load_dataset
 from lottery_jax.errors import UserError
 from lottery_jax.nets.pruned import PRUNE_MODELS
@@ -206,13 +207,8 @@ def prune(
             mode=members, processes=procs, max_hours=max_hours, on_chunk=bar.on_chunk,
             on_epoch=bar.on_epoch, log=console.print,
         )  # fmt: skip
-    if procs.index != 0:  # (process 0 reports every run)
-        return
-    for r in results:
-        typer.echo(
-            f"{r['name']}: {r['final_test_accuracy']:.2f}% test, "
-            f"{r['remaining_params']:,} of {r['total_params']:,} parameters"
-        )
+    if procs.index == 0:  # (process 0 reports every run)
+        _report_runs(results, out)
 
 
 def default_out(cfg: pruning.PruneConfig, dataset: str) -> Path:
@@ -223,6 +219,17 @@ def default_out(cfg: pruning.PruneConfig, dataset: str) -> Path:
     base = pruning.PruneConfig(**{k: getattr(cfg, k) for k in named})
     return default_run_dir(["prune"], {**cfg.as_dict(), "dataset": dataset},
                            {**base.as_dict(), "dataset": "mnist"})  # fmt: skip
+
+
+def _report_runs(results: list[dict], out: Path) -> None:
+    """One line per run (accuracy, parameters kept) and where they are."""
+    for r in results:
+        typer.echo(
+            f"{r['name']}: {r['final_test_accuracy']:.2f}% test, "
+            f"{r['remaining_params']:,} of {r['total_params']:,} parameters"
+        )
+    typer.echo(f"each run's results.json and ticket.npz are in its folder in {out}; draw them "
+               f"with `lottery-jax plot {out}`")  # fmt: skip
 
 
 @commands.command(name="sweep")
@@ -368,18 +375,27 @@ def evaluate_ticket(
     inputs = t.meta.get("inputs") or "normalized"  # (prune's tickets: normalized)
     data = load_dataset(data_dir, dataset=dataset.value, inputs=inputs)
     acc = pruning.net_accuracy(net, data.test_images, data.test_labels)
-    saved = t.meta.get("test_accuracy")
-    if isinstance(saved, bool) or not isinstance(saved, int | float):  # (a hostile ticket's)
-        saved = None
+    saved = saved_accuracy(t.meta)
+    wrote = ""
     if out is not None:
-        write_json(
+        path = write_json(
             out / "results.json",
             {"command": "evaluate-ticket", "ticket": str(ticket), "config": t.config,
              "seed": t.seed, "sparsity": t.sparsity, "inputs": inputs, "final_test_accuracy": acc,
              "saved_test_accuracy": saved, "device": device_summary()},
         )  # fmt: skip
-    same = "" if saved is None else (" (same as saved)" if saved == acc else f" (saved {saved}%)")
-    typer.echo(f"test accuracy {acc:.2f}%{same}")
+        wrote = f"; wrote {path}"
+    same = "" if saved is None else " (same as saved)" if saved == acc else f" (saved {saved:.2f}%)"
+    typer.echo(f"test accuracy {acc:.2f}%{same}{wrote}")
+
+
+def saved_accuracy(meta: dict) -> float | None:
+    """The test accuracy a ticket's metadata records, when it is a finite number (a hand-made or
+    hostile ticket may hold anything there: then None, and nothing is compared)."""
+    saved = meta.get("test_accuracy")
+    if isinstance(saved, bool) or not isinstance(saved, int | float) or not math.isfinite(saved):
+        return None
+    return float(saved)
 
 
 @commands.command(name="export-ticket")
@@ -395,4 +411,9 @@ def export_ticket(
         net, out, {"ticket": str(ticket), "seed": t.seed, "sparsity": t.sparsity,
                    "pruned_model": t.config["model"], "inputs": t.meta.get("inputs") or "normalized"},
     )  # fmt: skip
-    typer.echo(f"wrote {path}")
+    state, meta = checkpoint.load_weights(path)
+    typer.echo(
+        f"wrote {path}: the dense {meta.get('model')} network (hidden width "
+        f"{state['fc1.weight'].shape[0]}) of the {t.config['model']} ticket {ticket}, seed "
+        f"{t.seed}, sparsity {t.sparsity:g}; score it with `lottery-jax evaluate --weights {path}`"
+    )

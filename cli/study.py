@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from lottery_jax.errors import UserError
 from lottery_jax.rundir import default_run_dir
@@ -17,6 +16,7 @@ from lottery_jax.subsetsum import study as st
 from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, target_parts
 from .options import POSITIVE, parse_floats
 from .progress import console, progress_bar
+from .tables import table
 
 #: The study command group, composed into the ``lottery-jax`` app by ``lottery_jax.cli``.
 commands = typer.Typer()
@@ -127,15 +127,14 @@ def _log(msg: str) -> None:
 def show_study(outcome: st.StudyOutcome) -> None:
     """The grid's table, the fitted constant and where the files went."""
     rows, const, out = outcome.rows, outcome.results["constant"], outcome.out
-    t = Table(title="fraction of weights within eps (min-error), by n / log2(1/eps)")
-    for col in ["eps", "n", "n/log2(1/eps)", "within", "max error", "kept/weight", "min-count"]:
-        t.add_column(col, justify="right")
-    t.add_column("accuracy", justify="right")
+    cols = ["eps", "n", "n/log2\n(1/eps)", "within\neps", "max\nerror", "kept/\nweight",
+            "min-count\nkept", "accuracy"]  # fmt: skip
+    t = table("fraction of weights within eps (min-error), by n / log2(1/eps)", cols)
     for r in rows:
         acc = r.get("accuracy_min_error")
         t.add_row(
             f"{r['epsilon']:g}", str(r["n"]), f"{r['n_over_log2']:.2f}",
-            f"{100 * r['fraction_within']:.3f}%", f"{r['max_error']:.3g}",
+            f"{100 * r['fraction_within']:.3f}%", f"{r['max_error']:.2g}",
             f"{r['relative_size_min_error']:.2f}", f"{r['relative_size_min_count']:.2f}",
             "-" if acc is None else f"{acc:.2f}%",
         )  # fmt: skip

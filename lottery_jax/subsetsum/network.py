@@ -220,6 +220,7 @@ class ApproxResult:
     resumed_chunks: int
     counts: dict[str, int] = field(default_factory=dict)
     plan: Any = None  # the Plan the run was estimated with
+    solved_chunks: int = 0  # chunks solved by this call (beside the resumed_chunks)
 
 
 def _chunk_name(layer: str, i: int) -> str:
@@ -710,6 +711,7 @@ def approximate_network(
     return ApproxResult(
         cfg, setup.layers, setup.low, setup.high, results, coefficients, solver.stats.seconds,
         solver.stats.compile_seconds, scip_seconds, solver.resumed, counts, setup.plan,
+        solver.solved,
     )  # fmt: skip
 
 
@@ -1025,6 +1027,7 @@ def record(res: ApproxResult) -> dict[str, Any]:
         "compile_seconds": res.compile_seconds,
         "scip_seconds": res.scip_seconds,
         "resumed_chunks": res.resumed_chunks,
+        "solved_chunks": res.solved_chunks,
         "n": cfg.n,
         "epsilon": cfg.epsilon,
         "c": cfg.c,
