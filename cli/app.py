@@ -128,6 +128,20 @@ DistributedOpt = Annotated[
 ]  # fmt: skip
 
 
+def target_parts(target: str | Path) -> tuple[str, dict[str, Any]]:
+    """How a default output folder (:func:`lottery_jax.rundir.default_run_dir`) names a target: a
+    built-in network by its name (``paper`` is the paper's FC2), a weight file by its stem, with
+    the sha256 of its bytes among the settings (two files called model.npz never share a
+    folder)."""
+    from lottery_jax.paper import NETWORKS
+    from lottery_jax.rundir import file_sha256
+
+    text = str(target)
+    if text == "paper" or text in NETWORKS:
+        return text, {}
+    return Path(text).stem or "target", {"target_file_sha256": file_sha256(text)}
+
+
 def start_processes(coordinator, num_processes, process_id, detect):
     """Start JAX's distributed runtime if this is one of several processes (before any JAX use);
     returns this process's place (:class:`lottery_jax.distributed.Processes`)."""
@@ -160,6 +174,8 @@ PANELLED = {
                     "zero_small": "Small weights"},
     "prune": {"seed": _TRAINING}, "sweep": {"seed": _TRAINING}, "train": {"seed": _TRAINING},
     "study": {},
+    "construct": {"redundancy": "Random network", "relu": "Random network",
+                  "init": "Random network", "seed": "Random network", "compare_epochs": _TRAINING},
 }  # fmt: skip
 
 

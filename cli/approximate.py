@@ -17,6 +17,7 @@ from lottery_jax import checkpoint
 from lottery_jax import subsetsum as ap
 from lottery_jax.errors import UserError
 from lottery_jax.paper import resolve_weights
+from lottery_jax.rundir import default_run_dir, number_label
 from lottery_jax.subsetsum.experiment import (
     ExperimentHooks,
     ExperimentOutcome,
@@ -36,9 +37,11 @@ from .app import (
     ProcessIdOpt,
     SeedOpt,
     start_processes,
+    target_parts,
 )
 from .options import FRACTION_OPEN, POSITIVE, POSITIVE_INT, Rule, check, parse_names
 from .progress import console, progress_bar
+from .tables import key_value_table, status_table, table
 from .train import train_with_progress
 
 #: The approximate command group, composed into the ``lottery-jax`` app by ``lottery_jax.cli``.
@@ -60,25 +63,20 @@ class Rounding(StrEnum):
     readme = "readme"
 
 
-_SHORT = {"optimal-enumeration": "opt-enum", "optimal-scip": "opt-scip", "infeasible": "infeas"}
-
-
 def layer_table(rows: list[dict[str, Any]]) -> Table:
-    """The per-layer table: weights, remaining coefficients, relative size, max error, statuses."""
-    t = Table(title="per layer")
-    for col in ["layer", "shape", "tier", "weights", "remaining", "relative", "max error"]:
-        t.add_column(col, justify="left" if col in ("layer", "tier") else "right")
-    t.add_column("statuses")
+    """The per-layer table: shape, tier, weights, remaining coefficients, relative size, max
+    error (the statuses: :func:`status_table`)."""
+    cols = ["layer", "shape", "tier", "weights", "remaining", "relative", "max\nerror"]
+    t = table("per layer", cols, left=["layer", "tier"])
     for r in rows:
         t.add_row(
             r["layer"],
             "x".join(map(str, r["shape"])),
-            (r.get("tier") or "-").replace("feasibility", "feas."),
+            (r.get("tier") or "-").replace("feasibility ", "feas.\n"),
             f"{r['weights']:,}",
             f"{r['remaining_params']:,}",
             f"{r['relative_size']:.2f}x",
             f"{r['max_error']:.3g}",
-            ", ".join(f"{_SHORT.get(k, k)} {v:,}" for k, v in r["status_counts"].items() if v),
         )
     return t
 
@@ -111,26 +109,28 @@ def _scip_reporter(bar: Progress):
 
 def results_table(r: dict[str, Any]) -> Table:
     """The paper's Experiment 1 table."""
-    t = Table(title=f"SubsetSum approximation (eps={r['epsilon']}, c={r['c']}, n={r['n']})")
-    t.add_column("")
-    t.add_column("value", justify="right")
 
     def pct(v):
         return "-" if v is None else f"{v:.2f}%"
 
-    t.add_row("target accuracy", pct(r["target_accuracy"]))
-    t.add_row("approximated accuracy", pct(r["approx_accuracy"]))
-    t.add_row("target params", f"{r['target_params']:,}")
-    t.add_row("initial params (n x target)", f"{r['initial_params']:,}")
-    t.add_row("remaining params", f"{r['remaining_params']:,}")
-    t.add_row("remaining / target", f"{r['relative_size']:.2f}x")
-    t.add_row("all within eps", str(r["all_within_epsilon"]))
-    t.add_row("max error", f"{r['max_error']:.3g}")
-    for s, k in r["status_counts"].items():
-        t.add_row(f"  {s}", f"{k:,}")
-    t.add_row("solve seconds (compile excluded)", f"{r['seconds']:.2f}")
-    t.add_row("compile seconds", f"{r['compile_seconds']:.2f}")
-    return t
+    resumed = r.get("resumed_chunks") or 0
+    rows = [
+        ("target accuracy", pct(r["target_accuracy"])),
+        ("approximated accuracy", pct(r["approx_accuracy"])),
+        ("target params", f"{r['target_params']:,}"),
+        ("initial params (n x target)", f"{r['initial_params']:,}"),
+        ("remaining params", f"{r['remaining_params']:,}"),
+        ("remaining / target", f"{r['relative_size']:.2f}x"),
+        ("all within eps", str(r["all_within_epsilon"])),
+        ("max error", f"{r['max_error']:.3g}"),
+        *((f"  {s}", f"{k:,}") for s, k in r["status_counts"].items()),
+        ("solve seconds (compile excluded)", f"{r['seconds']:.2f}"),
+        ("compile seconds", f"{r['compile_seconds']:.2f}"),
+    ]
+    if resumed:  # (their solve seconds are the earlier run's, and nothing of theirs compiled)
+        rows.append(("chunks resumed / solved now", f"{resumed:,} / {r.get('solved_chunks', 0):,}"))
+    title = f"SubsetSum approximation (eps={r['epsilon']}, c={r['c']}, n={r['n']})"
+    return key_value_table(title, rows)
 
 
 def _check_n(c: float, epsilon: float, rounding: str) -> None:
@@ -249,7 +249,12 @@ def approximate(
         int | None, typer.Option(help="Instances per chunk (default: sized for bounded memory).")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Output directory \\[default: runs/approximate-OBJ-seedS]")
+        Path | None,
+        typer.Option(
+            help="Output directory \\[default: runs/approximate-..., named after the target, "
+            "eps, c, objective and seed, plus a digest of the other settings that differ from "
+            "their defaults]"
+        ),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     coordinator: CoordinatorOpt = None,
@@ -270,11 +275,12 @@ def approximate(
         feasibility_groups, prove, max_hours,
     )  # fmt: skip
     check("--epochs", epochs, POSITIVE_INT)
+    inputs_mode = None if inputs is None else inputs.value
     spec = ExperimentSpec(
-        cfg, out or Path("runs") / f"approximate-{objective.value}-seed{seed}",
-        target="paper" if target is None else target, epochs=epochs,
-        inputs=None if inputs is None else inputs.value, data_dir=data_dir,
-        dataset=dataset.value, evaluate=evaluate, command=" ".join(["lottery-jax", *sys.argv[1:]]),
+        cfg, out or default_out(cfg, target, epochs, inputs_mode, dataset.value),
+        target="paper" if target is None else target, epochs=epochs, inputs=inputs_mode,
+        data_dir=data_dir, dataset=dataset.value, evaluate=evaluate,
+        command=" ".join(["lottery-jax", *sys.argv[1:]]),
     )  # fmt: skip
     procs = start_processes(coordinator, num_processes, process_id, distributed)
     outcome = run_experiment(spec, procs, _hooks(progress))
@@ -286,6 +292,26 @@ def approximate(
     show_outcome(outcome, cfg)
     if outcome.exit_status:
         raise typer.Exit(outcome.exit_status)
+
+
+def default_out(
+    cfg: ap.ApproxConfig, target: Path | None, epochs: int, inputs: str | None, dataset: str
+) -> Path:
+    """``runs/approximate-TARGET-epsE-cC-OBJECTIVE-seedS`` and, when other settings that shape the
+    results (the fingerprinted ones, the target file's bytes, --inputs, --dataset) differ from
+    their defaults, a digest of them (:func:`lottery_jax.rundir.default_run_dir`)."""
+    from lottery_jax.subsetsum.experiment import TRAIN_TARGET
+    from lottery_jax.subsetsum.network import fingerprint_config
+
+    text = "paper" if target is None else str(target)
+    name, settings = (f"train-e{epochs}", {}) if text == TRAIN_TARGET else target_parts(text)
+    base = ap.ApproxConfig(epsilon=cfg.epsilon, c=cfg.c, objective=cfg.objective, seed=cfg.seed)
+    return default_run_dir(
+        ["approximate", name, f"eps{number_label(cfg.epsilon)}", f"c{number_label(cfg.c)}",
+         cfg.objective, f"seed{cfg.seed}"],
+        {**settings, **fingerprint_config(cfg), "inputs": inputs, "dataset": dataset},
+        {**fingerprint_config(base), "inputs": None, "dataset": "mnist"},
+    )  # fmt: skip
 
 
 def _approx_config(
@@ -346,6 +372,15 @@ def show_outcome(outcome: ExperimentOutcome, cfg: ap.ApproxConfig) -> None:
     results, outside, out = outcome.results, outcome.outside, outcome.out
     Console().print(results_table(results))
     Console().print(layer_table(results["layers"]))
+    statuses = status_table(results["layers"])
+    if statuses is not None:
+        Console().print(statuses)
+    resumed, solved = results["resumed_chunks"], results["solved_chunks"]
+    if resumed and outcome.solved_chunks is None:  # (several processes: all resumed, theirs)
+        console.print(
+            f"resumed {resumed:,} of {resumed + solved:,} chunks from an earlier run in {out} "
+            "(their solve seconds are that run's)", markup=False, highlight=False,
+        )  # fmt: skip
     console.print(f"wrote {out / 'results.json'}, {out / 'ticket.npz'}, {out / 'approximated.npz'}")
     if outcome.data_error:
         console.print(f"accuracy not measured: {outcome.data_error}", markup=False, soft_wrap=True)
@@ -405,25 +440,34 @@ def verify(
             f"mismatch: {rep.summary_line}", markup=False, highlight=False, soft_wrap=True
         )
         raise typer.Exit(rep.exit_code)
-    t = Table(title=f"verify {ticket}")
-    t.add_column("")
-    t.add_column("value", justify="right")
-    t.add_row("layers", ", ".join(rep.layers))
-    t.add_row("weights", f"{rep.weights:,}")
-    t.add_row(f"within eps={rep.epsilon}", f"{rep.within:,}")
-    t.add_row("max error", f"{rep.max_error:.3g}")
-    t.add_row("initial params", f"{rep.initial_params:,}")
-    t.add_row("remaining params", f"{rep.remaining_params:,}")
-    for s, k in rep.status_counts.items():
-        t.add_row(f"  {s}", f"{k:,}")
-    t.add_row("infeasible proved again", f"{rep.infeasible_proved:,}")
+    rows = [
+        ("layers", ", ".join(rep.layers)),
+        ("weights", f"{rep.weights:,}"),
+        (f"within eps={rep.epsilon}", f"{rep.within:,}"),
+        ("max error", f"{rep.max_error:.3g}"),
+        ("initial params", f"{rep.initial_params:,}"),
+        ("remaining params", f"{rep.remaining_params:,}"),
+        *((f"  {s}", f"{k:,}") for s, k in rep.status_counts.items()),
+        ("infeasible proved again", f"{rep.infeasible_proved:,}"),
+    ]
     if rep.infeasible_unchecked:
-        t.add_row("infeasible not re-proved", f"{rep.infeasible_unchecked:,}")
-    Console().print(t)
+        rows.append(("infeasible not re-proved", f"{rep.infeasible_unchecked:,}"))
+    Console().print(key_value_table(f"verify {ticket.name}", rows))
+    typer.echo(verdict(ticket, rep))
     if rep.exit_code:
-        first = f" (first: {rep.not_within[0]})" if rep.not_within else ""
-        console.print(
-            f"{rep.weights - rep.within:,} weights are not within eps={rep.epsilon}{first}",
-            markup=False, highlight=False, soft_wrap=True,
-        )  # fmt: skip
         raise typer.Exit(rep.exit_code)
+
+
+def verdict(ticket: Path, rep: Any) -> str:
+    """The one line ``verify`` ends with when the ticket reproduces: every weight within eps,
+    or how many are not (and the first)."""
+    if not rep.exit_code:
+        return (
+            f"verified {ticket}: it reproduces, and all {rep.weights:,} weights are within "
+            f"eps={rep.epsilon}"
+        )
+    first = f" (first: {rep.not_within[0]})" if rep.not_within else ""
+    return (
+        f"verified {ticket}: it reproduces, but {rep.weights - rep.within:,} of {rep.weights:,} "
+        f"weights are not within eps={rep.epsilon}{first}"
+    )

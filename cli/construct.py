@@ -11,13 +11,14 @@ from rich.console import Console
 from rich.table import Table
 
 from lottery_jax.data import load_dataset
-from lottery_jax.rundir import prepare_dir
+from lottery_jax.rundir import default_run_dir, number_label, prepare_dir
 from lottery_jax.subsetsum import construct as cs
 from lottery_jax.subsetsum.links import DEFAULT_MAX_ENUM_N
 
-from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt
+from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, target_parts
 from .options import FRACTION_OPEN, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, check
 from .progress import console, progress_bar
+from .tables import key_value_table, status_table, table
 
 Init = StrEnum("Init", {m: m for m in cs.INITS})
 
@@ -27,49 +28,45 @@ class Objective(StrEnum):
     min_count = "min-count"
 
 
-_SHORT = {"optimal-enumeration": "opt-enum", "infeasible": "infeas"}
-
-
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}%"
 
 
 def summary_table(r: dict[str, Any]) -> Table:
-    t = Table(title=f"construct {r['model']} r={r['redundancy']} eps={r['epsilon']} "
-                    f"({r['init']} init{', relu' if r['relu'] else ''})")  # fmt: skip
-    t.add_column("")
-    t.add_column("value", justify="right")
-    t.add_row("target accuracy", _pct(r["target_accuracy"]))
-    t.add_row("pruned random network", _pct(r["ticket_accuracy"]))
+    title = (f"construct {r['model']} r={r['redundancy']} eps={r['epsilon']} "
+             f"({r['init']} init{', relu' if r['relu'] else ''})")  # fmt: skip
     mle = r["max_logit_error"]
-    t.add_row("max |logit difference|", "-" if mle is None else f"{mle:.3g}")
-    t.add_row("weights within eps", f"{r['within_epsilon']:,} of {r['weights']:,} "
-                                    f"({100 * r['within_epsilon_fraction']:.3f}%)")  # fmt: skip
-    t.add_row("max error", f"{r['max_error']:.3g}")
-    t.add_row("remaining params", f"{r['remaining_params']:,} of {r['total_params']:,}")
-    t.add_row("solve seconds (compile excluded)", f"{r['seconds']:.2f}")
-    t.add_row("compile seconds", f"{r['compile_seconds']:.2f}")
+    rows = [
+        ("target accuracy", _pct(r["target_accuracy"])),
+        ("pruned random network", _pct(r["ticket_accuracy"])),
+        ("max |logit difference|", "-" if mle is None else f"{mle:.3g}"),
+        ("weights within eps", f"{r['within_epsilon']:,} of {r['weights']:,} "
+                               f"({100 * r['within_epsilon_fraction']:.3f}%)"),
+        ("max error", f"{r['max_error']:.3g}"),
+        ("remaining params", f"{r['remaining_params']:,} of {r['total_params']:,}"),
+        ("solve seconds (compile excluded)", f"{r['seconds']:.2f}"),
+        ("compile seconds", f"{r['compile_seconds']:.2f}"),
+    ]  # fmt: skip
     ep = r.get("edge_popup")
     if ep:
-        t.add_row(
-            f"edge-popup, {ep['epochs']} epoch(s), same sparsity", _pct(ep["ticket_accuracy"])
-        )
-        t.add_row("edge-popup remaining / seconds", f"{ep['remaining_params']:,} / "
-                                                    f"{ep['seconds']:.1f}")  # fmt: skip
-    return t
+        rows += [
+            (f"edge-popup, {ep['epochs']} epoch(s), same sparsity", _pct(ep["ticket_accuracy"])),
+            ("edge-popup remaining / seconds", f"{ep['remaining_params']:,} / "
+                                               f"{ep['seconds']:.1f}"),
+        ]  # fmt: skip
+    return key_value_table(title, rows)
 
 
 def layers_table(rows: list[dict[str, Any]]) -> Table:
-    t = Table(title="per layer")
-    for col in ("layer", "sides", "weights", "within", "max error", "kept w1", "kept w2"):
-        t.add_column(col, justify="left" if col in ("layer", "sides") else "right")
-    t.add_column("statuses")
+    """Per layer: sides solved, weights, within eps, max error, kept links (the statuses:
+    :func:`status_table`)."""
+    cols = ["layer", "sides", "weights", "within", "max\nerror", "kept w1", "kept w2"]
+    t = table("per layer", cols, left=["layer", "sides"])
     for row in rows:
         t.add_row(
-            row["layer"], "+".join(row["sides"]), f"{row['weights']:,}",
+            row["layer"], "+\n".join(row["sides"]), f"{row['weights']:,}",
             f"{row['within_epsilon']:,}", f"{row['max_error']:.3g}",
             f"{row['remaining']['weight1']:,}", f"{row['remaining']['weight2']:,}",
-            ", ".join(f"{_SHORT.get(k, k)} {v:,}" for k, v in row["status_counts"].items() if v),
         )  # fmt: skip
     return t
 
@@ -138,7 +135,12 @@ def construct(
     data_dir: DataDirOpt = None,
     dataset: DatasetOpt = DatasetName.mnist,
     out: Annotated[
-        Path | None, typer.Option(help="Run directory \\[default: runs/construct-rR-seedS]")
+        Path | None,
+        typer.Option(
+            help="Run directory \\[default: runs/construct-..., named after the target, r, eps, "
+            "init, relu and seed, plus a digest of the other settings that differ from their "
+            "defaults]"
+        ),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -151,23 +153,17 @@ def construct(
     interrupted run. Exit status 3 when some weight has no subset within eps (listed).
     """
     _check_options(redundancy, epsilon, compare_epochs, max_enum_n, feasibility_groups, max_hours)
-    out = out or Path("runs") / f"construct-r{redundancy}-seed{seed}"
+    cfg = cs.ConstructConfig(
+        redundancy=redundancy, epsilon=epsilon, objective=objective.value, relu=relu,
+        init=init.value, seed=seed, max_enum_n=max_enum_n, feasibility_groups=feasibility_groups,
+        max_hours=max_hours,
+    )  # fmt: skip
+    out = out or default_out(cfg, target, inputs.value if inputs else None, compare_epochs)
     prepare_dir(out)
     state, meta, _ = cs.resolve_target(target)
     form = cs.redundant_form(state, target)
     mode = inputs.value if inputs else (meta.get("inputs") or
                                         cs.DEFAULT_INPUTS[form.target_model])  # fmt: skip
-    cfg = cs.ConstructConfig(
-        redundancy=redundancy,
-        epsilon=epsilon,
-        objective=objective.value,
-        relu=relu,
-        init=init.value,
-        seed=seed,
-        max_enum_n=max_enum_n,
-        feasibility_groups=feasibility_groups,
-        max_hours=max_hours,
-    )
     cs.check_budget(form, cfg, mode)  # (refused before the data is loaded or a bar is drawn)
     data = None
     if evaluate or compare_epochs:
@@ -176,7 +172,7 @@ def construct(
         tasks: dict[str, Any] = {}
 
         def on_epoch(epoch, accs, seconds):
-            console.print(f"edge-popup epoch {epoch + 1}: {accs[0]:.2f}% ({seconds:.1f} s)")
+            console.print(f"edge-popup epoch {epoch}: {accs[0]:.2f}% ({seconds:.1f} s)")
 
         res = cs.construct(
             target, redundancy=redundancy, epsilon=epsilon, objective=objective.value, relu=relu,
@@ -187,6 +183,23 @@ def construct(
             on_chunk=lambda n, done: bar.update(tasks[n], completed=done), on_epoch=on_epoch,
         )  # fmt: skip
     _show(res, out, epsilon)
+
+
+def default_out(cfg: cs.ConstructConfig, target: str, inputs: str | None,
+                compare_epochs: int) -> Path:  # fmt: skip
+    """``runs/construct-TARGET-rR-epsE-INIT[-relu]-seedS`` and, when the other settings of the
+    run's fingerprint (objective, search limits, the target file's bytes, --inputs,
+    --compare-epochs) differ from their defaults, a digest of them."""
+    name, settings = target_parts(target)
+    base = cs.ConstructConfig(redundancy=cfg.redundancy, epsilon=cfg.epsilon, relu=cfg.relu,
+                              init=cfg.init, seed=cfg.seed)  # fmt: skip
+    parts = ["construct", name, f"r{cfg.redundancy}", f"eps{number_label(cfg.epsilon)}", cfg.init,
+             *(["relu"] if cfg.relu else []), f"seed{cfg.seed}"]  # fmt: skip
+    return default_run_dir(
+        parts,
+        {**settings, **cfg.fingerprint_args(), "inputs": inputs, "compare": compare_epochs},
+        {**base.fingerprint_args(), "inputs": None, "compare": 0},
+    )
 
 
 def _check_options(redundancy, epsilon, compare_epochs, max_enum_n, feasibility_groups,
@@ -207,7 +220,13 @@ def _show(res, out: Path, epsilon: float) -> None:
         console.print(f"{out} holds this finished construction; its results:")
     Console().print(summary_table(r))
     Console().print(layers_table(r["layers"]))
-    console.print(f"wrote {out / 'results.json'}, {out / 'ticket.npz'}")
+    statuses = status_table(r["layers"])
+    if statuses is not None:
+        Console().print(statuses)
+    if not res.resumed:
+        names = ["results.json", "ticket.npz", *(["edge-popup-ticket.npz"] if r.get("edge_popup")
+                                                 else [])]  # fmt: skip
+        console.print(f"wrote {', '.join(str(out / n) for n in names)}")
     outside = r["not_within_epsilon"]
     if outside["total"]:
         console.print(f"[bold red]{outside['total']:,} weights are not within eps={epsilon}[/] "

@@ -43,14 +43,15 @@ def progress_bar(enabled: bool = True, *, elapsed: bool = False) -> Progress:
 
 
 class EpochBar:
-    """Callbacks for :func:`lottery_jax.training.fit`: one bar per epoch, loss and test accuracy."""
+    """Callbacks for :func:`lottery_jax.training.fit`: one bar per epoch, loss and test accuracy
+    (``epoch`` counts from 1, as the library reports it)."""
 
     def __init__(self, bar: Progress, epochs: int):
         self.bar, self.epochs, self.task = bar, epochs, None
 
     def on_chunk(self, epoch: int, done: int, total: int, loss: float) -> None:
         if self.task is None:
-            self.task = self.bar.add_task(f"epoch {epoch + 1}/{self.epochs}", total=total, info="")
+            self.task = self.bar.add_task(f"epoch {epoch}/{self.epochs}", total=total, info="")
         self.bar.update(self.task, completed=done, info=f"loss {loss:.4f}")
 
     def on_epoch(self, epoch: int, history) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from lottery_jax import pruning
+from lottery_jax import checkpoint, pruning
 from lottery_jax.data import load_dataset
 from lottery_jax.errors import UserError
 from lottery_jax.nets.pruned import PRUNE_MODELS
@@ -16,7 +17,7 @@ from lottery_jax.nets.supermask import METHODS
 from lottery_jax.pruning import sweep
 from lottery_jax.pruning.batched import MEMBER_MODES
 from lottery_jax.results import device_summary
-from lottery_jax.rundir import prepare_dir, write_json
+from lottery_jax.rundir import default_run_dir, prepare_dir, write_json
 
 from .app import (
     CoordinatorOpt,
@@ -98,7 +99,7 @@ class _Bar:
     def on_chunk(self, epoch, done, total, loss):
         if self.task is None or done <= 100 and epoch != getattr(self, "_epoch", None):
             self._epoch = epoch
-            self.task = self.progress.add_task(f"epoch {epoch + 1}/{self.epochs}", total=total,
+            self.task = self.progress.add_task(f"epoch {epoch}/{self.epochs}", total=total,
                                                info="")  # fmt: skip
         mean = float(sum(loss) / len(loss))
         self.progress.update(self.task, completed=done, info=f"mean loss {mean:.4f}")
@@ -106,7 +107,7 @@ class _Bar:
     def on_epoch(self, epoch, accs, seconds):
         best = max(accs)
         if not self.enabled:  # one line per epoch for logs
-            console.print(f"epoch {epoch + 1}/{self.epochs}: test accuracy "
+            console.print(f"epoch {epoch}/{self.epochs}: test accuracy "
                           f"{', '.join(f'{a:.2f}' for a in accs)}% ({seconds:.1f}s)")  # fmt: skip
         if self.task is not None:
             self.progress.update(
@@ -153,9 +154,14 @@ def prune(
     ] = None,
     data_dir: DataDirOpt = None,
     dataset: DatasetOpt = DatasetName.mnist,
-    out: Annotated[Path, typer.Option(help="Results directory (one folder per run).")] = Path(
-        "runs/prune"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Results directory, one folder per run (named after the model, redundancy, "
+            "epochs, sparsity and seed) \\[default: runs/prune, plus a digest of the other "
+            "settings (lr, batch size, conv weights, data) when they differ from their defaults]"
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Re-run runs that are already finished.")] = False,
     mask_method: MaskOpt = MaskMethod.auto,
     members: MembersOpt = Members.auto,
@@ -191,6 +197,7 @@ def prune(
         batch_size=batch_size, method=mask_method,
         conv_from=str(conv_from) if conv_from else None,
     )  # fmt: skip
+    out = out or default_out(cfg, dataset.value)
     prepare_dir(out)  # (a bad --out is an error before any work)
     conv_state = _load_conv(conv_from, model)
     data = load_dataset(data_dir, dataset=dataset.value, inputs="normalized")
@@ -200,13 +207,29 @@ def prune(
             mode=members, processes=procs, max_hours=max_hours, on_chunk=bar.on_chunk,
             on_epoch=bar.on_epoch, log=console.print,
         )  # fmt: skip
-    if procs.index != 0:  # (process 0 reports every run)
-        return
+    if procs.index == 0:  # (process 0 reports every run)
+        _report_runs(results, out)
+
+
+def default_out(cfg: pruning.PruneConfig, dataset: str) -> Path:
+    """``runs/prune`` and, when the settings a run folder's name leaves out (lr, batch size, mask
+    method, conv weights, dataset) differ from their defaults, a digest of them: a run of other
+    settings never replaces one of the defaults' (or another's) in its folder."""
+    named = ("model", "redundancy", "relu", "epochs", "sizes")
+    base = pruning.PruneConfig(**{k: getattr(cfg, k) for k in named})
+    return default_run_dir(["prune"], {**cfg.as_dict(), "dataset": dataset},
+                           {**base.as_dict(), "dataset": "mnist"})  # fmt: skip
+
+
+def _report_runs(results: list[dict], out: Path) -> None:
+    """One line per run (accuracy, parameters kept) and where they are."""
     for r in results:
         typer.echo(
             f"{r['name']}: {r['final_test_accuracy']:.2f}% test, "
             f"{r['remaining_params']:,} of {r['total_params']:,} parameters"
         )
+    typer.echo(f"each run's results.json and ticket.npz are in its folder in {out}; draw them "
+               f"with `lottery-jax plot {out}`")  # fmt: skip
 
 
 @commands.command(name="sweep")
@@ -352,18 +375,27 @@ def evaluate_ticket(
     inputs = t.meta.get("inputs") or "normalized"  # (prune's tickets: normalized)
     data = load_dataset(data_dir, dataset=dataset.value, inputs=inputs)
     acc = pruning.net_accuracy(net, data.test_images, data.test_labels)
-    saved = t.meta.get("test_accuracy")
-    if isinstance(saved, bool) or not isinstance(saved, int | float):  # (a hostile ticket's)
-        saved = None
+    saved = saved_accuracy(t.meta)
+    wrote = ""
     if out is not None:
-        write_json(
+        path = write_json(
             out / "results.json",
             {"command": "evaluate-ticket", "ticket": str(ticket), "config": t.config,
              "seed": t.seed, "sparsity": t.sparsity, "inputs": inputs, "final_test_accuracy": acc,
              "saved_test_accuracy": saved, "device": device_summary()},
         )  # fmt: skip
-    same = "" if saved is None else (" (same as saved)" if saved == acc else f" (saved {saved}%)")
-    typer.echo(f"test accuracy {acc:.2f}%{same}")
+        wrote = f"; wrote {path}"
+    same = "" if saved is None else " (same as saved)" if saved == acc else f" (saved {saved:.2f}%)"
+    typer.echo(f"test accuracy {acc:.2f}%{same}{wrote}")
+
+
+def saved_accuracy(meta: dict) -> float | None:
+    """The test accuracy a ticket's metadata records, when it is a finite number (a hand-made or
+    hostile ticket may hold anything there: then None, and nothing is compared)."""
+    saved = meta.get("test_accuracy")
+    if isinstance(saved, bool) or not isinstance(saved, int | float) or not math.isfinite(saved):
+        return None
+    return float(saved)
 
 
 @commands.command(name="export-ticket")
@@ -379,4 +411,9 @@ def export_ticket(
         net, out, {"ticket": str(ticket), "seed": t.seed, "sparsity": t.sparsity,
                    "pruned_model": t.config["model"], "inputs": t.meta.get("inputs") or "normalized"},
     )  # fmt: skip
-    typer.echo(f"wrote {path}")
+    state, meta = checkpoint.load_weights(path)
+    typer.echo(
+        f"wrote {path}: the dense {meta.get('model')} network (hidden width "
+        f"{state['fc1.weight'].shape[0]}) of the {t.config['model']} ticket {ticket}, seed "
+        f"{t.seed}, sparsity {t.sparsity:g}; score it with `lottery-jax evaluate --weights {path}`"
+    )

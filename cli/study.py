@@ -8,14 +8,15 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from lottery_jax.errors import UserError
+from lottery_jax.rundir import default_run_dir
 from lottery_jax.subsetsum import study as st
 
-from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt
+from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, target_parts
 from .options import POSITIVE, parse_floats
 from .progress import console, progress_bar
+from .tables import table
 
 #: The study command group, composed into the ``lottery-jax`` app by ``lottery_jax.cli``.
 commands = typer.Typer()
@@ -76,7 +77,13 @@ def study(
     max_hours: Annotated[
         float, typer.Option(help="Refuse a cell estimated to take longer than this.")
     ] = 4.0,
-    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/study"),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output directory \\[default: runs/study-TARGET-seedS, plus a digest of the "
+            "target file's bytes and --inputs when given; every grid of a target shares it]"
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Measure the logarithmic law: the fraction of weights within eps against n / log2(1/eps).
@@ -88,6 +95,9 @@ def study(
     per eps (the curves collapse if the law holds), (b) coefficients kept per weight against eps.
     Finished cells are kept: the same command resumes, and a larger grid reuses them.
     """
+    name, settings = target_parts(target)
+    out = out or default_run_dir(["study", name, f"seed{seed}"],
+                                 {**settings, "inputs": inputs}, {"inputs": None})  # fmt: skip
     spec = st.StudySpec(
         out, target=target, epsilons=tuple(_floats(epsilon, "epsilon")), cs=tuple(_cs(c)),
         seed=seed, inputs=None if inputs is None else inputs.value, data_dir=data_dir,
@@ -117,15 +127,14 @@ def _log(msg: str) -> None:
 def show_study(outcome: st.StudyOutcome) -> None:
     """The grid's table, the fitted constant and where the files went."""
     rows, const, out = outcome.rows, outcome.results["constant"], outcome.out
-    t = Table(title="fraction of weights within eps (min-error), by n / log2(1/eps)")
-    for col in ["eps", "n", "n/log2(1/eps)", "within", "max error", "kept/weight", "min-count"]:
-        t.add_column(col, justify="right")
-    t.add_column("accuracy", justify="right")
+    cols = ["eps", "n", "n/log2\n(1/eps)", "within\neps", "max\nerror", "kept/\nweight",
+            "min-count\nkept", "accuracy"]  # fmt: skip
+    t = table("fraction of weights within eps (min-error), by n / log2(1/eps)", cols)
     for r in rows:
         acc = r.get("accuracy_min_error")
         t.add_row(
             f"{r['epsilon']:g}", str(r["n"]), f"{r['n_over_log2']:.2f}",
-            f"{100 * r['fraction_within']:.3f}%", f"{r['max_error']:.3g}",
+            f"{100 * r['fraction_within']:.3f}%", f"{r['max_error']:.2g}",
             f"{r['relative_size_min_error']:.2f}", f"{r['relative_size_min_count']:.2f}",
             "-" if acc is None else f"{acc:.2f}%",
         )  # fmt: skip

@@ -16,11 +16,11 @@ from lottery_jax.errors import UserError
 from lottery_jax.nets import targets as models
 from lottery_jax.paper import resolve_weights
 from lottery_jax.results import device_summary
-from lottery_jax.rundir import write_json
+from lottery_jax.rundir import default_run_dir, write_json
 from lottery_jax.runs import TrainResult, train_config, train_target
 from lottery_jax.training import evaluate as evaluate_model
 
-from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt
+from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, target_parts
 from .options import MOMENTUM, NON_NEGATIVE, POSITIVE, POSITIVE_INT, check
 from .progress import EpochBar, console, progress_bar
 
@@ -82,7 +82,12 @@ def train(
     data_dir: DataDirOpt = None,
     dataset: DatasetOpt = DatasetName.mnist,
     out: Annotated[
-        Path | None, typer.Option(help="Output directory \\[default: runs/train-MODEL-seedS]")
+        Path | None,
+        typer.Option(
+            help="Output directory \\[default: runs/train-..., named after the model, hidden "
+            "width (when given), epochs and seed, plus a digest of the other settings that "
+            "differ from their defaults]"
+        ),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -102,7 +107,7 @@ def train(
         inputs=inputs.value,
         data={"data_dir": str(data_dir) if data_dir else None, "dataset": dataset.value},
     )  # fmt: skip
-    out = out or Path("runs") / f"train-{model.value}-seed{seed}"
+    out = out or default_out(config)
     res = train_with_progress(
         out,
         config,
@@ -111,6 +116,17 @@ def train(
     )
     if not res.already_finished:
         console.print(f"wrote {out / 'results.json'} and {res.weights}")
+
+
+def default_out(config: dict) -> Path:
+    """``runs/train-MODEL[-hHIDDEN]-eEPOCHS-seedS`` and, when the other settings of ``config``
+    (:func:`lottery_jax.runs.train_config`, the run's fingerprint: --data-dir too) differ from
+    their defaults, a digest of them."""
+    model, hidden, epochs, seed = (config[k] for k in ("model", "hidden", "epochs", "seed"))
+    base = train_config(model=model, epochs=epochs, hidden=hidden, seed=seed,
+                        data={"data_dir": None, "dataset": "mnist"})  # fmt: skip
+    parts = ["train", model, *([f"h{hidden}"] if hidden is not None else []), f"e{epochs}"]
+    return default_run_dir([*parts, f"seed{seed}"], config, base)
 
 
 def _infer(state: dict, weights: Path) -> str:
@@ -142,9 +158,19 @@ def evaluate(
     ] = None,
     data_dir: DataDirOpt = None,
     dataset: DatasetOpt = DatasetName.mnist,
-    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("runs/evaluate"),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output directory \\[default: runs/evaluate-NAME (a built-in network's name, "
+            "a file's stem), plus a digest of the file's bytes and of the options given]"
+        ),
+    ] = None,
 ) -> None:
     """Test accuracy of a weight file, or of the paper's own networks (--weights paper-fc2)."""
+    label, settings = target_parts(weights)
+    settings |= {"model": model, "inputs": inputs, "dataset": dataset.value}
+    out = out or default_run_dir(["evaluate", label], settings, {"model": None, "inputs": None,
+                                                                  "dataset": "mnist"})  # fmt: skip
     weights = resolve_weights(weights)
     state, meta = checkpoint.load_weights(weights)
     name = model.value if model is not None else meta.get("model") or _infer(state, weights)
@@ -153,16 +179,18 @@ def evaluate(
     data = load_dataset(data_dir, dataset=dataset.value, inputs=inputs.value)
     t0 = time.perf_counter()
     acc = evaluate_model(net, data.test_images, data.test_labels)
-    seconds = time.perf_counter() - t0
-    config = {
-        "model": name,
-        "weights": str(weights),
-        "inputs": inputs.value,
-        "data_dir": str(data_dir) if data_dir else None,
-        "dataset": dataset.value,
-        "weights_meta": meta,
-    }
-    write_json(
+    config = {"model": name, "weights": str(weights), "inputs": inputs.value,
+              "data_dir": str(data_dir) if data_dir else None, "dataset": dataset.value,
+              "weights_meta": meta}  # fmt: skip
+    path = _write_evaluation(out, config, meta, net, acc, int(data.test_images.shape[0]),
+                             time.perf_counter() - t0)  # fmt: skip
+    typer.echo(f"test accuracy {acc:.2f}% ({name}, {inputs.value} inputs); wrote {path}")
+
+
+def _write_evaluation(out: Path, config: dict, meta: dict, net, acc: float, examples: int,
+                      seconds: float) -> Path:  # fmt: skip
+    """``OUT/results.json`` of an evaluation (returns its path)."""
+    return write_json(
         out / "results.json",
         {
             "command": "evaluate",
@@ -171,10 +199,9 @@ def evaluate(
             "device": device_summary(),
             "test_accuracy": acc,
             "final_test_accuracy": acc,
-            "test_examples": int(data.test_images.shape[0]),
+            "test_examples": examples,
             "epoch_seconds": [],
             "compile_seconds": seconds,
             "trainable_params": models.count_params(net),
         },
     )
-    typer.echo(f"test accuracy {acc:.2f}% ({name}, {inputs.value} inputs)")

@@ -44,7 +44,7 @@ def main(out: Path) -> None:
     config = lj.PruneConfig(model="red", sizes=(784, 64, 10), redundancy=3, epochs=2)
     batch = lj.make_batch(config, [(0, 0.5), (0, 0.9)])  # two sparsities, one compiled program
     history = lj.train_batch(
-        batch, small, on_epoch=lambda e, accs, s: print(f"epoch {e + 1}: {accs} ({s:.1f}s)")
+        batch, small, on_epoch=lambda e, accs, s: print(f"epoch {e}: {accs} ({s:.1f}s)")
     )
     for (seed, sparsity), accs in zip(batch.members, history["test_accuracy"], strict=True):
         print(f"supermask: seed {seed}, sparsity {sparsity}: {accs[-1]:.2f}% test accuracy")

@@ -29,6 +29,9 @@ One module owns it, so that ``train``, ``approximate``, ``prune`` and ``sweep`` 
 - **Names are never paths.** A chunk's file name is derived from its name only when that is a
   plain file name (letters, digits, ``._-``); otherwise it is a digest, and the name itself stays
   inside the sealed file. The journal's file names must be plain relative paths.
+- **Default folders.** :func:`default_run_dir` names a command's default output directory after
+  its settings (``runs/train-fc2-e2-seed0``), so two configurations never share one and a rerun
+  of the same configuration finds its own.
 
 Tree-shaped state (optimizer state) is stored as ``state/leaf00000``... arrays
 (:func:`pack_tree`/:func:`unpack_tree`), one format for every resumable command.
@@ -164,7 +167,8 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _file_sha256(path: Path) -> str | None:
+def file_sha256(path: str | os.PathLike) -> str | None:
+    """sha256 (hex) of a file's bytes, read in blocks; None when it cannot be read."""
     h = hashlib.sha256()
     try:
         with open(path, "rb") as f:
@@ -173,6 +177,45 @@ def _file_sha256(path: Path) -> str | None:
     except OSError:
         return None
     return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- default folders
+
+#: Where the commands' default output directories go (relative to the working directory).
+DEFAULT_ROOT = Path("runs")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_UNSET = object()
+
+
+def number_label(x: float) -> str:
+    """A number in a folder name: ``%g`` (``0.5``, ``1e-05``) when that reads back as the very
+    same float, else its exact ``repr`` (``0.1234561``): distinct numbers never share a name.
+    ``-0`` is ``0``."""
+    x = float(x) + 0.0
+    short = f"{x:g}"
+    return short if float(short) == x else repr(x)
+
+
+def default_run_dir(
+    parts: Iterable[Any], settings: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> Path:  # fmt: skip
+    """A command's default output directory: ``runs/`` and its ``parts`` joined by ``-`` (the
+    command and the settings that usually vary, e.g. ``["train", "fc2", "e2", "seed0"]``; numbers
+    by :func:`number_label`, anything but letters, digits and ``._-`` replaced by ``_``), then,
+    when some of ``settings`` differ from ``defaults`` (a setting missing there differs), ``-``
+    and 8 hex digits of their fingerprint. The same settings always give the same folder (a rerun
+    resumes there) and settings that differ give different ones (a new run is not refused)."""
+    defaults = defaults or {}
+    extra = {
+        k: v for k, v in (settings or {}).items()
+        if to_jsonable(v) != to_jsonable(defaults.get(k, _UNSET))
+    }  # fmt: skip
+    words = [number_label(p) if isinstance(p, float) else str(p) for p in parts]
+    name = "-".join(w for w in (_UNSAFE.sub("_", w).strip("._") for w in words) if w)
+    if extra:
+        name += "-" + fingerprint(extra)[:8]
+    return DEFAULT_ROOT / name
 
 
 def _tmp_name(path: Path) -> Path:
@@ -439,7 +482,7 @@ def commit(
             pending.append((tmp, final))
             if callable(data):
                 data(tmp)
-                digest = _file_sha256(tmp)
+                digest = file_sha256(tmp)
                 with open(tmp, "rb") as f:
                     os.fsync(f.fileno())
             else:
@@ -481,7 +524,7 @@ def verified_files(directory: Path, journal: Any = None, log: Log = _quiet) -> s
     if journal is None:
         return None
     for name, entry in journal["files"].items():
-        if _file_sha256(Path(directory) / name) != entry.get("sha256"):
+        if file_sha256(Path(directory) / name) != entry.get("sha256"):
             log(f"{Path(directory) / name} does not match its commit record; starting over")
             return None
     return set(journal["files"])
@@ -518,7 +561,7 @@ def recover(directory: Path, log: Log = _quiet) -> None:
             continue
         tmp = final.with_name(pending)
         ok = tmp.is_file() and not tmp.is_symlink() and not _has_link(directory, name)
-        if ok and _file_sha256(tmp) == entry.get("sha256"):  # (else: a leftover)
+        if ok and file_sha256(tmp) == entry.get("sha256"):  # (else: a leftover)
             os.replace(tmp, final)
             log(f"completed the interrupted commit of {final}")
     removed = clean_leftovers(directory)

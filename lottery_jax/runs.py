@@ -111,7 +111,8 @@ def train_target(
 
     ``data`` is the dataset or a function that loads it (called only when there is training to
     do). ``on_chunk`` goes to :func:`lottery_jax.training.fit` (progress within an epoch);
-    ``on_epoch(epoch, results)`` runs after each committed epoch (``results``: the
+    ``on_epoch(epoch, results)`` runs after each committed epoch (``epoch`` counts from 1, as in
+    :func:`lottery_jax.training.fit`; ``results``: the
     :class:`~lottery_jax.results.TrainRecord` just committed as results.json);
     ``log`` gets one line per event (resuming, finished, recovered). ``wait``: what to do when
     another process holds ``out`` (False: refuse; True: wait for it; seconds: wait that long).
@@ -216,12 +217,12 @@ class _EpochCommitter:
         self.run.commit(
             {
                 "resume.npz": rundir.npz_bytes(
-                    checkpoint.resume_arrays(opt_now, epoch + 1, {"config": config}, weights)
+                    checkpoint.resume_arrays(opt_now, epoch, {"config": config}, weights)
                 ),
                 "model.npz": checkpoint.weights_bytes(config["model"], weights, config),
                 "results.json": rundir.json_bytes(res.to_json()),
             },
-            state={"epochs_done": epoch + 1, "history": hist},
+            state={"epochs_done": epoch, "history": hist},
         )
         self.weights, self.results = weights, res
         if self.on_epoch is not None:

@@ -329,7 +329,8 @@ def fit(
     progress every :data:`PROGRESS_CHUNK` steps (the loss is read back at that point whether or
     not a callback is given, so callbacks never change when the host syncs), and
     ``on_epoch(epoch, history, model, opt_state)`` runs after each epoch with the history so far
-    (for checkpoints). With ``precompute_features`` a frozen feature extractor (the LeNet5 convs)
+    (for checkpoints). ``epoch`` counts from 1, as printed ("epoch 1/10"): in ``on_epoch`` it is
+    also the number of epochs done; ``start_epoch`` is the number done before this call. With ``precompute_features`` a frozen feature extractor (the LeNet5 convs)
     runs once over the dataset instead of every step (``feature_seconds``); see
     :func:`frozen_features`. A run resumed with ``start_epoch``/``opt_state`` reproduces the
     uninterrupted one exactly.
@@ -367,7 +368,7 @@ def fit(
         t0 = time.perf_counter()
         trainable, opt_state, loss = _run_epoch(
             compiled, (trainable, opt_state, rest, data.train_images, data.train_labels),
-            idx, valid, epoch, spe, on_chunk,
+            idx, valid, epoch + 1, spe, on_chunk,
         )  # fmt: skip
         jax.block_until_ready(trainable)
         history.epoch_seconds.append(time.perf_counter() - t0)
@@ -377,7 +378,7 @@ def fit(
         )
         history.train_loss.append(loss)
         if on_epoch is not None:
-            on_epoch(epoch, history, model, opt_state)
+            on_epoch(epoch + 1, history, model, opt_state)
     history.opt_state = opt_state
     return history
 

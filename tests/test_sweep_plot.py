@@ -227,6 +227,7 @@ def test_interrupted_prune_resumes_exactly(tmp_path):
     logs = []
     resumed = sweep.run_prune(cfg, [0], [0.5], data, tmp_path / "cut", log=logs.append)
     assert any("resuming after epoch 1" in m for m in logs)
+    assert not any("% with " in m for m in logs)  # (prune returns the records: printed once)
     assert resumed[0]["test_accuracy"] == full[0]["test_accuracy"]
     assert resumed[0]["final_test_accuracy"] == full[0]["final_test_accuracy"]
     a = pruning.load_ticket(tmp_path / "full" / full[0]["name"] / "ticket.npz")["masks"]

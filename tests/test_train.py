@@ -251,6 +251,29 @@ def test_fit_only_trains_wrt():
     assert not np.array_equal(after["fc2.weight"], before["fc2.weight"])
 
 
+def test_callbacks_count_epochs_from_one():
+    """``on_chunk`` and ``on_epoch`` say "epoch 1" for the first epoch, as every command prints
+    (fit, and the batched trainer of prune/sweep), and a resumed fit goes on from there."""
+    from lottery_jax.pruning import PruneConfig, make_batch, train_batch
+
+    data = _toy_dataset(128, 32)
+    chunks, epochs = [], []
+    recipe = Recipe(lr=0.1, epochs=2, batch_size=64, seed=0)
+    fit(build_model("fc2", seed=0, hidden=4), data, recipe,
+        on_chunk=lambda e, *rest: chunks.append(e), on_epoch=lambda e, *rest: epochs.append(e))  # fmt: skip
+    assert sorted(set(chunks)) == [1, 2] and epochs == [1, 2]
+    later = []
+    fit(build_model("fc2", seed=0, hidden=4), data, recipe, start_epoch=1,
+        on_epoch=lambda e, *rest: later.append(e))  # fmt: skip
+    assert later == [2]
+    batch = make_batch(PruneConfig(model="red", sizes=(784, 4, 10), redundancy=1, epochs=1),
+                       [(0, 0.5)])  # fmt: skip
+    seen = []
+    train_batch(batch, data, on_chunk=lambda e, *rest: seen.append(("chunk", e)),
+                on_epoch=lambda e, *rest: seen.append(("epoch", e)))  # fmt: skip
+    assert set(seen) == {("chunk", 1), ("epoch", 1)}
+
+
 def test_fit_resume_equals_uninterrupted():
     data = _toy_dataset(200, 64)
     recipe = Recipe(lr=0.1, epochs=3, batch_size=64, seed=4)
@@ -272,7 +295,7 @@ def test_fit_resume_equals_uninterrupted():
     first = build_model("fc2", seed=1, hidden=16)
     with pytest.raises(Stop):
         fit(first, data, recipe, on_epoch=stop_after_first)
-    assert saved["epoch"] == 0
+    assert saved["epoch"] == 1  # (epochs count from 1, as printed: the first one is done)
 
     resumed = build_model("fc2", seed=99, hidden=16)  # weights come from the "checkpoint"
     load_torch_state(resumed, saved["weights"])

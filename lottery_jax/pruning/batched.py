@@ -47,6 +47,7 @@ from lottery_jax.nets.supermask import (
 )
 from lottery_jax.nets.targets import Frozen
 from lottery_jax.resources import require_memory, require_time, supermask_seconds
+from lottery_jax.rundir import number_label
 from lottery_jax.training import (
     DEFAULT_LR,
     correct_count,
@@ -141,10 +142,8 @@ class PruneConfig:
 def sparsity_label(sparsity: float) -> str:
     """The sparsity in a run folder's name: ``%g`` (``0.5``, ``1e-05``) when that reads back as
     the very same float, else its exact ``repr`` (``0.1234561``): distinct sparsities never share
-    a folder. ``-0`` is ``0``."""
-    s = float(sparsity) + 0.0
-    short = f"{s:g}"
-    return short if float(short) == s else repr(s)
+    a folder. ``-0`` is ``0`` (:func:`lottery_jax.rundir.number_label`)."""
+    return number_label(sparsity)
 
 
 MEMBER_MODES = ("auto", "unroll", "vmap")
@@ -623,7 +622,7 @@ def train_batch(
     Returns ``test_accuracy`` (per member, per epoch), ``epoch_seconds`` (wall time of each batched
     epoch, compile excluded), ``compile_seconds``, ``train_loss`` (per member, per epoch).
     ``on_chunk(epoch, done_steps, total_steps, loss)`` and ``on_epoch(epoch, accs, seconds)`` report
-    progress; they do no computation. ``checkpoint(epochs_done, state, history)`` is called after
+    progress; they do no computation; ``epoch`` counts from 1, as printed ("epoch 1/30"). ``checkpoint(epochs_done, state, history)`` is called after
     every epoch with ``state = (scores, opt_state)``; ``resume(like_state)`` may return such a
     saved ``(epochs_done, state, history)`` to continue from (each epoch's data order depends only
     on the seed and the epoch, so a resumed run equals an uninterrupted one).
@@ -670,8 +669,8 @@ def train_batch(
         jax.block_until_ready((idx, valid))
         t0 = time.perf_counter()
         scores, opt_state, loss_total = _batch_epoch(
-            compiled, (scores, opt_state, frozen, counts, images, labels, idx, valid), m, epoch,
-            spe, chunk, on_chunk,
+            compiled, (scores, opt_state, frozen, counts, images, labels, idx, valid), m,
+            epoch + 1, spe, chunk, on_chunk,
         )  # fmt: skip
         jax.block_until_ready(scores)
         seconds = time.perf_counter() - t0
@@ -683,7 +682,7 @@ def train_batch(
         if checkpoint is not None:
             checkpoint(epoch + 1, (get(scores), get(opt_state)), history)
         if on_epoch is not None:
-            on_epoch(epoch, accs, seconds)
+            on_epoch(epoch + 1, accs, seconds)
     if mesh is not None:  # back to one uncommitted copy per member (usable on any one device)
         batch.scores = [jax.tree.map(lambda x: jnp.asarray(np.asarray(x)), t) for t in get(scores)]
     history["device_members"] = batch.device_members()

@@ -81,7 +81,8 @@ class GroupTraining:
     """What every group of a prune or sweep call shares: the data, the results directory, how
     members share a program (``mode``), the progress callbacks and the log. (One record instead
     of the same arguments handed through :func:`_train_missing`, :func:`_run_group` and
-    :func:`_train_group`.)"""
+    :func:`_train_group`.) ``log_runs``: log each run's accuracy as it is committed (a sweep's
+    only report of them; :func:`run_prune` returns the records to its caller instead)."""
 
     data: Any
     out: Path
@@ -89,6 +90,7 @@ class GroupTraining:
     on_chunk: Callable | None = None
     on_epoch: Callable | None = None
     log: Callable[[str], None] = lambda msg: None
+    log_runs: bool = True
 
 
 def run_prune(
@@ -124,7 +126,7 @@ def run_prune(
     members = [(int(seed), float(s) + 0.0) for seed in seeds for s in sparsities]  # (-0: 0)
     _check_run_names(cfg, members)
     batched.require_time_for([(cfg, len(members))], int(data.train_images.shape[0]), max_hours)
-    where = GroupTraining(data, out, mode, on_chunk, on_epoch, log)
+    where = GroupTraining(data, out, mode, on_chunk, on_epoch, log, log_runs=False)
     for owner, _, group in plan_groups([(cfg, members)], max_members, procs.count):
         if procs.owns(owner):
             _train_missing(cfg, group, where, conv_state, force)
@@ -281,7 +283,8 @@ def _train_group(cfg, group, where: GroupTraining, conv_state) -> None:
         # The ticket and its results.json commit together (lottery_jax.rundir.commit).
         rundir.commit(run_dir, {"ticket.npz": write_ticket,
                                 "results.json": rundir.json_bytes(record.to_json())})  # fmt: skip
-        log(f"{names[i]}: {final:.2f}% with {remaining:,} of {total:,} parameters")
+        if where.log_runs:
+            log(f"{names[i]}: {final:.2f}% with {remaining:,} of {total:,} parameters")
     partial.unlink(missing_ok=True)
 
 

@@ -222,6 +222,7 @@ class ApproxResult:
     plan: Any = None  # the Plan the run was estimated with
     #: What the SCIP tier did, per tensor that sent it weights (:class:`scip.ScipReport`).
     scip: dict[str, Any] = field(default_factory=dict)
+    solved_chunks: int = 0  # chunks solved by this call (beside the resumed_chunks)
 
 
 def _chunk_name(layer: str, i: int) -> str:
@@ -472,11 +473,8 @@ def setup_run(
     layers = target_layers(target, cfg.layers)
     low, high = cfg.coef_range or ss.coefficient_range([target[k] for k in layers], cfg.range_mode)
     plan = plan or plan_approximation(target, layers, cfg, low, high)
-    fp_config = {
-        k: v for k, v in config_dict(cfg).items() if k not in ("max_hours", "scip_workers")
-    }
     fp = {
-        "config": fp_config,
+        "config": fingerprint_config(cfg),
         "n": cfg.n,
         "low": low,
         "high": high,
@@ -716,7 +714,7 @@ def approximate_network(
     return ApproxResult(
         cfg, setup.layers, setup.low, setup.high, results, coefficients, solver.stats.seconds,
         solver.stats.compile_seconds, sum(r.seconds for r in scip.values()), solver.resumed,
-        counts, setup.plan, scip,
+        counts, setup.plan, scip, solver.solved,
     )  # fmt: skip
 
 
@@ -934,6 +932,12 @@ def config_dict(cfg: ApproxConfig) -> dict[str, Any]:
     return d
 
 
+def fingerprint_config(cfg: ApproxConfig) -> dict[str, Any]:
+    """The settings of ``cfg`` that define a run's results (its resume fingerprint): all but the
+    budget (``max_hours``) and the worker count (``scip_workers``)."""
+    return {k: v for k, v in config_dict(cfg).items() if k not in ("max_hours", "scip_workers")}
+
+
 def approximated_state(res: ApproxResult, target: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The target's state with every approximated tensor replaced (float32, PyTorch layout)."""
     state = {k: np.asarray(v) for k, v in target.items()}
@@ -1029,6 +1033,7 @@ def record(res: ApproxResult) -> dict[str, Any]:
         "scip_seconds": res.scip_seconds,
         "scip": {k: v.as_dict() for k, v in res.scip.items()},
         "resumed_chunks": res.resumed_chunks,
+        "solved_chunks": res.solved_chunks,
         "n": cfg.n,
         "epsilon": cfg.epsilon,
         "c": cfg.c,
