@@ -39,7 +39,7 @@ WINDOW = (0.05, 0.975)
 
 
 def sweep_command(args, process: int | None) -> list[str]:
-    cmd = [sys.executable, "-m", "lottery_jax.cli", "sweep", "--family", args.family,
+    cmd = [sys.executable, "-c", "from lottery_jax.cli import main; main()", "sweep", "--family", args.family,
            "--epochs", str(args.epochs), "--seed", args.seeds, "--out", str(args.runs_dir),
            "--no-progress"]  # fmt: skip
     if process is not None:
