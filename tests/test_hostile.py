@@ -651,3 +651,24 @@ def test_gz_idx_declaring_far_more_than_it_can_hold_is_refused(tmp_path):
         read_idx(path)
     one_line(e)
     assert _rss_mb() - rss < 50
+
+
+def test_prune_never_overwrites_a_finished_run_of_other_settings(pruned, tmp_path):
+    """The run folder's name leaves lr, batch size, dataset... out: a run of other settings into
+    the same folder is refused in one line (the earlier results untouched); --force replaces."""
+    import shutil
+    from dataclasses import replace
+
+    src, data, cfg = pruned
+    out = tmp_path / "out"
+    shutil.copytree(src, out)
+    run = out / cfg.run_name(0.5, 0)
+    before = (run / "results.json").read_bytes()
+    other = replace(cfg, lr=0.05)
+    with pytest.raises(UserError) as e:
+        sweep.run_prune(other, [0], [0.5], data, out)
+    msg = one_line(e)
+    assert str(run) in msg and "lr 0.1 there, 0.05 now" in msg and "--force" in msg
+    assert (run / "results.json").read_bytes() == before
+    sweep.run_prune(other, [0], [0.5], data, out, force=True)
+    assert json.loads((run / "results.json").read_text())["config"]["lr"] == 0.05

@@ -50,20 +50,42 @@ def run_config(cfg: batched.PruneConfig, seed: int, sparsity: float, data_name: 
             "inputs": "normalized"}  # fmt: skip
 
 
-def is_finished(path: Path, config: dict) -> bool:
-    """A run is done when its last commit verifies (every file the journal names is present with
-    its recorded sha256: :func:`lottery_jax.rundir.verified_files`), it holds the ticket and the
-    results, and results.json records the same configuration."""
+def finished_config(path: Path) -> dict | None:
+    """The configuration of the finished run whose ``results.json`` is ``path``, or None: a run
+    is finished when its last commit verifies (every file the journal names is present with its
+    recorded sha256: :func:`lottery_jax.rundir.verified_files`) and it holds the ticket and the
+    results with a final accuracy."""
     files = rundir.verified_files(path.parent)
     if files is None or not {"ticket.npz", path.name} <= files:
-        return False
+        return None
     try:
         done = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError):
-        return False
-    if not isinstance(done, dict):
-        return False
-    return done.get("config") == config and done.get("final_test_accuracy") is not None
+        return None
+    if not isinstance(done, dict) or done.get("final_test_accuracy") is None:
+        return None
+    config = done.get("config")
+    return config if isinstance(config, dict) else None
+
+
+def is_finished(path: Path, config: dict) -> bool:
+    """The run at ``path`` (its ``results.json``) is finished with exactly ``config``."""
+    return finished_config(path) == config
+
+
+def refuse_other_settings(cfg: batched.PruneConfig, members, out: Path, data_name: str) -> None:
+    """A finished run is never overwritten by a run of other settings (lr, batch size, dataset,
+    conv weights...: the run's folder name does not carry them): one line, up front, naming what
+    differs. Every process checks the same files, so all of them refuse together."""
+    for seed, s in members:
+        path = out / cfg.run_name(s, seed) / "results.json"
+        done, config = finished_config(path), run_config(cfg, seed, s, data_name)
+        if done is None or done == config:
+            continue
+        keys = sorted(k for k in {*done, *config} if done.get(k) != config.get(k))
+        what = ", ".join(f"{k} {done.get(k)!r} there, {config.get(k)!r} now" for k in keys[:3])
+        raise UserError(f"{path.parent} holds a finished run with other settings ({what}); "
+                        "give another --out, or --force to replace it")  # fmt: skip
 
 
 def _check_run_names(cfg: batched.PruneConfig, members: Sequence[tuple[int, float]]) -> None:
@@ -125,6 +147,8 @@ def run_prune(
     procs = processes or distributed.current()
     members = [(int(seed), float(s) + 0.0) for seed in seeds for s in sparsities]  # (-0: 0)
     _check_run_names(cfg, members)
+    if not force:
+        refuse_other_settings(cfg, members, out, getattr(data, "name", "data"))
     batched.require_time_for([(cfg, len(members))], int(data.train_images.shape[0]), max_hours)
     where = GroupTraining(data, out, mode, on_chunk, on_epoch, log, log_runs=False)
     for owner, _, group in plan_groups([(cfg, members)], max_members, procs.count):
@@ -406,6 +430,7 @@ def run_sweep(
                 cfg = replace(cfg, conv_from=str(conv_from) if conv_from else "baseline")
             jobs.append((cfg, [(seed, s) for s in sparsities]))
             _check_run_names(cfg, jobs[-1][1])
+            refuse_other_settings(cfg, jobs[-1][1], out, getattr(data, "name", "data"))
             keys.append((e, seed))
     trained = 0
     where = GroupTraining(data, out, mode, on_chunk, on_epoch, log)
