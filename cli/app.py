@@ -173,7 +173,8 @@ PANELLED = {
                     "range_high": "Coefficient draw", "range_mode": "Coefficient draw",
                     "zero_small": "Small weights"},
     "prune": {"seed": _TRAINING}, "sweep": {"seed": _TRAINING}, "train": {"seed": _TRAINING},
-    "study": {},
+    "study": {k: "Construct axis (--construct)" for k in
+              ("construct", "redundancy", "init", "relu", "compare_epochs", "compare_at")},
     "construct": {"redundancy": "Random network", "relu": "Random network",
                   "init": "Random network", "seed": "Random network", "compare_epochs": _TRAINING},
 }  # fmt: skip

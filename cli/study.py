@@ -1,4 +1,5 @@
-"""``study``: the logarithmic law of SubsetSum approximation, measured on a grid of eps and c."""
+"""``study``: the logarithmic law of SubsetSum approximation, measured on a grid of eps and c;
+with ``--construct``, the solved ticket of ``construct`` against the redundancy R at one eps."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from rich.console import Console
 
 from lottery_jax.errors import UserError
 from lottery_jax.rundir import default_run_dir
+from lottery_jax.subsetsum import construct_study as cst
 from lottery_jax.subsetsum import study as st
 
 from .app import DataDirOpt, DatasetName, DatasetOpt, Inputs, SeedOpt, target_parts
-from .options import POSITIVE, parse_floats
+from .construct import Init
+from .options import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, check, parse_floats, parse_ints
 from .progress import console, progress_bar
 from .tables import table
 
@@ -56,8 +59,13 @@ def study(
         typer.Option(help="paper: the paper's FC2 (built in); or a weight file (.npz)."),
     ] = "paper",
     epsilon: Annotated[
-        str, typer.Option("--epsilon", help="Comma-separated eps values.")
-    ] = "0.1,0.03,0.01,0.003,0.001",
+        str | None,
+        typer.Option(
+            "--epsilon",
+            help="Comma-separated eps values \\[default: 0.1,0.03,0.01,0.003,0.001; with "
+            "--construct one value, 0.01]",
+        ),
+    ] = None,
     c: Annotated[
         str,
         typer.Option(
@@ -81,10 +89,36 @@ def study(
         Path | None,
         typer.Option(
             help="Output directory \\[default: runs/study-TARGET-seedS, plus a digest of the "
-            "target file's bytes and --inputs when given; every grid of a target shares it]"
+            "target file's bytes and --inputs when given; every grid of a target shares it; "
+            "--construct: runs/study-construct-TARGET-... with eps, init and seed]"
         ),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    construct: Annotated[
+        bool,
+        typer.Option(
+            "--construct",
+            help="The construct axis instead: prune the random redundant network to the target "
+            "by SubsetSum (`construct`) at each --redundancy, one eps; accuracy and fraction "
+            "within eps against R.",
+        ),
+    ] = False,
+    redundancy: Annotated[str, typer.Option(help="Comma-separated redundancies R.")] = "5,10,21",
+    init: Annotated[
+        Init, typer.Option(help="The frozen weights (as construct's --init).")
+    ] = Init.normal,
+    relu: Annotated[bool, typer.Option(help="The extra ReLU (as construct's).")] = False,
+    compare_epochs: Annotated[
+        int,
+        typer.Option(
+            help="Also train edge-popup masks for this many epochs at the solved "
+            "ticket's per-tensor sparsity (0: no)."
+        ),
+    ] = 0,
+    compare_at: Annotated[
+        str | None,
+        typer.Option(help="The R values edge-popup is trained at \\[default: all]"),
+    ] = None,
 ) -> None:
     """Measure the logarithmic law: the fraction of weights within eps against n / log2(1/eps).
 
@@ -94,15 +128,37 @@ def study(
     study.csv, and the figure study.png: (a) fraction within eps against n / log2(1/eps), one curve
     per eps (the curves collapse if the law holds), (b) coefficients kept per weight against eps.
     Finished cells are kept: the same command resumes, and a larger grid reuses them.
+
+    With --construct: one `construct` per --redundancy R at one eps (each in its own run
+    directory under --out, resumed when finished); study.csv/json/png hold per R the fraction of
+    weights within eps, the pruned random network's accuracy beside the target's and, with
+    --compare-epochs, edge-popup's at the same per-tensor sparsity.
     """
+    command = " ".join(["lottery-jax", *sys.argv[1:]])
+    mode = None if inputs is None else inputs.value
     name, settings = target_parts(target)
-    out = out or default_run_dir(["study", name, f"seed{seed}"],
-                                 {**settings, "inputs": inputs}, {"inputs": None})  # fmt: skip
+    settings = {**settings, "inputs": mode}
+    if not construct and (compare_epochs or compare_at or relu):
+        raise UserError("--compare-epochs, --compare-at and --relu go with --construct")
+    if construct:
+        eps = _one_epsilon(epsilon)
+        parts = ["study-construct", name, f"eps{eps:g}", init.value, "relu" * relu, f"seed{seed}"]
+        spec = cst.ConstructStudySpec(
+            out or default_run_dir(parts, settings, {"inputs": None}),
+            _ints(redundancy, "--redundancy"), epsilon=eps, target=target, init=init.value,
+            relu=relu, seed=seed,
+            compare_epochs=int(check("--compare-epochs", compare_epochs, NON_NEGATIVE_INT)),
+            compare_at=None if compare_at is None else _ints(compare_at, "--compare-at"),
+            inputs=mode, data_dir=data_dir, dataset=dataset.value, evaluate=evaluate,
+            max_hours=max_hours, command=command,
+        )  # fmt: skip
+        return run_construct_axis(spec, progress)
+    epsilons = st.DEFAULT_EPSILONS if epsilon is None else tuple(_floats(epsilon, "epsilon"))
+    out = out or default_run_dir(["study", name, f"seed{seed}"], settings, {"inputs": None})
     spec = st.StudySpec(
-        out, target=target, epsilons=tuple(_floats(epsilon, "epsilon")), cs=tuple(_cs(c)),
-        seed=seed, inputs=None if inputs is None else inputs.value, data_dir=data_dir,
-        dataset=dataset.value, evaluate=evaluate, max_hours=max_hours,
-        command=" ".join(["lottery-jax", *sys.argv[1:]]),
+        out, target=target, epsilons=epsilons, cs=tuple(_cs(c)), seed=seed,
+        inputs=mode, data_dir=data_dir, dataset=dataset.value, evaluate=evaluate,
+        max_hours=max_hours, command=command,
     )  # fmt: skip
     cells = st.grid_cells(list(spec.epsilons), list(spec.cs))  # (a bad grid: before any work)
     with progress_bar(progress, elapsed=True) as bar:
@@ -147,3 +203,58 @@ def show_study(outcome: st.StudyOutcome) -> None:
     )
     names = ", ".join(str(out / n) for n in ("study.json", "study.csv", "study.png", "study.pdf"))
     console.print(f"wrote {names}")
+
+
+def _one_epsilon(text: str | None) -> float:
+    values = _floats(text or "0.01", "epsilon")
+    if len(values) != 1:
+        raise UserError(f"--construct takes one --epsilon, got {len(values)}: {text}")
+    return values[0]
+
+
+def _ints(text: str, option: str) -> tuple[int, ...]:
+    values = parse_ints([text], option, POSITIVE_INT)
+    if not values:
+        raise UserError(f"{option} is empty")
+    return tuple(values)
+
+
+def run_construct_axis(spec: cst.ConstructStudySpec, progress: bool) -> None:
+    """The construct axis: every R (a progress bar over them), then the table."""
+    cst.plan(spec)  # (a target without a redundant form, or over the budget: before the bar)
+    with progress_bar(progress, elapsed=True) as bar:
+        task = bar.add_task("construct", total=len(spec.redundancies))
+
+        def on_point(done: int, total: int, row: dict[str, Any], resumed: bool) -> None:
+            bar.update(task, completed=done, description=f"R={row['redundancy']}"
+                       + (" (resumed)" if resumed else ""))  # fmt: skip
+
+        outcome = cst.construct_study(spec, on_point=on_point, log=_log)
+    show_construct_axis(outcome)
+
+
+def show_construct_axis(outcome: cst.ConstructStudyOutcome) -> None:
+    """One row per R, the smallest R that matches the target, where the files went."""
+    res = outcome.results
+    t = table(f"construct: {cst.study_title(res)}, eps={res['epsilon']:g}",
+              ["R", "within\neps", "max\nerror", "kept links", "accuracy", "target",
+               "edge-\npopup"])  # fmt: skip
+    for r in outcome.rows:
+        t.add_row(str(r["redundancy"]), f"{100 * r['within_epsilon_fraction']:.3f}%",
+                  f"{r['max_error']:.3g}", f"{r['remaining_params']:,}",
+                  *(_pct(r.get(k)) for k in ("ticket_accuracy", "target_accuracy",
+                                             "edge_popup_accuracy")))  # fmt: skip
+    Console().print(t)
+    at, pts = res["matches_target_at"], cst.MATCH_POINTS
+    if all(r.get("ticket_accuracy") is None for r in outcome.rows):
+        Console().print("accuracies not measured (--no-evaluate)")
+    elif at is None:
+        Console().print(f"the solved ticket is not within {pts} points of the target at any R")
+    else:
+        Console().print(f"the solved ticket is within {pts} points of the target from R = {at}")
+    names = ", ".join(str(outcome.out / n) for n in ("study.json", "study.csv", "study.png"))
+    console.print(f"wrote {names}")
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}%"

@@ -164,3 +164,27 @@ def test_same_frozen_weights_as_prune():
     ref = build_pruned("red", seed=7, redundancy=3, sizes=(784, 6, 10))
     assert np.array_equal(np.asarray(net.fc1.weight2[...]), np.asarray(ref.fc1.weight2[...]))
     assert np.array_equal(np.asarray(net.fc2.weight1[...]), np.asarray(ref.fc2.weight1[...]))
+
+
+def test_lenet5_target_fc_layers_after_its_own_conv(mnist_normalized):
+    """paper-lenet5: the three fc layers solved after the target's frozen conv layers; the
+    pruned random network follows the target's logits (normalized inputs, its own)."""
+    from lottery_jax.nets.targets import network_for
+    from lottery_jax.pruning.ticket import net_from_ticket
+
+    res = cs.construct("paper-lenet5", redundancy=12, epsilon=0.01, init="uniform",
+                       evaluate=False)  # fmt: skip
+    r = res.results
+    assert r["model"] == "red-lenet5" and r["inputs"] == "normalized"
+    assert [t["layer"] for t in r["layers"]] == ["fc1", "fc2", "fc3"]
+    assert r["within_epsilon_fraction"] > 0.99
+    state, _, _ = cs.resolve_target("paper-lenet5")
+    form = cs.redundant_form(state, "paper-lenet5")
+    for k in ("conv1.weight", "conv2.weight"):
+        assert np.array_equal(res.ticket["conv"][k], form.conv_state[k])
+    _, target_net = network_for(form.state, model="lenet5")
+    images = mnist_normalized.test_images[:500]
+    agree = np.mean(
+        np.argmax(target_net(images), -1) == np.argmax(net_from_ticket(res.ticket)(images), -1)
+    )
+    assert agree >= 0.99  # (at R = 12 about 0.25% of the weights are left outside eps)

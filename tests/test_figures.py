@@ -10,7 +10,7 @@ from matplotlib.text import Text
 from lottery_jax import plotting
 from lottery_jax.pruning import PUBLISHED_SPARSITIES
 from lottery_jax.pruning.published import load_published
-from lottery_jax.subsetsum import study
+from lottery_jax.subsetsum import construct_study, study
 
 PUBLISHED = load_published()
 TOTALS = {"fc2": 1_991_420, "fc4": 4_496_420, "lenet5": 297_620}
@@ -49,6 +49,24 @@ def study_rows():
                          "fraction_within": min(1.0, 0.35 * c), "relative_size_min_error":
                          2.0 + 3 * eps, "relative_size_min_count": 1.0 + eps})  # fmt: skip
     return rows
+
+
+def construct_rows():
+    """The construct axis at R = 5, 10, 21, edge-popup beside it at 5 and 21."""
+    rows = []
+    for r, acc, frac, ep in ((5, 84.48, 0.908, 95.91), (10, 94.0, 0.99, None),
+                             (21, 97.10, 0.9997, 91.89)):  # fmt: skip
+        rows.append({"redundancy": r, "epsilon": 0.01, "within_epsilon_fraction": frac,
+                     "ticket_accuracy": acc, "target_accuracy": 97.19,
+                     "edge_popup_epochs": 1 if ep else 0, "edge_popup_accuracy": ep})  # fmt: skip
+    return rows
+
+
+def construct_figure():
+    with plotting.house_style():
+        return construct_study.draw_construct_study(
+            construct_rows(), "construct on red-fc2 (paper-fc2), normal init, seed 0"
+        )
 
 
 def pruning_figure(aggregate, budgets, published=True, family="fc2"):
@@ -106,6 +124,7 @@ FIGURES = {
     "pruning-best": lambda: pruning_figure("best", (30, 50, 100, 125, 150)),
     "pruning-lenet5": lambda: pruning_figure("best", (1, 2), family="lenet5"),
     "study": study_figure,
+    "construct-study": construct_figure,
 }
 
 
@@ -206,4 +225,5 @@ def test_drawing_changes_no_global_matplotlib_state():
     before = dict(matplotlib.rcParams)
     pruning_figure("mean", (30,))
     study_figure()
+    construct_figure()
     assert dict(matplotlib.rcParams) == before
