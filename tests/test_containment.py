@@ -195,7 +195,7 @@ def test_a_journal_naming_paths_outside_is_ignored(tmp_path):
     out.mkdir()
     victim = "../sentinel/results.json"
     pending = ".lottery-jax.x.1-deadbeef.tmp"
-    sha = rundir._file_sha256(sentinel / pending)
+    sha = rundir.file_sha256(sentinel / pending)
     (out / rundir.JOURNAL_NAME).write_text(
         json.dumps(
             {"format": rundir.RUN_FORMAT, "files": {victim: {"sha256": sha, "pending": pending}}}

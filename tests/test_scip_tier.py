@@ -117,11 +117,13 @@ def test_ctrl_c_kills_the_pool_at_once(tmp_path):
         assert len(workers) == 2
         t0 = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
-        assert time.monotonic() - t0 < 10
+        # (Seconds on a quiet machine; the bound leaves room for a loaded shared CPU.)
+        out, err = proc.communicate(timeout=30)
+        assert time.monotonic() - t0 < 30
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()  # (reap it and close its pipes: no warning in a later test)
     assert proc.returncode != 0 and "KeyboardInterrupt" in err
     assert "done" not in out
     assert not any(is_worker(w) for w in workers)

@@ -331,7 +331,7 @@ def test_fit_on_mnist_subset_is_deterministic(mnist_normalized, capsys):
     assert ha.train_loss[0] == pytest.approx(hb.train_loss[0], rel=1e-6)
     assert ha.test_accuracy[0] > 70.0  # 32 steps on 2,000 images
     # The callback saw every chunk of the second fit: (epoch, steps done, steps total, mean loss).
-    assert [a[:3] for a in seen] == [(0, 32, 32)] and seen[-1][3] == pytest.approx(hb.train_loss[0])
+    assert [a[:3] for a in seen] == [(1, 32, 32)] and seen[-1][3] == pytest.approx(hb.train_loss[0])
 
 
 @pytest.mark.parametrize("name", ["fc2", "lenet5"])
