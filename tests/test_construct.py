@@ -109,7 +109,9 @@ def test_construct_ticket_evaluates_and_exports(small_target, mnist_unit, tmp_pa
         within = lc.errors <= 0.01
         diff = np.abs(dense[f"{name}.weight"] - small_target[f"{name}.weight"])
         assert (diff[within] <= 0.01 + 1e-5).all()
-    code, out, err = run_cli(capsys, "evaluate", "--weights", tmp_path / "dense.npz")
+    code, out, err = run_cli(
+        capsys, "evaluate", "--weights", tmp_path / "dense.npz", "--out", tmp_path / "ev"
+    )
     assert code == 0, err
     assert f"{r['ticket_accuracy']:.2f}" in out
     again = cs.construct(str(path), redundancy=16, epsilon=0.01, init="uniform",
