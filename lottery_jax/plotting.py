@@ -127,6 +127,14 @@ def save_figure(fig: Figure, path: str | Path, fmt: str | None = None) -> Path:
     return write_atomic(Path(path), buf.getvalue())
 
 
+def draw_and_save(draw, path: str | Path, fmt: str | None = None) -> Path:
+    """``draw()`` (a function returning a figure) in the house style, saved by
+    :func:`save_figure` (format ``fmt``, else ``path``'s extension)."""
+    with house_style():
+        fig = draw()
+    return save_figure(fig, Path(path), fmt)
+
+
 def variant_of(curve: str) -> str:
     """Curve name -> variant name as ``sweep`` and the published records spell it."""
     return {c: v for v, c in VARIANT_CURVES.items()}.get(curve, curve)

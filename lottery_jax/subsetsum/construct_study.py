@@ -167,12 +167,9 @@ def plot_construct_study(
     rows: list[dict[str, Any]], path: Path, *, title: str = "", fmt: str | None = None
 ) -> Path:
     """:func:`draw_construct_study`, saved (format ``fmt``, else ``path``'s extension)."""
-    from lottery_jax.plotting import figure_format, house_style, save_figure
+    from lottery_jax.plotting import draw_and_save
 
-    fmt = fmt or figure_format(path)
-    with house_style():
-        fig = draw_construct_study(rows, title)
-    return save_figure(fig, Path(path), fmt)
+    return draw_and_save(lambda: draw_construct_study(rows, title), path, fmt)
 
 
 def study_title(results: dict[str, Any]) -> str:

@@ -256,12 +256,9 @@ def plot_study(
     """Two panels: (a) fraction within eps against ``n / log2(1/eps)``, one curve per eps; (b)
     relative size (coefficients kept per weight, both objectives) against eps at the largest c.
     The format is ``fmt`` or else ``path``'s extension (``.pdf``/``.svg``: vector; ``.png``)."""
-    from lottery_jax.plotting import figure_format, house_style, save_figure
+    from lottery_jax.plotting import draw_and_save
 
-    fmt = fmt or figure_format(path)
-    with house_style():
-        fig = draw_study(rows, title)
-    return save_figure(fig, Path(path), fmt)
+    return draw_and_save(lambda: draw_study(rows, title), path, fmt)
 
 
 CSV_COLUMNS = (
