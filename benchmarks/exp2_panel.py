@@ -15,7 +15,7 @@ write the run-by-run comparison and the overlaid figure.
    summary per variant in the ``.json`` beside it (over 0.05 <= s <= 0.975 and over all
    sparsities).
 3. ``benchmarks/results/F_eE_vs_published.png``: our curves with the published records overlaid
-   (hollow markers).
+   (hollow markers); ``..._linear.png``: the same on the published figures' linear axis.
 
 The committed run folders (results.json, ticket.npz and their commit journal) are what a later
 session resumes from; every number in the CSV is reproducible by rerunning its configuration.
@@ -74,6 +74,11 @@ def summaries(comparison) -> dict:
             "all_sparsities": rows(comparison.summarize(5.0))}  # fmt: skip
 
 
+def linear_figure(stem: Path) -> Path:
+    """The same figure on the published figures' linear axis (the README shows it beside them)."""
+    return stem.with_name(f"{stem.name}_linear.png")
+
+
 def write_outputs(args) -> None:
     from lottery_jax.pruning.sweep import collect_results
     from lottery_jax.rundir import write_json
@@ -85,13 +90,14 @@ def write_outputs(args) -> None:
               "epochs": args.epochs, "runs": len(comparison.runs), **summaries(comparison)}  # fmt: skip
     write_json(stem.with_suffix(".json"), report)
     results = collect_results(args.runs_dir)
-    lj.plot_results(results, stem.with_suffix(".png"), published=True, families=[args.family],
-                    epochs=[args.epochs])  # fmt: skip
+    for path, xscale in ((stem.with_suffix(".png"), "log"), (linear_figure(stem), "linear")):
+        lj.plot_results(results, path, published=True, families=[args.family],
+                        epochs=[args.epochs], xscale=xscale)  # fmt: skip
     for s in comparison.summarize(5.0, *WINDOW):
         d = "-" if s.mean_abs_diff is None else f"{s.mean_abs_diff:.2f}"
         print(f"{s.family} {s.variant} e{s.epochs}: {s.matched} points in "
               f"{WINDOW[0]}..{WINDOW[1]}, mean |ours - published| {d}")  # fmt: skip
-    print(f"wrote {stem}.csv, .json and .png")
+    print(f"wrote {stem}.csv, .json and .png, and {linear_figure(stem).name}")
 
 
 def main() -> int:

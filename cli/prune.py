@@ -344,6 +344,14 @@ def plot(
             "over the budgets present (the published figures' rule)."
         ),
     ] = Aggregate.mean,
+    xscale: Annotated[
+        str,
+        typer.Option(
+            metavar="NAME",
+            help="log: remaining parameters on a log axis; linear: as the published figures "
+            "draw them.",
+        ),
+    ] = "log",
 ) -> None:
     """Final test accuracy vs remaining parameters per family: PNG and PDF in a directory, or
     one file by its extension (--out fig.pdf)."""
@@ -356,6 +364,7 @@ def plot(
         families=parse_names(model, "--model", sweep.FAMILIES) or None,
         variants=parse_names(variant, "--variant", PLOT_VARIANTS) or None,
         label_sparsity=labels, published=published, aggregate=aggregate.value,
+        xscale=xscale,
     )  # fmt: skip
     for path in paths:
         typer.echo(f"wrote {path}")

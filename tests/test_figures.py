@@ -69,11 +69,12 @@ def construct_figure():
         )
 
 
-def pruning_figure(aggregate, budgets, published=True, family="fc2"):
+def pruning_figure(aggregate, budgets, published=True, family="fc2", xscale="log"):
     data = plotting.figure_data(synthetic_results(family, budgets))
     panels = plotting.make_panels(data, aggregate)[family]
     with plotting.house_style():
-        return plotting.draw_family(panels, title="", published=PUBLISHED if published else None)
+        return plotting.draw_family(panels, title="", published=PUBLISHED if published else None,
+                                    xscale=xscale)  # fmt: skip
 
 
 def study_figure():
@@ -122,6 +123,7 @@ FIGURES = {
     "pruning-mean-2": lambda: pruning_figure("mean", (30, 50)),
     "pruning-mean-5": lambda: pruning_figure("mean", (30, 50, 100, 125, 150), published=False),
     "pruning-best": lambda: pruning_figure("best", (30, 50, 100, 125, 150)),
+    "pruning-best-linear": lambda: pruning_figure("best", (30, 50), xscale="linear"),
     "pruning-lenet5": lambda: pruning_figure("best", (1, 2), family="lenet5"),
     "study": study_figure,
     "construct-study": construct_figure,

@@ -117,6 +117,12 @@ def test_plot_cli(tiny_sweep, tmp_path, capsys):
     out, *_ = tiny_sweep
     assert main(["plot", str(out), "--out", str(tmp_path / "fig")]) == 0
     assert (tmp_path / "fig" / "pruning-lenet5.pdf").is_file()
+    # The published figures' linear axis; an unknown scale is one line and nothing written.
+    assert main(["plot", str(out), "--xscale", "linear", "--out", str(tmp_path / "l.png")]) == 0
+    with pytest.raises(SystemExit) as e:
+        main(["plot", str(out), "--xscale", "cubic", "--out", str(tmp_path / "c.png")])
+    assert e.value.code == 2 and not (tmp_path / "c.png").exists()
+    assert "unknown x scale 'cubic'" in capsys.readouterr().err
 
 
 def test_plot_empty_dir_is_a_user_error(tmp_path, capsys):
