@@ -150,3 +150,16 @@ def _private_tempdir():
 
     with scratch_tempdir(prefix="lottery-jax-tests-"):
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scratch_working_directory(tmp_path_factory):
+    """Run every test in a scratch working directory: commands whose default ``--out`` is
+    ``runs/...`` (evaluate, prune, ...) must never write into the checkout the tests run from."""
+    saved = Path.cwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    try:
+        yield
+    finally:
+        os.chdir(saved)
+
