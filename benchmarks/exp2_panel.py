@@ -3,6 +3,7 @@ write the run-by-run comparison and the overlaid figure.
 
     python benchmarks/exp2_panel.py --family fc2 --epochs 30 --processes 2
     python benchmarks/exp2_panel.py --family fc4 --epochs 1 --compare-only
+    python benchmarks/exp2_panel.py --family fc2 --epochs 30 --extra-seeds 1,2 --at 0.5,0.99
 
 1. ``lottery-jax sweep --family F --epochs E --seed S`` into ``--runs-dir`` (default
    ``benchmarks/results/runs/F_eE``): the 14 published sparsities x red-linear, red-ReLU and wide,
@@ -42,6 +43,8 @@ def sweep_command(args, process: int | None) -> list[str]:
     cmd = [sys.executable, "-c", "from lottery_jax.cli import main; main()", "sweep", "--family", args.family,
            "--epochs", str(args.epochs), "--seed", args.seeds, "--out", str(args.runs_dir),
            "--no-progress"]  # fmt: skip
+    if args.extra_seeds:
+        cmd += ["--sparsity", args.at, "--variants", args.variants, "--no-baseline"]
     if process is not None:
         cmd += ["--coordinator", f"127.0.0.1:{args.port}", "--num-processes",
                 str(args.processes), "--process-id", str(process)]  # fmt: skip
@@ -100,6 +103,26 @@ def write_outputs(args) -> None:
     print(f"wrote {stem}.csv, .json and .png, and {linear_figure(stem).name}")
 
 
+def write_seed_outputs(args) -> None:
+    """The panel's points with every seed run so far (the panel's seed 0 and the extra seeds):
+    ``F_eE_seeds_vs_published.csv`` (mean, std and count over seeds per point, the record, the
+    difference), its ``.json`` and ``-runs.csv``, and the mean +- std figure ``.png``."""
+    from lottery_jax.pruning.sweep import collect_results
+
+    stem = RESULTS / f"{args.family}_e{args.epochs}_seeds_vs_published"
+    dirs = [args.panel_dir, args.runs_dir]
+    comparison = lj.compare_published(dirs[0].parent, families=[args.family], epochs=[args.epochs])
+    for path in comparison.write(stem.with_suffix(".csv")):
+        print(f"wrote {path}")
+    results = [r for d in dirs for r in collect_results(d)]
+    lj.plot_results(results, stem.with_suffix(".png"), published=True, families=[args.family],
+                    epochs=[args.epochs])  # fmt: skip
+    for row in comparison.rows:
+        if len(row.seeds) > 1 and row.published is not None:
+            print(f"{row.variant} s={row.sparsity:g}: {row.mean:.2f} +- {row.std:.2f} over seeds "
+                  f"{','.join(map(str, row.seeds))}; published {row.published_acc:.2f}")  # fmt: skip
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--family", default="fc2", choices=("fc2", "fc4", "lenet5"))
@@ -111,13 +134,25 @@ def main() -> int:
     p.add_argument("--processes", type=int, default=1)
     p.add_argument("--port", type=int, default=47611)
     p.add_argument("--compare-only", action="store_true", help="skip the sweep")
+    p.add_argument("--extra-seeds", metavar="SEEDS",
+                   help="more seeds at some points (with --at and --variants), run into "
+                        "runs/F_eE_seeds; writes F_eE_seeds_vs_published.*")  # fmt: skip
+    p.add_argument("--at", metavar="SPARSITIES", default="0.1,0.5,0.9,0.99",
+                   help="the sparsities of --extra-seeds (default 0.1,0.5,0.9,0.99)")
+    p.add_argument("--variants", default="red-linear,red-relu,wide",
+                   help="the variants of --extra-seeds (default all three)")
     args = p.parse_args()
-    args.runs_dir = (args.runs_dir or RESULTS / "runs" / f"{args.family}_e{args.epochs}").resolve()
+    args.panel_dir = (RESULTS / "runs" / f"{args.family}_e{args.epochs}").resolve()
+    default_dir = args.panel_dir.with_name(f"{args.panel_dir.name}_seeds") if args.extra_seeds \
+        else args.panel_dir  # fmt: skip
+    args.runs_dir = (args.runs_dir or default_dir).resolve()
+    if args.extra_seeds:
+        args.seeds = args.extra_seeds
     if not args.compare_only:
         t0 = time.perf_counter()
         run_sweep(args)
         print(f"sweep done in {(time.perf_counter() - t0) / 60:.1f} min")
-    write_outputs(args)
+    (write_seed_outputs if args.extra_seeds else write_outputs)(args)
     return 0
 
 
