@@ -137,10 +137,17 @@ def main() -> int:
     p.add_argument("--extra-seeds", metavar="SEEDS",
                    help="more seeds at some points (with --at and --variants), run into "
                         "runs/F_eE_seeds; writes F_eE_seeds_vs_published.*")  # fmt: skip
-    p.add_argument("--at", metavar="SPARSITIES", default="0.1,0.5,0.9,0.99",
-                   help="the sparsities of --extra-seeds (default 0.1,0.5,0.9,0.99)")
-    p.add_argument("--variants", default="red-linear,red-relu,wide",
-                   help="the variants of --extra-seeds (default all three)")
+    p.add_argument(
+        "--at",
+        metavar="SPARSITIES",
+        default="0.1,0.5,0.9,0.99",
+        help="the sparsities of --extra-seeds (default 0.1,0.5,0.9,0.99)",
+    )
+    p.add_argument(
+        "--variants",
+        default="red-linear,red-relu,wide",
+        help="the variants of --extra-seeds (default all three)",
+    )
     args = p.parse_args()
     args.panel_dir = (RESULTS / "runs" / f"{args.family}_e{args.epochs}").resolve()
     default_dir = args.panel_dir.with_name(f"{args.panel_dir.name}_seeds") if args.extra_seeds \

@@ -162,4 +162,3 @@ def _scratch_working_directory(tmp_path_factory):
         yield
     finally:
         os.chdir(saved)
-
