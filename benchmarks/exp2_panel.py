@@ -25,7 +25,9 @@ session resumes from; every number in the CSV is reproducible by rerunning its c
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -108,6 +110,7 @@ def write_seed_outputs(args) -> None:
     ``F_eE_seeds_vs_published.csv`` (mean, std and count over seeds per point, the record, the
     difference), its ``.json`` and ``-runs.csv``, and the mean +- std figure ``.png``."""
     from lottery_jax.pruning.sweep import collect_results
+    from lottery_jax.rundir import write_json
 
     stem = RESULTS / f"{args.family}_e{args.epochs}_seeds_vs_published"
     dirs = [args.panel_dir, args.runs_dir]
@@ -117,10 +120,39 @@ def write_seed_outputs(args) -> None:
     results = [r for d in dirs for r in collect_results(d)]
     lj.plot_results(results, stem.with_suffix(".png"), published=True, families=[args.family],
                     epochs=[args.epochs])  # fmt: skip
+    noise = seed_noise(comparison)
+    write_json(stem.with_name(f"{stem.name}_noise.json"), noise)
+    for v in noise["variants"]:
+        for pt in v["points"]:
+            print(f"{v['variant']} s={pt['sparsity']:g}: {pt['mean']:.2f} (sd {pt['sd']:.2f}) over "
+                  f"{pt['count']} seeds; published {pt['published']:.2f}; seed 0 "
+                  f"{pt['seed0_diff']:+.2f}, mean {pt['mean_diff']:+.2f}, expected |run - run| "
+                  f"{pt['expected_abs_diff']:.2f}")  # fmt: skip
+
+
+def seed_noise(comparison) -> dict:
+    """How far one run may fall from another run of the same configuration by its seed alone,
+    per point with more than one seed: for two independent runs X, Y of spread sd,
+    E|X - Y| = 2 sd / sqrt(pi) (normal approximation), which is what a seed-0 run against the
+    published seed-1 record can differ by when nothing else differs. sd is the sample standard
+    deviation (ddof 1) over our seeds."""
+    variants: dict[str, list[dict]] = {}
     for row in comparison.rows:
-        if len(row.seeds) > 1 and row.published is not None:
-            print(f"{row.variant} s={row.sparsity:g}: {row.mean:.2f} +- {row.std:.2f} over seeds "
-                  f"{','.join(map(str, row.seeds))}; published {row.published_acc:.2f}")  # fmt: skip
+        if row.count < 2 or row.published is None or row.variant == "baseline":
+            continue
+        sd = statistics.stdev(row.accs)
+        seed0 = dict(zip(row.seeds, row.accs, strict=True)).get(0)
+        variants.setdefault(row.variant, []).append({
+            "sparsity": row.sparsity, "seeds": list(row.seeds), "final_test_accs": list(row.accs),
+            "count": row.count, "mean": row.mean, "sd": sd, "published": row.published_acc,
+            "seed0_diff": None if seed0 is None else seed0 - row.published_acc,
+            "mean_diff": row.mean - row.published_acc,
+            "expected_abs_diff": 2 * sd / math.sqrt(math.pi),
+            "in_window": WINDOW[0] <= row.sparsity <= WINDOW[1],
+        })  # fmt: skip
+    rule = " ".join(seed_noise.__doc__.split())
+    return {"rule": rule, "window": list(WINDOW),
+            "variants": [{"variant": v, "points": pts} for v, pts in variants.items()]}  # fmt: skip
 
 
 def main() -> int:
