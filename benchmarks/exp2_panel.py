@@ -79,6 +79,32 @@ def summaries(comparison) -> dict:
             "all_sparsities": rows(comparison.summarize(5.0))}  # fmt: skip
 
 
+def late_epochs(comparison, k: int = 10) -> dict:
+    """A diagnostic beside the criterion, not a replacement for it: per variant, the mean over
+    the window of |ours - published| where each side is its run's mean test accuracy over the
+    last ``k`` epochs instead of the last one. Where a run's accuracy moves by several points
+    from one epoch to the next, this says whether the curves agree apart from that noise."""
+    import json
+
+    published = lj.load_published()
+    diffs: dict[str, list[float]] = {}
+    for run in comparison.runs:
+        record = published.get(run.family, run.variant, run.sparsity, run.epochs)
+        if record is None or run.variant == "baseline" or run.seed != 0 or run.epochs < k:
+            continue
+        if not WINDOW[0] <= run.sparsity <= WINDOW[1]:
+            continue
+        ours = json.loads(Path(run.path).read_text())["test_accuracy"][-k:]
+        theirs = record.test_acc_per_epoch[-k:]
+        diffs.setdefault(run.variant, []).append(
+            abs(statistics.fmean(ours) - statistics.fmean(theirs))
+        )
+    return {"rule": " ".join(late_epochs.__doc__.split()).replace("``k``", str(k)),
+            "epochs_averaged": k, "window": list(WINDOW), "seed": 0,
+            "mean_abs_diff": {v: statistics.fmean(d) for v, d in diffs.items()},
+            "points": {v: len(d) for v, d in diffs.items()}}  # fmt: skip
+
+
 def linear_figure(stem: Path) -> Path:
     """The same figure on the published figures' linear axis (the README shows it beside them)."""
     return stem.with_name(f"{stem.name}_linear.png")
@@ -92,7 +118,8 @@ def write_outputs(args) -> None:
     comparison = lj.compare_published(args.runs_dir, families=[args.family], epochs=[args.epochs])
     comparison.write_runs_csv(stem.with_suffix(".csv"))
     report = {"runs_dir": os.path.relpath(args.runs_dir, ROOT), "family": args.family,
-              "epochs": args.epochs, "runs": len(comparison.runs), **summaries(comparison)}  # fmt: skip
+              "epochs": args.epochs, "runs": len(comparison.runs), **summaries(comparison),
+              "diagnostic_late_epochs": late_epochs(comparison)}  # fmt: skip
     write_json(stem.with_suffix(".json"), report)
     results = collect_results(args.runs_dir)
     for path, xscale in ((stem.with_suffix(".png"), "log"), (linear_figure(stem), "linear")):

@@ -39,6 +39,25 @@ def pytest_configure(config):
         )
 
 
+#: Test files whose module-scoped fixtures are expensive (a sweep, trained tickets...): under
+#: pytest-xdist (``--dist loadgroup``) each runs whole on one worker, so its fixtures are built
+#: once; every other test is handed out on its own.
+ONE_WORKER_FILES = {
+    "test_construct.py", "test_distributed.py", "test_hostile.py", "test_metadata_fuzz.py",
+    "test_pruning.py", "test_published.py", "test_supermask.py", "test_sweep_plot.py",
+    "test_tickets.py", "test_walkthrough.py",
+}  # fmt: skip
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config, items):
+    """(A wrapper: the marks must be there before xdist's own hook reads them.)"""
+    for item in items:
+        if item.path.name in ONE_WORKER_FILES:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    return (yield)
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     """The real MNIST IDX directory; tests that need it skip where it is absent."""

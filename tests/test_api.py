@@ -146,6 +146,8 @@ def test_custom_sizes_supermask_and_both_ticket_kinds(tmp_path):
         lj.PruneConfig(model="wide")
 
 
+# Slow (about 20 s); the default run keeps test_custom_sizes_supermask_and_both_ticket_kinds.
+@pytest.mark.slow
 def test_example_script_runs(tmp_path, mnist_dir):
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "LOTTERY_JAX_DATA": str(mnist_dir)}

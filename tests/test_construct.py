@@ -119,6 +119,8 @@ def test_construct_ticket_evaluates_and_exports(small_target, mnist_unit, tmp_pa
     assert again.resumed and again.results["ticket_accuracy"] == r["ticket_accuracy"]
 
 
+# Slow (about 20 s); the default run keeps test_construct_ticket_evaluates_and_exports.
+@pytest.mark.slow
 def test_relu_two_sided_with_signed_inputs(mnist_normalized):
     import lottery_jax as lj
 

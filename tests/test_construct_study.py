@@ -24,6 +24,8 @@ def tiny_target(path):
     return save_weights(path, "fc2", state, {"inputs": "unit"})
 
 
+# Slow (about 20 s); the default run keeps test_cli_construct_axis_writes_and_resumes.
+@pytest.mark.slow
 def test_rows_per_r_with_edge_popup_where_asked(tmp_path):
     spec = cst.ConstructStudySpec(
         tmp_path / "s", (3, 12), epsilon=0.02, target=str(tiny_target(tmp_path / "t.npz")),

@@ -179,6 +179,8 @@ def _mesh_vs_one(devices, model, members, epochs, n_train):
     return mesh["per_device"]
 
 
+# Slow (about 20 s); the default run keeps test_mesh_run_resumes_exactly (unrolled members on 2 devices).
+@pytest.mark.slow
 def test_members_on_a_device_mesh_equal_one_device():
     """3 members over 2 CPU devices (2 + 1, one padded slot) give bit-identical scores, losses
     and accuracies to the same members on one device (unrolled, as on CPU)."""
