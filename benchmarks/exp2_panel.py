@@ -79,13 +79,12 @@ def summaries(comparison) -> dict:
             "all_sparsities": rows(comparison.summarize(5.0))}  # fmt: skip
 
 
-def late_epochs(comparison, k: int = 10) -> dict:
+def late_epochs(comparison, results: list[dict], k: int = 10) -> dict:
     """A diagnostic beside the criterion, not a replacement for it: per variant, the mean over
     the window of |ours - published| where each side is its run's mean test accuracy over the
     last ``k`` epochs instead of the last one. Where a run's accuracy moves by several points
     from one epoch to the next, this says whether the curves agree apart from that noise."""
-    import json
-
+    curves = {str(r.get("_path", "")): r["test_accuracy"] for r in results}
     published = lj.load_published()
     diffs: dict[str, list[float]] = {}
     for run in comparison.runs:
@@ -94,7 +93,7 @@ def late_epochs(comparison, k: int = 10) -> dict:
             continue
         if not WINDOW[0] <= run.sparsity <= WINDOW[1]:
             continue
-        ours = json.loads(Path(run.path).read_text())["test_accuracy"][-k:]
+        ours = curves[run.path][-k:]
         theirs = record.test_acc_per_epoch[-k:]
         diffs.setdefault(run.variant, []).append(
             abs(statistics.fmean(ours) - statistics.fmean(theirs))
@@ -117,11 +116,11 @@ def write_outputs(args) -> None:
     stem = RESULTS / f"{args.family}_e{args.epochs}_vs_published"
     comparison = lj.compare_published(args.runs_dir, families=[args.family], epochs=[args.epochs])
     comparison.write_runs_csv(stem.with_suffix(".csv"))
+    results = collect_results(args.runs_dir)
     report = {"runs_dir": os.path.relpath(args.runs_dir, ROOT), "family": args.family,
               "epochs": args.epochs, "runs": len(comparison.runs), **summaries(comparison),
-              "diagnostic_late_epochs": late_epochs(comparison)}  # fmt: skip
+              "diagnostic_late_epochs": late_epochs(comparison, results)}  # fmt: skip
     write_json(stem.with_suffix(".json"), report)
-    results = collect_results(args.runs_dir)
     for path, xscale in ((stem.with_suffix(".png"), "log"), (linear_figure(stem), "linear")):
         lj.plot_results(results, path, published=True, families=[args.family],
                         epochs=[args.epochs], xscale=xscale)  # fmt: skip
@@ -133,18 +132,19 @@ def write_outputs(args) -> None:
 
 
 def write_seed_outputs(args) -> None:
-    """The panel's points with every seed run so far (the panel's seed 0 and the extra seeds):
+    """The panel's points with every seed run so far below ``benchmarks/results/runs`` (the
+    panel's seed 0 and the extra seeds; the figure and the table read the same runs):
     ``F_eE_seeds_vs_published.csv`` (mean, std and count over seeds per point, the record, the
     difference), its ``.json`` and ``-runs.csv``, and the mean +- std figure ``.png``."""
     from lottery_jax.pruning.sweep import collect_results
     from lottery_jax.rundir import write_json
 
     stem = RESULTS / f"{args.family}_e{args.epochs}_seeds_vs_published"
-    dirs = [args.panel_dir, args.runs_dir]
-    comparison = lj.compare_published(dirs[0].parent, families=[args.family], epochs=[args.epochs])
+    every_run = args.panel_dir.parent  # the panel's and the extra seeds' folders both
+    comparison = lj.compare_published(every_run, families=[args.family], epochs=[args.epochs])
     for path in comparison.write(stem.with_suffix(".csv")):
         print(f"wrote {path}")
-    results = [r for d in dirs for r in collect_results(d)]
+    results = collect_results(every_run)
     lj.plot_results(results, stem.with_suffix(".png"), published=True, families=[args.family],
                     epochs=[args.epochs])  # fmt: skip
     noise = seed_noise(comparison)
