@@ -214,6 +214,10 @@ def main() -> int:
     args.runs_dir = (args.runs_dir or default_dir).resolve()
     if args.extra_seeds:
         args.seeds = args.extra_seeds
+        if args.runs_dir.parent != args.panel_dir.parent:  # (write_seed_outputs reads only there)
+            p.error(
+                f"--extra-seeds runs go in a folder of {args.panel_dir.parent}, not {args.runs_dir}"
+            )
     if not args.compare_only:
         t0 = time.perf_counter()
         run_sweep(args)
