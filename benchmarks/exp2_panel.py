@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import lottery_jax as lj
+from lottery_jax.pruning.agreement import LAST_EPOCHS, epoch_noise, expected_abs_diff
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -104,6 +105,37 @@ def late_epochs(comparison, results: list[dict], k: int = 10) -> dict:
             "points": {v: len(d) for v, d in diffs.items()}}  # fmt: skip
 
 
+def epoch_noise_floor(comparison, results: list[dict], k: int = LAST_EPOCHS) -> dict:
+    """How close a final-epoch comparison can get when nothing but the epoch differs: per point
+    of the window, each run's epoch-to-epoch sd over its last ``k`` epochs (ours and the
+    record's; :func:`lottery_jax.pruning.agreement.epoch_noise`) and the expected |ours -
+    published| of two independent final epochs with those sds; per variant, the mean of that
+    floor beside the mean |ours - published| actually measured. A variant whose floor is above
+    the criterion cannot meet it with single runs, however faithful."""
+    curves = {str(r.get("_path", "")): r["test_accuracy"] for r in results}
+    published = lj.load_published()
+    points: dict[str, list[dict]] = {}
+    for run in comparison.runs:
+        record = published.get(run.family, run.variant, run.sparsity, run.epochs)
+        if record is None or run.variant == "baseline" or run.seed != 0 or run.epochs < k:
+            continue
+        if not WINDOW[0] <= run.sparsity <= WINDOW[1]:
+            continue
+        ours, theirs = curves[run.path], record.test_acc_per_epoch
+        sd_ours, sd_theirs = epoch_noise(ours, k), epoch_noise(theirs, k)
+        points.setdefault(run.variant, []).append({
+            "sparsity": run.sparsity, "epoch_sd_ours": sd_ours, "epoch_sd_published": sd_theirs,
+            "expected_abs_diff": expected_abs_diff(sd_ours, sd_theirs),
+            "abs_diff": abs(ours[-1] - record.final_test_acc),
+        })  # fmt: skip
+    variants = {v: {"points": len(pts),
+                    "mean_expected_abs_diff": statistics.fmean(p["expected_abs_diff"] for p in pts),
+                    "mean_abs_diff": statistics.fmean(p["abs_diff"] for p in pts), "per_point": pts}
+                for v, pts in points.items()}  # fmt: skip
+    rule = " ".join(epoch_noise_floor.__doc__.split()).replace("``k``", str(k))
+    return {"rule": rule, "epochs": k, "window": list(WINDOW), "seed": 0, "variants": variants}
+
+
 def linear_figure(stem: Path) -> Path:
     """The same figure on the published figures' linear axis (the README shows it beside them)."""
     return stem.with_name(f"{stem.name}_linear.png")
@@ -120,6 +152,8 @@ def write_outputs(args) -> None:
     report = {"runs_dir": os.path.relpath(args.runs_dir, ROOT), "family": args.family,
               "epochs": args.epochs, "runs": len(comparison.runs), **summaries(comparison),
               "diagnostic_late_epochs": late_epochs(comparison, results)}  # fmt: skip
+    if args.epochs >= LAST_EPOCHS:
+        report["diagnostic_epoch_noise_floor"] = epoch_noise_floor(comparison, results)
     write_json(stem.with_suffix(".json"), report)
     for path, xscale in ((stem.with_suffix(".png"), "log"), (linear_figure(stem), "linear")):
         lj.plot_results(results, path, published=True, families=[args.family],
@@ -128,6 +162,11 @@ def write_outputs(args) -> None:
         d = "-" if s.mean_abs_diff is None else f"{s.mean_abs_diff:.2f}"
         print(f"{s.family} {s.variant} e{s.epochs}: {s.matched} points in "
               f"{WINDOW[0]}..{WINDOW[1]}, mean |ours - published| {d}")  # fmt: skip
+    for v, floor in report.get("diagnostic_epoch_noise_floor", {}).get("variants", {}).items():
+        print(
+            f"{v}: expected |final - final| from the last {LAST_EPOCHS} epochs' noise alone "
+            f"{floor['mean_expected_abs_diff']:.2f} (measured {floor['mean_abs_diff']:.2f})"
+        )
     print(f"wrote {stem}.csv, .json and .png, and {linear_figure(stem).name}")
 
 
