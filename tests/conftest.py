@@ -30,6 +30,34 @@ def _mnist_dir() -> Path | None:
 _MNIST_DIR = _mnist_dir()
 
 
+def _share_compiled_programs() -> str | None:
+    """One JAX persistent compilation cache for the whole run: the controller makes it (a fresh
+    temporary folder, removed when the run ends) before any worker starts or jax is imported, and
+    the xdist workers and the CLI subprocesses inherit it through the environment, so a program
+    that several tests compile (the same network, step and shapes) is compiled once. A cache hit
+    loads the same executable, so results are unchanged. A user's own cache setting is kept."""
+    import tempfile
+
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ or "PYTEST_XDIST_WORKER" in os.environ:
+        return None
+    folder = tempfile.mkdtemp(prefix="lottery-jax-tests-jit-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    return folder
+
+
+#: The folder this (controller) process made, else None.
+_JIT_CACHE = _share_compiled_programs()
+
+
+def pytest_unconfigure(config):
+    if _JIT_CACHE is not None:
+        import shutil
+
+        shutil.rmtree(_JIT_CACHE, ignore_errors=True)
+
+
 def pytest_configure(config):
     """Under CI (``CI=true``) a missing MNIST fails the run instead of skipping the data tests."""
     if os.environ.get("CI", "").lower() == "true" and _MNIST_DIR is None:
@@ -39,21 +67,20 @@ def pytest_configure(config):
         )
 
 
-#: Test files whose module-scoped fixtures are expensive (a sweep, trained tickets...): under
-#: pytest-xdist (``--dist loadgroup``) each runs whole on one worker, so its fixtures are built
-#: once; every other test is handed out on its own.
-ONE_WORKER_FILES = {
-    "test_construct.py", "test_distributed.py", "test_hostile.py", "test_metadata_fuzz.py",
-    "test_pruning.py", "test_published.py", "test_supermask.py", "test_sweep_plot.py",
-    "test_tickets.py", "test_walkthrough.py",
-}  # fmt: skip
+def _module_fixtures(item) -> bool:
+    """Whether ``item`` uses a module- or class-scoped fixture (a sweep, trained tickets...)."""
+    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    return any(d[-1].scope in ("module", "class") for d in defs.values() if d)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config, items):
-    """(A wrapper: the marks must be there before xdist's own hook reads them.)"""
+    """Under pytest-xdist (``--dist loadgroup``) the tests of one file that share its module-
+    (or class-) scoped fixtures run on one worker, so those fixtures are built once; every other
+    test is handed out on its own. (A wrapper: the marks must be there before xdist's own hook
+    reads them.)"""
     for item in items:
-        if item.path.name in ONE_WORKER_FILES:
+        if _module_fixtures(item):
             item.add_marker(pytest.mark.xdist_group(item.path.stem))
     return (yield)
 
