@@ -57,7 +57,9 @@ def sweep_command(args, process: int | None) -> list[str]:
 def run_sweep(args) -> None:
     """The sweep in ``args.processes`` processes (logs beside the run folder); waits for all."""
     if args.processes == 1:
-        subprocess.run(sweep_command(args, None), check=True)
+        code = subprocess.run(sweep_command(args, None)).returncode
+        if code:
+            raise SystemExit(f"the sweep stopped (exit code {code}); the same command resumes it")
         return
     cores = sorted(os.sched_getaffinity(0))
     procs = []
