@@ -152,9 +152,9 @@ def write_outputs(args) -> None:
     comparison.write_runs_csv(stem.with_suffix(".csv"))
     results = collect_results(args.runs_dir)
     report = {"runs_dir": os.path.relpath(args.runs_dir, ROOT), "family": args.family,
-              "epochs": args.epochs, "runs": len(comparison.runs), **summaries(comparison),
-              "diagnostic_late_epochs": late_epochs(comparison, results)}  # fmt: skip
-    if args.epochs >= LAST_EPOCHS:
+              "epochs": args.epochs, "runs": len(comparison.runs), **summaries(comparison)}  # fmt: skip
+    if args.epochs >= LAST_EPOCHS:  # (the diagnostics read the last 10 epochs)
+        report["diagnostic_late_epochs"] = late_epochs(comparison, results, LAST_EPOCHS)
         report["diagnostic_epoch_noise_floor"] = epoch_noise_floor(comparison, results)
     write_json(stem.with_suffix(".json"), report)
     for path, xscale in ((stem.with_suffix(".png"), "log"), (linear_figure(stem), "linear")):

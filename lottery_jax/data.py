@@ -9,6 +9,7 @@ Python loader.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
 import importlib.util
@@ -213,6 +214,37 @@ def check_known_dataset(raws: dict[str, tuple[Path, bytes]]) -> str:
             _check_role(path, raw, verdict, IDX_FILES[role], known)
     _VERDICTS[key] = verdict
     return verdict
+
+
+def dataset_identity(name: str) -> str:
+    """Which dataset a recorded Dataset name (``results.json``'s ``config.data``) holds, as far as
+    this machine can tell: the TFDS or download-cache dataset it names (``tfds:X``,
+    ``cache:X:...``); for an IDX folder (``idx:DIR``) the known dataset its files are, checked now
+    by sha256 (:func:`check_known_dataset`: ``"mnist"``, ``"fashion_mnist"``, ``"unknown"`` for
+    other data), ``"unverified"`` when they contradict a known dataset or were used that way, and
+    ``"unchecked"`` when the folder is not on this machine; ``"unknown"`` for any other name
+    (data built in memory)."""
+    if name.startswith("tfds:"):
+        return name[len("tfds:") :]
+    if name.startswith("cache:"):
+        return name.split(":")[1]
+    if name.startswith("idx:"):
+        if name.endswith(" (unverified)"):
+            return "unverified"
+        return _idx_identity(name[len("idx:") :])
+    return "unknown"
+
+
+@functools.lru_cache(maxsize=16)
+def _idx_identity(folder: str) -> str:
+    if not Path(folder).is_dir():
+        return "unchecked"
+    try:
+        return check_known_dataset(_read_idx_dir(Path(folder))[1])
+    except UserError:
+        return "unverified"
+    except OSError:
+        return "unchecked"
 
 
 def _stamp(path: Path) -> tuple[int, int]:

@@ -171,6 +171,13 @@ def sweep_dir(tmp_path_factory):
         "fc2", epochs=[1], sparsities=[0.5], variants=["wide"], seeds=[0, 1],
         data=tiny_block_data(64, 40, 0), out=out, base=pruning.PruneConfig(model="red-fc2"),
     )  # fmt: skip
+    # The comparison's mechanics, on tiny runs relabelled as MNIST runs (runs on other data are
+    # held against no record: test_compare_holds_only_mnist_runs_against_the_records).
+    for path in out.rglob("results.json"):
+        rec = json.loads(path.read_text())
+        assert rec["config"]["data"] == "synthetic"
+        rec["config"]["data"] = "tfds:mnist"
+        path.write_text(json.dumps(rec))
     return out
 
 
@@ -240,6 +247,43 @@ def test_compare_settings_and_duplicates(sweep_dir, tmp_path):
     path.write_text(json.dumps(rec))
     (other,) = [r for r in pub.compare(out).rows if "redundancy=3" in r.settings]
     assert other.published is None and other.diff is None
+
+
+@pytest.mark.parametrize(
+    "data, compared",
+    [("tfds:mnist", True), ("cache:mnist:/somewhere", True), ("idx:/no/such/folder", True),
+     ("synthetic", False), ("tfds:fashion_mnist", False), ("idx:{synthetic}", False),
+     ("idx:{mnist} (unverified)", False)],
+)  # fmt: skip
+def test_compare_holds_only_mnist_runs_against_the_records(sweep_dir, tmp_path, data, compared):
+    """A run on other data than MNIST (in memory, another TFDS dataset, an IDX folder that is
+    not MNIST's files, data used unverified) gets ``data=...`` in its settings and no record; an
+    IDX folder recorded by a path not on this machine cannot be checked and is compared."""
+    from conftest import write_idx_dir
+
+    synthetic = write_idx_dir(tmp_path / "idx")
+    out = tmp_path / "runs"
+    shutil.copytree(sweep_dir, out)
+    path = out / "wide-fc2-r5-e1-s0.5-seed1" / "results.json"
+    rec = json.loads(path.read_text())
+    rec["config"]["data"] = data.format(synthetic=synthetic, mnist=tmp_path)
+    path.write_text(json.dumps(rec))
+    rows = [r for r in pub.compare(out).rows if r.variant == "wide"]
+    if compared:
+        assert [(r.settings, r.count, r.published_acc) for r in rows] == [("", 2, 95.31)]
+    else:
+        other = [r for r in rows if r.settings]
+        assert [r.settings for r in other] == [f"data={rec['config']['data']}"]
+        assert other[0].published is None and other[0].diff is None
+        (same,) = [r for r in rows if not r.settings]
+        assert same.count == 1 and same.published_acc == 95.31
+
+
+def test_compare_checks_an_idx_folder_by_its_files(mnist_dir):
+    from lottery_jax.data import dataset_identity
+
+    assert dataset_identity(f"idx:{mnist_dir}") == "mnist"
+    assert dataset_identity("train-from-memory") == "unknown"
 
 
 def test_compare_cli_end_to_end(sweep_dir, tmp_path, capsys, monkeypatch):

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
+from lottery_jax.data import dataset_identity
 from lottery_jax.errors import UserError
 
 #: Where the records come from.
@@ -282,6 +283,10 @@ PUBLISHED_SETTINGS = {"batch_size": 64, "momentum": 0.9, "weight_decay": 5e-4,
                       "inputs": "normalized"}  # fmt: skip
 PUBLISHED_LR = {"fc2": 0.1, "fc4": 0.1, "lenet5": 0.01}
 PUBLISHED_REDUNDANCY = 5
+#: Data a run may have been trained on to be held against the records: MNIST, or an IDX folder
+#: recorded by path that is not on this machine to check (the runs this repository commits were
+#: trained on the verified MNIST; :func:`lottery_jax.data.dataset_identity`).
+PUBLISHED_DATA = ("mnist", "unchecked")
 #: How the published LeNet5 variants got their frozen conv layers (the paper's trained LeNet5).
 PUBLISHED_CONV = "paper-lenet5"
 #: ``|ours - published|`` above this many points counts as a point that differs.
@@ -524,6 +529,18 @@ def _summary_order(item) -> tuple:
     return FAMILIES.index(family), epochs, VARIANTS.index(variant)
 
 
+def _data_name(cfg: dict) -> str | None:
+    """The data a run recorded, as a Dataset name: prune runs record the name (``data``), the
+    ``train`` command a folder (``data_dir``, an IDX folder) or a dataset (``dataset``)."""
+    if cfg.get("data") is not None:
+        return str(cfg["data"])
+    if cfg.get("data_dir"):
+        return f"idx:{cfg['data_dir']}"
+    if cfg.get("dataset"):
+        return f"tfds:{cfg['dataset']}"
+    return None
+
+
 def run_settings(result: dict, family: str, variant: str) -> str:
     """How a run's settings differ from the published ones ("" when they do not)."""
     cfg = result.get("config", {})
@@ -533,6 +550,9 @@ def run_settings(result: dict, family: str, variant: str) -> str:
         want["redundancy"] = PUBLISHED_REDUNDANCY
         if family == "lenet5":
             want["conv_from"] = PUBLISHED_CONV
+    data = _data_name(cfg)
+    if data is not None and dataset_identity(data) not in PUBLISHED_DATA:
+        diffs.append(f"data={data}")
     for key, value in want.items():
         got = cfg.get(key, value if key == "inputs" else None)
         if got != value and not (isinstance(value, float) and isinstance(got, int | float)
@@ -596,13 +616,14 @@ def compare(
                                              k[2], k[4])):  # fmt: skip
         family, variant, s, epochs, settings = key
         members = sorted(groups[key], key=lambda r: (r.seed is None, r.seed or 0))
-        redundancy_ok = "redundancy=" not in settings
+        # (another network, or other data than MNIST: no record to hold it against)
+        comparable = "redundancy=" not in settings and "data=" not in settings
         rows.append(ComparisonRow(
             family=family, variant=variant, sparsity=members[0].sparsity, epochs=epochs,
             settings=settings, seeds=tuple(m.seed for m in members),
             accs=tuple(m.final_test_acc for m in members),
             remaining_params=members[0].remaining_params,
-            published=published.get(family, variant, s, epochs) if redundancy_ok else None,
+            published=published.get(family, variant, s, epochs) if comparable else None,
         ))  # fmt: skip
     return Comparison(runs_dir=str(runs_dir), rows=tuple(rows), runs=tuple(runs),
                       duplicates=dups, source=published.source)  # fmt: skip
