@@ -10,8 +10,10 @@ runs' own curves:
 - :func:`epoch_noise`: the standard deviation of one epoch's accuracy around its run's local
   level, from the successive differences of the last ``k`` epochs. For independent noise of sd
   sigma around a smooth level, ``Var(a[t+1] - a[t]) = 2 sigma**2`` and a slow trend only shifts
-  the differences' mean, so ``sigma = stdev(diffs) / sqrt(2)``. Noise that persists over several
-  epochs makes the differences smaller, so this is an underestimate (a conservative floor).
+  the differences' mean, so ``sigma = stdev(diffs) / sqrt(2)``. It is an estimate, not a bound:
+  noise that persists over several epochs makes the differences smaller (an underestimate), and
+  noise that shrinks over the window, as it does where a decaying learning rate calms the masks,
+  makes it overstate the last epoch's (an overestimate).
 - :func:`expected_abs_diff`: for two independent normal samples of sds ``a`` and ``b``,
   ``E|X - Y| = sqrt(2 / pi) * sqrt(a**2 + b**2)``.
 """
