@@ -82,24 +82,28 @@ def summaries(comparison) -> dict:
             "all_sparsities": rows(comparison.summarize(5.0))}  # fmt: skip
 
 
+def seed0_window_runs(comparison, results: list[dict], k: int):
+    """(run, our per-epoch curve, its published record) for every seed-0 pruned run of the window
+    that has a record and at least ``k`` epochs: the points the diagnostics below read."""
+    curves = {str(r.get("_path", "")): r["test_accuracy"] for r in results}
+    published = lj.load_published()
+    for run in comparison.runs:
+        record = published.get(run.family, run.variant, run.sparsity, run.epochs)
+        if record is None or run.variant == "baseline" or run.seed != 0 or run.epochs < k:
+            continue
+        if WINDOW[0] <= run.sparsity <= WINDOW[1]:
+            yield run, curves[run.path], record
+
+
 def late_epochs(comparison, results: list[dict], k: int = 10) -> dict:
     """A diagnostic beside the criterion, not a replacement for it: per variant, the mean over
     the window of |ours - published| where each side is its run's mean test accuracy over the
     last ``k`` epochs instead of the last one. Where a run's accuracy moves by several points
     from one epoch to the next, this says whether the curves agree apart from that noise."""
-    curves = {str(r.get("_path", "")): r["test_accuracy"] for r in results}
-    published = lj.load_published()
     diffs: dict[str, list[float]] = {}
-    for run in comparison.runs:
-        record = published.get(run.family, run.variant, run.sparsity, run.epochs)
-        if record is None or run.variant == "baseline" or run.seed != 0 or run.epochs < k:
-            continue
-        if not WINDOW[0] <= run.sparsity <= WINDOW[1]:
-            continue
-        ours = curves[run.path][-k:]
-        theirs = record.test_acc_per_epoch[-k:]
+    for run, ours, record in seed0_window_runs(comparison, results, k):
         diffs.setdefault(run.variant, []).append(
-            abs(statistics.fmean(ours) - statistics.fmean(theirs))
+            abs(statistics.fmean(ours[-k:]) - statistics.fmean(record.test_acc_per_epoch[-k:]))
         )
     return {"rule": " ".join(late_epochs.__doc__.split()).replace("``k``", str(k)),
             "epochs_averaged": k, "window": list(WINDOW), "seed": 0,
@@ -114,20 +118,12 @@ def epoch_noise_floor(comparison, results: list[dict], k: int = LAST_EPOCHS) -> 
     published| of two independent final epochs with those sds; per variant, the mean of that
     floor beside the mean |ours - published| actually measured. A variant whose floor is above
     the criterion cannot be expected to meet it with single runs, however faithful. The cosine
-    rate falls over those epochs (of 30 at lr 0.1: 0.025 in the first of the last 10, 0.0067 in the
-    first of the last 5, 0.0003 in the last): where the noise shrinks with it, the estimate overstates the last epoch's noise, so
-    it is written for the last 10 and the last 5 epochs."""
-    curves = {str(r.get("_path", "")): r["test_accuracy"] for r in results}
-    published = lj.load_published()
+    rate falls over those epochs (of 30 at lr 0.1: 0.025 in the first of the last 10, 0.0067 in
+    the first of the last 5, 0.0003 in the last): where the noise shrinks with it, the estimate
+    overstates the last epoch's noise, so it is written for the last 10 and the last 5 epochs."""
     points: dict[str, list[dict]] = {}
-    for run in comparison.runs:
-        record = published.get(run.family, run.variant, run.sparsity, run.epochs)
-        if record is None or run.variant == "baseline" or run.seed != 0 or run.epochs < k:
-            continue
-        if not WINDOW[0] <= run.sparsity <= WINDOW[1]:
-            continue
-        ours, theirs = curves[run.path], record.test_acc_per_epoch
-        sd_ours, sd_theirs = epoch_noise(ours, k), epoch_noise(theirs, k)
+    for run, ours, record in seed0_window_runs(comparison, results, k):
+        sd_ours, sd_theirs = epoch_noise(ours, k), epoch_noise(record.test_acc_per_epoch, k)
         points.setdefault(run.variant, []).append({
             "sparsity": run.sparsity, "epoch_sd_ours": sd_ours, "epoch_sd_published": sd_theirs,
             "expected_abs_diff": expected_abs_diff(sd_ours, sd_theirs),
