@@ -253,7 +253,7 @@ def test_compare_settings_and_duplicates(sweep_dir, tmp_path):
     "data, compared",
     [("tfds:mnist", True), ("cache:mnist:/somewhere", True), ("idx:/no/such/folder", True),
      ("synthetic", False), ("tfds:fashion_mnist", False), ("idx:{synthetic}", False),
-     ("idx:{mnist} (unverified)", False)],
+     ("idx:{folder} (unverified)", False)],
 )  # fmt: skip
 def test_compare_holds_only_mnist_runs_against_the_records(sweep_dir, tmp_path, data, compared):
     """A run on other data than MNIST (in memory, another TFDS dataset, an IDX folder that is
@@ -266,7 +266,7 @@ def test_compare_holds_only_mnist_runs_against_the_records(sweep_dir, tmp_path, 
     shutil.copytree(sweep_dir, out)
     path = out / "wide-fc2-r5-e1-s0.5-seed1" / "results.json"
     rec = json.loads(path.read_text())
-    rec["config"]["data"] = data.format(synthetic=synthetic, mnist=tmp_path)
+    rec["config"]["data"] = data.format(synthetic=synthetic, folder=tmp_path)
     path.write_text(json.dumps(rec))
     rows = [r for r in pub.compare(out).rows if r.variant == "wide"]
     if compared:
