@@ -222,8 +222,9 @@ def dataset_identity(name: str) -> str:
     ``cache:X:...``); for an IDX folder (``idx:DIR``) the known dataset its files are, checked now
     by sha256 (:func:`check_known_dataset`: ``"mnist"``, ``"fashion_mnist"``, ``"unknown"`` for
     other data), ``"unverified"`` when they contradict a known dataset or were used that way, and
-    ``"unchecked"`` when the folder is not on this machine; ``"unknown"`` for any other name
-    (data built in memory)."""
+    ``"unchecked"`` when the folder is not the data folder named here (``LOTTERY_JAX_DATA``): a
+    path read from a record is never opened, only compared with it; ``"unknown"`` for any other
+    name (data built in memory)."""
     if name.startswith("tfds:"):
         return name[len("tfds:") :]
     if name.startswith("cache:"):
@@ -235,10 +236,15 @@ def dataset_identity(name: str) -> str:
     return "unknown"
 
 
-@functools.lru_cache(maxsize=16)
 def _idx_identity(folder: str) -> str:
-    if not Path(folder).is_dir():
+    named = os.environ.get("LOTTERY_JAX_DATA")
+    if not named or Path(folder).resolve() != Path(named).resolve():
         return "unchecked"
+    return _named_folder_identity(str(Path(named).resolve()))
+
+
+@functools.lru_cache(maxsize=4)
+def _named_folder_identity(folder: str) -> str:
     try:
         return check_known_dataset(_read_idx_dir(Path(folder))[1])
     except UserError:

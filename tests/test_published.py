@@ -6,6 +6,7 @@ import csv
 import gzip
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -255,13 +256,17 @@ def test_compare_settings_and_duplicates(sweep_dir, tmp_path):
      ("synthetic", False), ("tfds:fashion_mnist", False), ("idx:{synthetic}", False),
      ("idx:{folder} (unverified)", False)],
 )  # fmt: skip
-def test_compare_holds_only_mnist_runs_against_the_records(sweep_dir, tmp_path, data, compared):
+def test_compare_holds_only_mnist_runs_against_the_records(
+    sweep_dir, tmp_path, monkeypatch, data, compared
+):
     """A run on other data than MNIST (in memory, another TFDS dataset, an IDX folder that is
     not MNIST's files, data used unverified) gets ``data=...`` in its settings and no record; an
-    IDX folder recorded by a path not on this machine cannot be checked and is compared."""
+    IDX folder recorded by another path than the data folder named here is never opened (a
+    record cannot make compare read elsewhere) and is compared."""
     from conftest import write_idx_dir
 
     synthetic = write_idx_dir(tmp_path / "idx")
+    monkeypatch.setenv("LOTTERY_JAX_DATA", str(synthetic))  # the data folder named here
     out = tmp_path / "runs"
     shutil.copytree(sweep_dir, out)
     path = out / "wide-fc2-r5-e1-s0.5-seed1" / "results.json"
@@ -279,11 +284,16 @@ def test_compare_holds_only_mnist_runs_against_the_records(sweep_dir, tmp_path, 
         assert same.count == 1 and same.published_acc == 95.31
 
 
-def test_compare_checks_an_idx_folder_by_its_files(mnist_dir):
+def test_compare_checks_an_idx_folder_by_its_files(mnist_dir, tmp_path, monkeypatch):
     from lottery_jax.data import dataset_identity
 
+    monkeypatch.setenv("LOTTERY_JAX_DATA", str(mnist_dir))
     assert dataset_identity(f"idx:{mnist_dir}") == "mnist"
     assert dataset_identity("train-from-memory") == "unknown"
+    # A fifo where a record says MNIST is: never opened (the call would hang if it were).
+    (tmp_path / "train-images-idx3-ubyte").unlink(missing_ok=True)
+    os.mkfifo(tmp_path / "train-images-idx3-ubyte")
+    assert dataset_identity(f"idx:{tmp_path}") == "unchecked"
 
 
 def test_compare_cli_end_to_end(sweep_dir, tmp_path, capsys, monkeypatch):

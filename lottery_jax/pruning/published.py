@@ -284,8 +284,9 @@ PUBLISHED_SETTINGS = {"batch_size": 64, "momentum": 0.9, "weight_decay": 5e-4,
 PUBLISHED_LR = {"fc2": 0.1, "fc4": 0.1, "lenet5": 0.01}
 PUBLISHED_REDUNDANCY = 5
 #: Data a run may have been trained on to be held against the records: MNIST, or an IDX folder
-#: recorded by path that is not on this machine to check (the runs this repository commits were
-#: trained on the verified MNIST; :func:`lottery_jax.data.dataset_identity`).
+#: recorded by a path other than the data folder named here, which is not opened to check (the
+#: runs this repository commits were trained on the verified MNIST;
+#: :func:`lottery_jax.data.dataset_identity`).
 PUBLISHED_DATA = ("mnist", "unchecked")
 #: How the published LeNet5 variants got their frozen conv layers (the paper's trained LeNet5).
 PUBLISHED_CONV = "paper-lenet5"
