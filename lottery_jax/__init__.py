@@ -47,13 +47,18 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
+from lottery_jax.xla_cpu import add_cpu_flags as _add_cpu_flags
+
 try:
     __version__ = version("lottery-jax")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0+unknown"
 
-# name -> (module, attribute): imported on first use, so ``import lottery_jax`` stays light and
-# changes no global state.
+# Before JAX starts its CPU backend: the XLA CPU flags measured faster (lottery_jax.xla_cpu; the
+# only global state ``import lottery_jax`` changes, and only flags the user has not set).
+_add_cpu_flags()
+
+# name -> (module, attribute): imported on first use, so ``import lottery_jax`` stays light.
 _API = {
     "UserError": ("lottery_jax.errors", "UserError"),
     # Experiment 1

@@ -12,7 +12,8 @@ import jax
 
 
 def device_summary() -> dict[str, Any]:
-    """What ran the computation: backend, devices, versions (recorded in every results.json), and
+    """What ran the computation: backend, devices, versions, the ``XLA_FLAGS`` (with those
+    :mod:`lottery_jax.xla_cpu` adds) (recorded in every results.json), and
     the ``--data-dir`` files used unverified (``--allow-unverified-data``), if any."""
     from lottery_jax.data import UNVERIFIED_LOADS
 
@@ -26,6 +27,7 @@ def device_summary() -> dict[str, Any]:
         "jax_version": jax.__version__,
         "host": platform.node(),
         "cpu_count": os.cpu_count(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
 
 
