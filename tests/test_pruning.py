@@ -186,7 +186,7 @@ def test_planes_layout_roundtrip_and_published_tie_index():
     tied = jnp.round(jax.random.normal(jax.random.key(0), (4, 15)) * 2) / 2
     for k in (0, 7, 30, 59):
         cut = select_cut(tied, k)
-        pc = select_cut(to_planes(tied, 3), k, index=plane_index((3, 4, 5)))
+        pc = select_cut(to_planes(tied, 3), k, order="planes")
         assert [int(v) for v in cut] == [int(v) for v in pc]
 
 
@@ -466,10 +466,10 @@ def _near_equals_full_over_a_run(model: str, relu: bool, data, steps: int) -> in
         near, _ = net.near_cuts(state[1])
         same = []
         for layer, cn, cf in zip(net.layers(), near, net.cuts(), strict=True):
-            for (sc, _, index), a, b in zip(layer.select_inputs(), cn, cf, strict=True):
+            for (sc, _, order), a, b in zip(layer.select_inputs(), cn, cf, strict=True):
                 keys = score_keys(sc)
-                same.append(jnp.all(removed_by_cut(keys, *a, index)
-                                    == removed_by_cut(keys, *b, index)))  # fmt: skip
+                same.append(jnp.all(removed_by_cut(keys, *a, order)
+                                    == removed_by_cut(keys, *b, order)))  # fmt: skip
         out = step(scores, state, frozen, counts, idx, valid, i, data.train_images,
                    data.train_labels)  # fmt: skip
         return jnp.stack(same), out

@@ -37,6 +37,7 @@ from lottery_jax.nets.supermask import (
     Score,
     check_sparsity,
     cut_mask,
+    entry_index,
     hint_from_cut,
     int_cotangent,
     masked_by_cut,
@@ -100,10 +101,8 @@ def from_planes(p: jax.Array) -> jax.Array:
 
 def plane_index(shape) -> jax.Array:
     """The published flat index ``o in r + j r + k`` of every entry ``(k, o, j)`` of the planes,
-    so ties are broken exactly as in the (out, in r) layout."""
-    r, out, n_in = shape
-    k, o, j = (jax.lax.broadcasted_iota(jnp.int32, shape, d) for d in range(3))
-    return o * (n_in * r) + j * r + k
+    by which ties are broken exactly as in the (out, in r) layout (tie order ``"planes"``)."""
+    return entry_index(shape, "planes")
 
 
 #: How a redundant layer's masked weights combine (static): ``linear``: one (out, in) matrix;
@@ -119,7 +118,7 @@ def _collapse_planes(w2m: jax.Array, a: jax.Array) -> jax.Array:
 
 def _masked_planes(w1, w2, s1, s2, cut1, cut2):
     w1m = w1 * cut_mask(s1, cut1)
-    w2m = w2 * cut_mask(s2, cut2, plane_index(s2.shape))
+    w2m = w2 * cut_mask(s2, cut2, "planes")
     # (w1m is small: materialize it once rather than have XLA recompute its mask for every
     # entry of the large loops that read it.)
     return jax.lax.optimization_barrier(w1m), w2m
@@ -129,7 +128,7 @@ def _masked_planes(w1, w2, s1, s2, cut1, cut2):
 def redundant_weights(kind: str, w1, w2, s1, s2, cut1, cut2):
     """The masked redundant layer as dense matrices (see :data:`REDUNDANT_KINDS`): ``w1``, ``s1``
     (r, in), ``w2``, ``s2`` in planes (r, out, in) (:func:`to_planes`), the masks given as cuts
-    (:func:`lottery_jax.nets.supermask.select_cut`, indexed as published: :func:`plane_index`).
+    (:func:`lottery_jax.nets.supermask.select_cut`, ties broken as published: tie order ``planes``).
     The backward pass is written by hand (it recomputes the masks from the scores); gradients reach
     the scores straight through the masks and ``|.|``, as :func:`lottery_jax.nets.supermask.masked`.
     """
@@ -167,7 +166,7 @@ def _redundant_masked_grads(kind, g, w1m, w2m):
 
 def _redundant_bwd(kind, res, g):
     w1, w2, s1, s2, cut1, cut2 = res
-    m1, m2 = cut_mask(s1, cut1), cut_mask(s2, cut2, plane_index(s2.shape))
+    m1, m2 = cut_mask(s1, cut1), cut_mask(s2, cut2, "planes")
     gw1, gw2 = _redundant_masked_grads(kind, g, jax.lax.optimization_barrier(w1 * m1), w2 * m2)
     cuts = jax.tree.map(int_cotangent, (cut1, cut2))
     return (gw1 * m1, gw2 * m2, (gw1 * w1) * jnp.sign(s1), (gw2 * w2) * jnp.sign(s2), *cuts)
@@ -221,14 +220,14 @@ def unplanes_tree(tree):
 
 def select_all(layer) -> tuple:
     """Every masked tensor's exact top-k cut (:func:`select_cut`) of a masked layer."""
-    return tuple(select_cut(sc, k, layer.method, idx) for sc, k, idx in layer.select_inputs())
+    return tuple(select_cut(sc, k, layer.method, order) for sc, k, order in layer.select_inputs())
 
 
 def select_all_near(layer, hints: tuple) -> tuple[tuple, tuple]:
     """Every masked tensor's cut by :func:`select_cut_near` from ``hints``: (cuts, next hints)."""
     out = [
-        select_cut_near(sc, k, hint, layer.method, idx)
-        for (sc, k, idx), hint in zip(layer.select_inputs(), hints, strict=True)
+        select_cut_near(sc, k, hint, layer.method, order)
+        for (sc, k, order), hint in zip(layer.select_inputs(), hints, strict=True)
     ]
     return tuple(c for c, _ in out), tuple(h for _, h in out)
 
@@ -249,8 +248,8 @@ class MaskedLinear(nnx.Module):
         return (("weight", "scores", "pruned"),)
 
     def select_inputs(self) -> tuple:
-        """(scores, count, tie index) of every masked tensor, in :meth:`masked_tensors` order."""
-        return ((self.scores[...], self.pruned[...], None),)
+        """(scores, count, tie order) of every masked tensor, in :meth:`masked_tensors` order."""
+        return ((self.scores[...], self.pruned[...], "flat"),)
 
     def cuts(self) -> tuple:
         """The exact top-k cut of every masked tensor (:func:`select_cut`)."""
@@ -309,12 +308,12 @@ class RedundantLinear(nnx.Module):
         return a if a.ndim == 3 else to_planes(a, self.redundancy)
 
     def select_inputs(self) -> tuple:
-        """(scores, count, tie index) of ``scores1`` and ``scores2`` (in planes, with the published
+        """(scores, count, tie order) of ``scores1`` and ``scores2`` (in planes, with the published
         flat index, so the cut is that of the (out, in r) layout)."""
         s2 = self._planes(self.scores2[...])
         return (
-            (self.scores1[...], self.pruned1[...], None),
-            (s2, self.pruned2[...], plane_index(s2.shape)),
+            (self.scores1[...], self.pruned1[...], "flat"),
+            (s2, self.pruned2[...], "planes"),
         )
 
     def cuts(self) -> tuple:

@@ -25,8 +25,11 @@ of at least :data:`RADIX_MIN_SIZE` entries, else bisect; on a GPU the sort (H200
 scores: sort 0.23 ms, bisect 0.37 ms, radix 0.49 ms); elsewhere (TPU, unmeasured) bisect. All
 methods give exactly the same masks, ties included.
 
-Entries equal to the threshold are then split by index with a short bisection over the flat index
-that runs only when the threshold value is tied across the cut (all-equal scores, for instance).
+Entries equal to the threshold are then split by index, only when the threshold value is tied
+across the cut: from the few rows that hold tied entries, or by a bisection over the index when
+many entries are tied (all-equal scores, for instance). The index ties are broken by grows along
+the last axis of every layout used here (:data:`TIE_ORDERS`), so a cut is a per-row limit on the
+last-axis position and no index tensor is ever formed.
 """
 
 from __future__ import annotations
@@ -123,48 +126,111 @@ def score_keys(scores: jax.Array) -> jax.Array:
     return lax.bitcast_convert_type(jnp.abs(scores).astype(jnp.float32), jnp.uint32)
 
 
+#: How the index that ties are broken by is laid out in a score tensor (static). ``"flat"``: the
+#: flat row-major index of the tensor itself. ``"planes"``: the tensor is the planes (r, out, in)
+#: of an (out, in r) tensor (:func:`lottery_jax.nets.pruned.to_planes`) and entry (k, o, j) has
+#: that tensor's flat index ``o in r + j r + k``. In both the index grows along the last axis with
+#: a fixed stride from a base per row, so a cut ``index < c`` is a prefix of every row: masks
+#: compare the last-axis position with a per-row limit and never form an index tensor.
+TIE_ORDERS = ("flat", "planes")
+
+
+def _row_base(shape, order: str) -> tuple[jax.Array, int]:
+    """(index of the first entry of every last-axis row (int32, ``shape[:-1]``), stride along it)."""
+    if order == "planes":
+        r, _, n_in = shape
+        k, o = (lax.broadcasted_iota(jnp.int32, shape[:-1], d) for d in range(2))
+        return o * (n_in * r) + k, r
+    if order != "flat":
+        raise ValueError(f"unknown tie order {order!r} (choose from {', '.join(TIE_ORDERS)})")
+    rows = shape[:-1]
+    return lax.iota(jnp.int32, math.prod(rows)).reshape(rows) * shape[-1], 1
+
+
+def entry_index(shape, order: str = "flat") -> jax.Array:
+    """The index ties are broken by, of every entry of a tensor of ``shape`` (int32)."""
+    base, stride = _row_base(shape, order)
+    return base[..., None] + lax.broadcasted_iota(jnp.int32, shape, len(shape) - 1) * stride
+
+
 def flat_index(shape) -> jax.Array:
     """The flat (row-major) index of every entry of an array of ``shape`` (int32)."""
     return lax.iota(jnp.int32, math.prod(shape)).reshape(shape)
 
 
-def removed_by_cut(
-    keys: jax.Array, t: jax.Array, cut: jax.Array, index: jax.Array | None = None
-) -> jax.Array:
+def row_limits(shape, order: str, cut: jax.Array) -> jax.Array:
+    """Per last-axis row, how many of its leading entries have index below ``cut`` (int32,
+    ``shape[:-1]``): entry (..., j) has index < cut iff j < limit."""
+    base, stride = _row_base(shape, order)
+    room = jnp.asarray(cut, jnp.int32) - base  # index < cut  <=>  j stride < room
+    return jnp.clip(-((-room) // stride), 0, shape[-1])  # ceil(room / stride), in [0, last]
+
+
+def removed_by_cut(keys: jax.Array, t: jax.Array, cut: jax.Array, order: str = "flat") -> jax.Array:
     """Flags of a *cut* ``(t, cut)``: entry i is removed iff ``keys[i] < t``, or ``keys[i] == t``
-    and its index is below ``cut``. Every select returns its answer as a cut. ``index`` (same
-    shape as ``keys``) is the index ties are broken by: by default the flat index; a tensor held
-    in another layout passes the flat index of its entries in the published layout."""
-    index = flat_index(keys.shape) if index is None else index
-    return (keys < t) | ((keys == t) & (index < cut))
+    and its index is below ``cut``. Every select returns its answer as a cut. ``order``
+    (:data:`TIE_ORDERS`) says which index ties are broken by: by default the flat index."""
+    if keys.ndim == 0:
+        return removed_by_cut(keys.reshape(1), t, cut, order).reshape(())
+    # (The limits are computed once: XLA would otherwise fuse the division into every entry.)
+    limit = lax.optimization_barrier(row_limits(keys.shape, order, cut))
+    j = lax.broadcasted_iota(jnp.int32, keys.shape, keys.ndim - 1)
+    return (keys < t) | ((keys == t) & (j < limit[..., None]))
 
 
-def _tie_cut(bits, t, take, n_equal, index) -> jax.Array:
+#: A tie straddling the cut is split by gathering the rows that hold tied entries when there are
+#: at most this many tied entries (one pass over the tensor); else by a bisection over the index.
+TIE_ROWS = 16
+
+
+def _tie_cut(bits, t, take, n_equal, order: str) -> jax.Array:
     """Smallest index J with count(bits == t & index < J) >= take: ``n`` when every tied entry
-    goes, 0 when none does, else a bisection that runs only when the tie is split."""
-    n = bits.size
+    goes, 0 when none does, else (the tie is split) the ``take``-th smallest tied index + 1."""
+    shape, n = bits.shape, bits.size
+    last = shape[-1]
+    rows = bits.reshape(-1, last)
 
-    def cond(lohi):
-        return lohi[0] < lohi[1]
+    def gather():
+        # At most TIE_ROWS rows hold tied entries: their indices, smallest first, give J.
+        tied_rows = jnp.max((rows == t).astype(jnp.uint8), axis=1) > 0  # (faster than any)
+        ids = jnp.nonzero(tied_rows, size=TIE_ROWS, fill_value=rows.shape[0])[0]
+        valid = ids < rows.shape[0]
+        ids = jnp.minimum(ids, rows.shape[0] - 1)
+        base, stride = _row_base(shape, order)
+        index = base.reshape(-1)[ids][:, None] + jnp.arange(last, dtype=jnp.int32)[None] * stride
+        big = jnp.iinfo(jnp.int32).max
+        cand = jnp.where((rows[ids] == t) & valid[:, None], index, big)
 
-    def body(lohi):
-        lo, hi = lohi
-        mid = lo + (hi - lo) // 2
-        ok = jnp.sum((bits == t) & (index < mid), dtype=jnp.int32) >= take
-        return jnp.where(ok, lo, mid + 1), jnp.where(ok, mid, hi)
+        def next_smallest(_, prev):  # (a sort or top_k of the few rows is far slower on CPU)
+            return jnp.min(jnp.where(cand > prev, cand, big))
 
-    done = jnp.where(take >= n_equal, n, 0)  # all tied entries go (n), or none (take == 0)
+        return lax.fori_loop(0, take, next_smallest, jnp.int32(-1)) + 1
+
+    def bisect():
+        def cond(lohi):
+            return lohi[0] < lohi[1]
+
+        def body(lohi):
+            lo, hi = lohi
+            mid = lo + (hi - lo) // 2
+            limit = row_limits(shape, order, mid)
+            j = lax.broadcasted_iota(jnp.int32, shape, len(shape) - 1)
+            ok = jnp.sum((bits == t) & (j < limit[..., None]), dtype=jnp.int32) >= take
+            return jnp.where(ok, lo, mid + 1), jnp.where(ok, mid, hi)
+
+        return lax.while_loop(cond, body, (jnp.int32(0), jnp.int32(n)))[1]
+
     split = (take > 0) & (take < n_equal)
-    lo0 = jnp.where(split, 0, done).astype(jnp.int32)
-    hi0 = jnp.where(split, n, done).astype(jnp.int32)
-    return lax.while_loop(cond, body, (lo0, hi0))[1]
+    done = jnp.where(take >= n_equal, n, 0).astype(jnp.int32)  # all tied entries go, or none
+    branch = jnp.where(split, jnp.where(n_equal <= TIE_ROWS, 1, 2), 0)
+    return lax.switch(branch, (lambda: done, gather, bisect))
 
 
 def select_cut(
-    scores: jax.Array, k: jax.Array | int, method: str = "auto", index: jax.Array | None = None
+    scores: jax.Array, k: jax.Array | int, method: str = "auto", order: str = "flat"
 ) -> tuple[jax.Array, jax.Array]:
     """The exact top-k of ``|scores|`` as a cut ``(t, cut)`` (see :func:`removed_by_cut`): the
-    ``k`` smallest ``|score|`` are removed, among equal ones the lower index first (``index``:
+    ``k`` smallest ``|score|`` are removed, among equal ones the lower index first (``order``:
     as in :func:`removed_by_cut`). ``k == 0`` gives ``(0, 0)`` (nothing is below 0). ``k`` may be
     traced."""
     if method == "auto":
@@ -173,17 +239,18 @@ def select_cut(
         raise ValueError(f"unknown mask method {method!r} (choose from {', '.join(METHODS)})")
     n = scores.size
     k = jnp.clip(jnp.asarray(k, jnp.int32), 0, n)
-    bits = score_keys(scores).ravel()
-    index = (flat_index(scores.shape) if index is None else index).ravel()
+    keys = score_keys(scores).reshape(scores.shape or (1,))
+    bits = keys.ravel()
     none = jnp.uint32(0), jnp.int32(0)
     if method == "sort":
+        index = entry_index(keys.shape, order).ravel()
         sorted_bits, sorted_index = lax.sort((bits, index), num_keys=2)
         last = jnp.maximum(k, 1) - 1
         t, cut = sorted_bits[last], sorted_index[last] + 1
     else:
         select = _select_radix if method == "radix" else _select_bisect
         t, n_below, n_equal = select(bits, jnp.maximum(k, 1))
-        cut = _tie_cut(bits, t, k - n_below, n_equal, index)
+        cut = _tie_cut(keys, t, k - n_below, n_equal, order)
     return jnp.where(k > 0, t, none[0]), jnp.where(k > 0, cut, none[1])
 
 
@@ -238,9 +305,9 @@ def masked(weight: jax.Array, scores: jax.Array, k: jax.Array, method: str = "au
 # ----------------------------------------------------------------------------- masks from cuts
 
 
-def cut_mask(scores: jax.Array, cut: tuple[jax.Array, jax.Array], index=None) -> jax.Array:
+def cut_mask(scores: jax.Array, cut: tuple[jax.Array, jax.Array], order: str = "flat") -> jax.Array:
     """0/1 mask (dtype of ``scores``) of a cut: 0 where :func:`removed_by_cut` removes."""
-    removed = removed_by_cut(score_keys(scores), *cut, index)
+    removed = removed_by_cut(score_keys(scores), *cut, order)
     return jnp.where(removed, 0, 1).astype(scores.dtype)
 
 
@@ -341,7 +408,9 @@ def _near_bracket(keys, k, pred, err):
     def body(st):
         _, _, lo, hi, c_lo, c_hi, passes = st
         th = _near_thresholds(lo, hi, c_lo, c_hi, k, passes == 0, pred, err)
-        c = _count_below(keys, th.astype(jnp.uint32))
+        # (The 8 thresholds are computed once: XLA would otherwise fuse their arithmetic into the
+        # count and redo it for every entry.)
+        c = _count_below(keys, jax.lax.optimization_barrier(th.astype(jnp.uint32)))
         hit = c == k
         below, above = c < k, c > k
         lo2 = jnp.max(jnp.where(below, th, lo))
@@ -361,7 +430,7 @@ def select_cut_near(
     k: jax.Array | int,
     hint: tuple[jax.Array, jax.Array, jax.Array],
     method: str = "auto",
-    index: jax.Array | None = None,
+    order: str = "flat",
 ) -> tuple[tuple[jax.Array, jax.Array], tuple[jax.Array, jax.Array, jax.Array]]:
     """:func:`select_cut` (the same removed set, ties included) from a hint (:func:`hint_from_cut`,
     or the hint this function returned for the previous scores). Returns (cut, next hint).
@@ -379,38 +448,15 @@ def select_cut_near(
     simple = (k == 0) | (k == n)
 
     def near():
-        bits = keys.ravel()
-        idx = (flat_index(scores.shape) if index is None else index).ravel()
-        cut = _tie_cut_few(bits, lo.astype(jnp.uint32), k - c_lo, c_hi - c_lo, idx)
+        shaped = keys.reshape(scores.shape or (1,))
+        cut = _tie_cut(shaped, lo.astype(jnp.uint32), k - c_lo, c_hi - c_lo, order)
         return jnp.where(found, h, lo).astype(jnp.uint32), jnp.where(found, 0, cut)
 
     def full():
-        return select_cut(scores, k, method, index)
+        return select_cut(scores, k, method, order)
 
     cut = lax.cond((found | tie) & ~simple, near, full)
     t_new = jnp.where(found, h, cut[0].astype(jnp.int32))
     miss = jnp.abs(t_new - pred)
     step = t_new - t_prev
     return cut, (t_new, step, jnp.maximum(jnp.maximum(2 * miss, err // 2), 1))
-
-
-#: Tied entries split by successive minimum-index passes when at most this many are taken.
-FEW_TIES = 4
-
-
-def _tie_cut_few(bits, t, take, n_equal, index) -> jax.Array:
-    """:func:`_tie_cut`, by ``take`` minimum-index passes when ``take <= FEW_TIES`` (a tie of
-    two or three entries straddling the cut: one pass instead of a bisection over the index)."""
-    n = bits.size
-
-    def few():
-        def body(_, last):
-            cand = jnp.where((bits == t) & (index > last), index, n)
-            return jnp.min(cand)
-
-        last = lax.fori_loop(0, jnp.maximum(take, 0), body, jnp.int32(-1))
-        return jnp.where(take > 0, last + 1, 0)
-
-    split = (take > 0) & (take < n_equal)
-    return lax.cond(split & (take <= FEW_TIES), few,
-                    lambda: _tie_cut(bits, t, take, n_equal, index))  # fmt: skip
