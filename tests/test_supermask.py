@@ -236,3 +236,33 @@ def test_near_select_follows_a_drifting_tensor_with_few_passes():
         (t, cut), hint = near(s, k, hint)
         flags = removed_by_cut(score_keys(jnp.asarray(s)), t, cut)
         np.testing.assert_array_equal(np.asarray(flags), reference_removed(s, k))
+
+
+@pytest.mark.parametrize("tied", (2, 3, 15, 16, 17, 40))
+@pytest.mark.parametrize("order", ("flat", "planes"))
+def test_a_straddling_tie_is_split_by_the_published_index(tied, order):
+    """A tie of ``tied`` entries across the cut (split from the rows that hold it up to
+    TIE_ROWS entries, by bisection above), in either tie order: the k smallest, lower published
+    index first, exactly as the argsort reference on the (out, in r) layout."""
+    from lottery_jax.nets.pruned import from_planes, to_planes
+    from lottery_jax.nets.supermask import TIE_ROWS, hint_from_cut, select_cut, select_cut_near
+
+    assert TIE_ROWS == 16  # (the cases sit on both sides of it)
+    rng = np.random.default_rng(tied)
+    published = rng.uniform(-1, 1, size=(6, 7 * 3)).astype(np.float32)  # out 6, in 7, r 3
+    where = rng.choice(published.size, size=tied, replace=False)
+    published.flat[where] = 0.5 * rng.choice([-1, 1], size=tied)
+    below = int(np.sum(np.abs(published) < 0.5))
+    held = to_planes(jnp.asarray(published), 3) if order == "planes" else jnp.asarray(published)
+    unheld = from_planes if order == "planes" else (lambda a: a)
+    for take in sorted({1, tied // 2, tied - 1}):
+        k = below + take
+        want = reference_removed(published, k)
+        for method in ("radix", "bisect", "sort"):
+            cut = select_cut(held, k, method, order)
+            got = removed_by_cut(score_keys(held), *cut, order)
+            np.testing.assert_array_equal(np.asarray(unheld(got)), want, err_msg=method)
+        hint = hint_from_cut(select_cut(held * 0.999, k, "radix", order))
+        cut, _ = select_cut_near(held, k, hint, "radix", order)
+        got = removed_by_cut(score_keys(held), *cut, order)
+        np.testing.assert_array_equal(np.asarray(unheld(got)), want, err_msg="near")
