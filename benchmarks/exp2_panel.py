@@ -74,6 +74,27 @@ def run_sweep(args) -> None:
         raise SystemExit(f"a sweep process failed (exit codes {codes}); see the logs")
 
 
+def count_finished(runs_dir: Path) -> int:
+    return len(list(runs_dir.glob("*/results.json"))) if runs_dir.is_dir() else 0
+
+
+def write_timing(args, wall: float, load_before, trained: int) -> None:
+    """The sweep's wall time (all processes, start to end: compiles, data loading and every
+    evaluation included), the machine and its load, for the README's figures."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import harness
+
+    from lottery_jax.rundir import write_json
+
+    report = harness.header(
+        family=args.family, epochs=args.epochs, seeds=args.seeds, processes=args.processes,
+        runs_trained=trained, wall_seconds=round(wall, 1), wall_minutes=round(wall / 60, 2),
+    )  # fmt: skip
+    report["load_average_before"] = load_before
+    report["load_average_after"] = os.getloadavg()
+    write_json(args.timing_json, report)
+
+
 def summaries(comparison) -> dict:
     def rows(summary):
         return [s.to_json() for s in summary]
@@ -238,6 +259,8 @@ def main() -> int:
     p.add_argument("--processes", type=int, default=1)
     p.add_argument("--port", type=int, default=47611)
     p.add_argument("--compare-only", action="store_true", help="skip the sweep")
+    p.add_argument("--timing-json", type=Path, metavar="FILE",
+                   help="write the sweep's wall time, the machine and its load here")  # fmt: skip
     p.add_argument("--extra-seeds", metavar="SEEDS",
                    help="more seeds at some points (with --at and --variants), run into "
                         "runs/F_eE_seeds; writes F_eE_seeds_vs_published.*")  # fmt: skip
@@ -264,9 +287,13 @@ def main() -> int:
                 f"--extra-seeds runs go in a folder of {args.panel_dir.parent}, not {args.runs_dir}"
             )
     if not args.compare_only:
-        t0 = time.perf_counter()
+        finished = count_finished(args.runs_dir)
+        load, t0 = os.getloadavg(), time.perf_counter()
         run_sweep(args)
-        print(f"sweep done in {(time.perf_counter() - t0) / 60:.1f} min")
+        wall = time.perf_counter() - t0
+        print(f"sweep done in {wall / 60:.1f} min")
+        if args.timing_json:
+            write_timing(args, wall, load, count_finished(args.runs_dir) - finished)
     (write_seed_outputs if args.extra_seeds else write_outputs)(args)
     return 0
 

@@ -41,12 +41,24 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else what :mod:`platform` says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def header(**extra: Any) -> dict[str, Any]:
     """The report's head: device summary, CPU, load average, plus ``extra``; printed as one line."""
     dev = device_summary()
     report = {
         "device": dev,
         "cpu": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "load_average_before": os.getloadavg(),
         **extra,
