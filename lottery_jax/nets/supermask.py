@@ -241,17 +241,20 @@ def select_cut(
     k = jnp.clip(jnp.asarray(k, jnp.int32), 0, n)
     keys = score_keys(scores).reshape(scores.shape or (1,))
     bits = keys.ravel()
-    none = jnp.uint32(0), jnp.int32(0)
-    if method == "sort":
-        index = entry_index(keys.shape, order).ravel()
-        sorted_bits, sorted_index = lax.sort((bits, index), num_keys=2)
-        last = jnp.maximum(k, 1) - 1
-        t, cut = sorted_bits[last], sorted_index[last] + 1
-    else:
-        select = _select_radix if method == "radix" else _select_bisect
-        t, n_below, n_equal = select(bits, jnp.maximum(k, 1))
-        cut = _tie_cut(keys, t, k - n_below, n_equal, order)
-    return jnp.where(k > 0, t, none[0]), jnp.where(k > 0, cut, none[1])
+
+    def select():
+        if method == "sort":
+            index = entry_index(keys.shape, order).ravel()
+            sorted_bits, sorted_index = lax.sort((bits, index), num_keys=2)
+            last = jnp.maximum(k, 1) - 1
+            return sorted_bits[last], sorted_index[last] + 1
+        t, n_below, n_equal = (_select_radix if method == "radix" else _select_bisect)(
+            bits, jnp.maximum(k, 1)
+        )
+        return t, _tie_cut(keys, t, k - n_below, n_equal, order)
+
+    # Nothing to select at k == 0 (sparsity 0): no pass over the scores at all.
+    return lax.cond(k > 0, select, lambda: (jnp.uint32(0), jnp.int32(0)))
 
 
 def pruned_flags(scores: jax.Array, k: jax.Array | int, method: str = "auto") -> jax.Array:
@@ -455,7 +458,11 @@ def select_cut_near(
     def full():
         return select_cut(scores, k, method, order)
 
-    cut = lax.cond((found | tie) & ~simple, near, full)
+    def nothing():
+        return jnp.uint32(0), jnp.int32(0)
+
+    branch = jnp.where(k == 0, 0, jnp.where((found | tie) & ~simple, 1, 2))
+    cut = lax.switch(branch, (nothing, near, full))
     t_new = jnp.where(found, h, cut[0].astype(jnp.int32))
     miss = jnp.abs(t_new - pred)
     step = t_new - t_prev
