@@ -255,14 +255,16 @@ def test_a_straddling_tie_is_split_by_the_published_index(tied, order):
     below = int(np.sum(np.abs(published) < 0.5))
     held = to_planes(jnp.asarray(published), 3) if order == "planes" else jnp.asarray(published)
     unheld = from_planes if order == "planes" else (lambda a: a)
+    select = jax.jit(select_cut, static_argnums=(2, 3))  # (one compile per method, any k)
+    near = jax.jit(select_cut_near, static_argnums=(3, 4))
     for take in sorted({1, tied // 2, tied - 1}):
         k = below + take
         want = reference_removed(published, k)
         for method in ("radix", "bisect", "sort"):
-            cut = select_cut(held, k, method, order)
+            cut = select(held, k, method, order)
             got = removed_by_cut(score_keys(held), *cut, order)
             np.testing.assert_array_equal(np.asarray(unheld(got)), want, err_msg=method)
-        hint = hint_from_cut(select_cut(held * 0.999, k, "radix", order))
-        cut, _ = select_cut_near(held, k, hint, "radix", order)
+        hint = hint_from_cut(select(held * 0.999, k, "radix", order))
+        cut, _ = near(held, k, hint, "radix", order)
         got = removed_by_cut(score_keys(held), *cut, order)
         np.testing.assert_array_equal(np.asarray(unheld(got)), want, err_msg="near")
