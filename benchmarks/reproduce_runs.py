@@ -1,0 +1,89 @@
+"""Check that rerun pruning runs reproduce committed ones bit for bit, and time the reruns.
+
+    python benchmarks/reproduce_runs.py RERUN_DIR benchmarks/results/runs/fc2_e30 --json out.json
+
+For every finished run folder of RERUN_DIR (a ``results.json``) the folder of the same name under
+the committed directory must hold the same per-epoch test accuracies, train losses, final accuracy
+and remaining parameters, and its ``ticket.npz`` (where one was committed) the same arrays (every mask, every conv weight;
+``__meta__`` aside, which holds the run's own timings). Reports, per run, whether it matched and
+its seconds per epoch, and the epochs rerun; exits 1 if any run differs or is missing there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+FIELDS = ("test_accuracy", "train_loss", "final_test_accuracy", "remaining_params")
+
+
+def ticket_status(mine: Path, committed: Path) -> str:
+    """``same``, ``different``, or ``not committed`` (only results.json was committed)."""
+    if not committed.exists():
+        return "not committed" if mine.exists() else "same"
+    if not mine.exists():
+        return "different"
+    with np.load(mine) as za, np.load(committed) as zb:
+        keys = set(za.files) - {"__meta__"}
+        same = keys == set(zb.files) - {"__meta__"} and all(
+            np.array_equal(za[k], zb[k]) for k in keys
+        )
+    return "same" if same else "different"
+
+
+def compare(rerun: Path, committed: Path) -> dict:
+    runs = []
+    for folder in sorted(p.parent for p in rerun.glob("*/results.json")):
+        mine = json.loads((folder / "results.json").read_text())
+        theirs_path = committed / folder.name / "results.json"
+        if not theirs_path.exists():
+            runs.append({"run": folder.name, "identical": False, "why": "not committed"})
+            continue
+        theirs = json.loads(theirs_path.read_text())
+        fields = [f for f in FIELDS if mine.get(f) != theirs.get(f)]
+        ticket = ticket_status(folder / "ticket.npz", committed / folder.name / "ticket.npz")
+        seconds = mine.get("epoch_seconds") or []
+        runs.append({
+            "run": folder.name, "identical": not fields and ticket != "different",
+            "why": ", ".join(fields + ([] if ticket == "same" else [f"ticket.npz {ticket}"])),
+            "ticket": ticket,
+            "epochs": len(mine.get("test_accuracy", [])),
+            "seconds_per_epoch": round(sum(seconds) / max(len(seconds), 1), 2),
+            "compile_seconds": mine.get("compile_seconds"),
+        })  # fmt: skip
+    return {
+        "rerun_dir": str(rerun), "committed_dir": str(committed), "runs": runs,
+        "finished": len(runs), "identical": sum(r["identical"] for r in runs),
+        "epochs": sum(r.get("epochs", 0) for r in runs),
+    }  # fmt: skip
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("rerun", type=Path)
+    p.add_argument("committed", type=Path)
+    p.add_argument("--json", type=Path, help="write the report here")
+    args = p.parse_args()
+    for d in (args.rerun, args.committed):
+        if not d.is_dir():
+            print(f"error: {d} is not a directory", file=sys.stderr)
+            return 2
+    report = compare(args.rerun, args.committed)
+    for r in report["runs"]:
+        print(f"{'same' if r['identical'] else 'DIFFERENT'}  {r['run']}  {r['why']}")
+    print(f"{report['identical']} of {report['finished']} finished runs identical "
+          f"({report['epochs']} epochs)")  # fmt: skip
+    if args.json:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from lottery_jax.rundir import write_json
+
+        write_json(args.json, report)
+    return 0 if report["identical"] == report["finished"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
