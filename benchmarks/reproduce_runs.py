@@ -54,6 +54,7 @@ def compare(rerun: Path, committed: Path) -> dict:
             "epochs": len(mine.get("test_accuracy", [])),
             "seconds_per_epoch": round(sum(seconds) / max(len(seconds), 1), 2),
             "compile_seconds": mine.get("compile_seconds"),
+            "finished_unix": round((folder / "results.json").stat().st_mtime, 1),
         })  # fmt: skip
     return {
         "rerun_dir": str(rerun), "committed_dir": str(committed), "runs": runs,
@@ -67,18 +68,26 @@ def main() -> int:
     p.add_argument("rerun", type=Path)
     p.add_argument("committed", type=Path)
     p.add_argument("--json", type=Path, help="write the report here")
+    p.add_argument("--started", type=float, metavar="UNIX",
+                   help="when the reruns started (Unix time): adds the wall time to the last finish")  # fmt: skip
     args = p.parse_args()
     for d in (args.rerun, args.committed):
         if not d.is_dir():
             print(f"error: {d} is not a directory", file=sys.stderr)
             return 2
     report = compare(args.rerun, args.committed)
+    if args.started is not None and report["runs"]:
+        last = max(r.get("finished_unix", 0) for r in report["runs"])
+        report["wall_minutes_to_last_finish"] = round((last - args.started) / 60, 1)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import harness
+
+    report["machine"] = harness.header()
     for r in report["runs"]:
         print(f"{'same' if r['identical'] else 'DIFFERENT'}  {r['run']}  {r['why']}")
     print(f"{report['identical']} of {report['finished']} finished runs identical "
           f"({report['epochs']} epochs)")  # fmt: skip
     if args.json:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
         from lottery_jax.rundir import write_json
 
         write_json(args.json, report)
