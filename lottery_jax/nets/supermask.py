@@ -153,11 +153,6 @@ def entry_index(shape, order: str = "flat") -> jax.Array:
     return base[..., None] + lax.broadcasted_iota(jnp.int32, shape, len(shape) - 1) * stride
 
 
-def flat_index(shape) -> jax.Array:
-    """The flat (row-major) index of every entry of an array of ``shape`` (int32)."""
-    return lax.iota(jnp.int32, math.prod(shape)).reshape(shape)
-
-
 def row_limits(shape, order: str, cut: jax.Array) -> jax.Array:
     """Per last-axis row, how many of its leading entries have index below ``cut`` (int32,
     ``shape[:-1]``): entry (..., j) has index < cut iff j < limit."""
@@ -172,10 +167,19 @@ def removed_by_cut(keys: jax.Array, t: jax.Array, cut: jax.Array, order: str = "
     (:data:`TIE_ORDERS`) says which index ties are broken by: by default the flat index."""
     if keys.ndim == 0:
         return removed_by_cut(keys.reshape(1), t, cut, order).reshape(())
+    return (keys < t) | ((keys == t) & index_below(keys.shape, order, cut))
+
+
+def index_below(shape, order: str, cut: jax.Array) -> jax.Array:
+    """Flags of the entries whose index (``order``) is below ``cut``, from :func:`row_limits`."""
     # (The limits are computed once: XLA would otherwise fuse the division into every entry.)
-    limit = lax.optimization_barrier(row_limits(keys.shape, order, cut))
-    j = lax.broadcasted_iota(jnp.int32, keys.shape, keys.ndim - 1)
-    return (keys < t) | ((keys == t) & (j < limit[..., None]))
+    limit = lax.optimization_barrier(row_limits(shape, order, cut))
+    return lax.broadcasted_iota(jnp.int32, shape, len(shape) - 1) < limit[..., None]
+
+
+def _no_cut() -> tuple[jax.Array, jax.Array]:
+    """The cut of k == 0: nothing is below pattern 0."""
+    return jnp.uint32(0), jnp.int32(0)
 
 
 #: A tie straddling the cut is split by gathering the rows that hold tied entries when there are
@@ -213,9 +217,8 @@ def _tie_cut(bits, t, take, n_equal, order: str) -> jax.Array:
         def body(lohi):
             lo, hi = lohi
             mid = lo + (hi - lo) // 2
-            limit = row_limits(shape, order, mid)
-            j = lax.broadcasted_iota(jnp.int32, shape, len(shape) - 1)
-            ok = jnp.sum((bits == t) & (j < limit[..., None]), dtype=jnp.int32) >= take
+            below = (bits == t) & index_below(shape, order, mid)
+            ok = jnp.sum(below, dtype=jnp.int32) >= take
             return jnp.where(ok, lo, mid + 1), jnp.where(ok, mid, hi)
 
         return lax.while_loop(cond, body, (jnp.int32(0), jnp.int32(n)))[1]
@@ -254,7 +257,7 @@ def select_cut(
         return t, _tie_cut(keys, t, k - n_below, n_equal, order)
 
     # Nothing to select at k == 0 (sparsity 0): no pass over the scores at all.
-    return lax.cond(k > 0, select, lambda: (jnp.uint32(0), jnp.int32(0)))
+    return lax.cond(k > 0, select, _no_cut)
 
 
 def pruned_flags(scores: jax.Array, k: jax.Array | int, method: str = "auto") -> jax.Array:
@@ -448,7 +451,6 @@ def select_cut_near(
     pred = jnp.clip(t_prev + drift, 0, 2**31 - 2)
     found, h, lo, hi, c_lo, c_hi = _near_bracket(keys, k, pred, err)
     tie = (~found) & (hi - lo == 1)
-    simple = (k == 0) | (k == n)
 
     def near():
         shaped = keys.reshape(scores.shape or (1,))
@@ -458,11 +460,8 @@ def select_cut_near(
     def full():
         return select_cut(scores, k, method, order)
 
-    def nothing():
-        return jnp.uint32(0), jnp.int32(0)
-
-    branch = jnp.where(k == 0, 0, jnp.where((found | tie) & ~simple, 1, 2))
-    cut = lax.switch(branch, (nothing, near, full))
+    branch = jnp.where(k == 0, 0, jnp.where((found | tie) & (k < n), 1, 2))
+    cut = lax.switch(branch, (_no_cut, near, full))
     t_new = jnp.where(found, h, cut[0].astype(jnp.int32))
     miss = jnp.abs(t_new - pred)
     step = t_new - t_prev
