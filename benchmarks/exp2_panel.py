@@ -92,7 +92,11 @@ def write_timing(args, wall: float, load_before, trained: int) -> None:
     )  # fmt: skip
     report["load_average_before"] = load_before
     report["load_average_after"] = os.getloadavg()
-    write_json(args.timing_json, report)
+    try:
+        write_json(args.timing_json, report)
+    except (OSError, lj.UserError) as e:  # (the sweep's runs are written; only the timing is lost)
+        why = getattr(e, "strerror", None) or e
+        raise SystemExit(f"error: cannot write {args.timing_json}: {why}") from None
 
 
 def summaries(comparison) -> dict:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -22,33 +23,48 @@ FIELDS = ("test_accuracy", "train_loss", "final_test_accuracy", "remaining_param
 
 
 def ticket_status(mine: Path, committed: Path) -> str:
-    """``same``, ``different``, or ``not committed`` (only results.json was committed)."""
+    """``same``, ``different``, ``not committed`` (only results.json was committed) or
+    ``unreadable`` (either file is not a readable npz)."""
     if not committed.exists():
         return "not committed" if mine.exists() else "same"
     if not mine.exists():
         return "different"
-    with np.load(mine) as za, np.load(committed) as zb:
-        keys = set(za.files) - {"__meta__"}
-        same = keys == set(zb.files) - {"__meta__"} and all(
-            np.array_equal(za[k], zb[k]) for k in keys
-        )
+    try:
+        with np.load(mine) as za, np.load(committed) as zb:
+            keys = set(za.files) - {"__meta__"}
+            same = keys == set(zb.files) - {"__meta__"} and all(
+                np.array_equal(za[k], zb[k]) for k in keys
+            )
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        return "unreadable"
     return "same" if same else "different"
+
+
+def read_record(path: Path) -> dict | None:
+    """A results.json as a dict, or None if it cannot be read or is not a JSON object."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def compare(rerun: Path, committed: Path) -> dict:
     runs = []
     for folder in sorted(p.parent for p in rerun.glob("*/results.json")):
-        mine = json.loads((folder / "results.json").read_text())
         theirs_path = committed / folder.name / "results.json"
         if not theirs_path.exists():
             runs.append({"run": folder.name, "identical": False, "why": "not committed"})
             continue
-        theirs = json.loads(theirs_path.read_text())
+        mine, theirs = read_record(folder / "results.json"), read_record(theirs_path)
+        if mine is None or theirs is None:
+            runs.append({"run": folder.name, "identical": False, "why": "unreadable results.json"})
+            continue
         fields = [f for f in FIELDS if mine.get(f) != theirs.get(f)]
         ticket = ticket_status(folder / "ticket.npz", committed / folder.name / "ticket.npz")
-        seconds = mine.get("epoch_seconds") or []
+        seconds = [x for x in mine.get("epoch_seconds") or [] if isinstance(x, (int, float))]
         runs.append({
-            "run": folder.name, "identical": not fields and ticket != "different",
+            "run": folder.name, "identical": not fields and ticket in ("same", "not committed"),
             "why": ", ".join(fields + ([] if ticket == "same" else [f"ticket.npz {ticket}"])),
             "ticket": ticket,
             "epochs": len(mine.get("test_accuracy", [])),
@@ -88,9 +104,15 @@ def main() -> int:
     print(f"{report['identical']} of {report['finished']} finished runs identical "
           f"({report['epochs']} epochs)")  # fmt: skip
     if args.json:
+        from lottery_jax.errors import UserError
         from lottery_jax.rundir import write_json
 
-        write_json(args.json, report)
+        try:
+            write_json(args.json, report)
+        except (OSError, UserError) as e:
+            print(f"error: cannot write {args.json}: {getattr(e, 'strerror', None) or e}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
     return 0 if report["identical"] == report["finished"] else 1
 
 

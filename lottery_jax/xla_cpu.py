@@ -1,8 +1,9 @@
 """XLA CPU compiler flags that ``import lottery_jax`` adds to ``XLA_FLAGS`` before JAX starts.
 
-Measured on 2 cores (``benchmarks/bench_prune.py``, the same steps with and without): a red-FC2
-step is about 20% faster (7.9 -> 6.2 ms), the ReLU variant 11% and wide-FC2 13%, the plain FC2
-target step unchanged, and the losses the same to the last bit:
+Measured on 2 Intel Xeon cores (``benchmarks/bench_prune.py``, the same steps with and without):
+a red-FC2 step is about 20% faster (7.9 -> 6.2 ms), the ReLU variant 11% and wide-FC2 13%, the
+plain FC2 target step unchanged, and the losses the same to the last bit (on 2 AMD EPYC cores the
+difference was within that machine's run-to-run noise):
 
 * ``xla_cpu_prefer_vector_width=512``: XLA's default is 256-bit vectors even where the CPU has
   AVX-512; the score tensors' elementwise loops (masks, collapse, momentum) run twice as wide;

@@ -42,6 +42,12 @@ def test_identical_reruns_pass_and_every_difference_is_named(tmp_path):
     _run(old, "d", ticket=False)  # (only results.json committed)
     _run(new, "d")
     _run(new, "e")  # (not committed)
+    _run(old, "f")
+    _run(new, "f")
+    (new / "f" / "ticket.npz").write_bytes(b"not a zip")
+    _run(old, "g")
+    _run(new, "g")
+    (new / "g" / "results.json").write_text("{truncated")
     report = mod.compare(new, old)
     got = {r["run"]: (r["identical"], r["why"]) for r in report["runs"]}
     assert got["a"] == (True, "")
@@ -49,5 +55,7 @@ def test_identical_reruns_pass_and_every_difference_is_named(tmp_path):
     assert got["c"] == (False, "ticket.npz different")
     assert got["d"] == (True, "ticket.npz not committed")
     assert got["e"] == (False, "not committed")
-    assert report["finished"] == 5 and report["identical"] == 2
+    assert got["f"] == (False, "ticket.npz unreadable")
+    assert got["g"] == (False, "unreadable results.json")
+    assert report["finished"] == 7 and report["identical"] == 2
     assert report["runs"][0]["seconds_per_epoch"] == 9.0
